@@ -1,0 +1,239 @@
+"""Run experiment cells through one executor interface and cache each as it finishes.
+
+Any object with the :class:`concurrent.futures.Executor` shape (``submit``, ``map``,
+``shutdown``) can run cells: local processes by default (:func:`make_executor`, a
+``ProcessPoolExecutor`` with the *spawn* context and one torch thread per worker, so a
+cell's numbers equal the serial ones), :class:`SerialExecutor` in-process, or a
+distributed engine (e.g. a ``dask.distributed`` or ``ray`` client exposing ``submit``)
+plugged in later without touching the experiments: a cell is a top-level function of
+its frozen config, both picklable.
+
+:func:`run_cells` submits the cells that are not cached, writes each result to the cache
+**in the parent process** as its future completes (so a crash or ``kill -9`` loses only
+the cells still running), and reports progress on stderr: which cell finished, how many
+are left.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from malleability.reports.cache import CellCache, code_version, config_to_jsonable
+
+
+class SerialExecutor(cf.Executor):
+    """Runs each submitted call immediately in this process; returns a completed Future."""
+
+    def __init__(self):
+        self._shutdown = False
+
+    def submit(self, fn, /, *args, **kwargs):  # noqa: D401 - Executor API
+        if self._shutdown:
+            raise RuntimeError("cannot submit after shutdown")
+        future: cf.Future = cf.Future()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:  # KeyboardInterrupt must stop the run, not be stored
+            if not isinstance(exc, Exception):
+                raise
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._shutdown = True
+
+
+def _init_worker(threads: int) -> None:
+    """One torch/BLAS thread per worker: the workers already fill the cores, and results match serial runs."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(threads)
+        except RuntimeError:
+            pass
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def make_executor(workers: int, *, threads_per_worker: int = 1) -> cf.Executor:
+    """``workers <= 1``: :class:`SerialExecutor`; else a spawn-context process pool."""
+    if workers <= 1:
+        return SerialExecutor()
+    return cf.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(threads_per_worker,),
+    )
+
+
+def default_workers() -> int:
+    """Local worker processes: one per core (at least 1)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: ``fn(config)`` where ``fn`` is a top-level function, ``config`` a frozen dataclass."""
+
+    kind: str
+    config: Any
+    fn: Callable[[Any], Any]
+    label: str = ""
+
+    def describe(self) -> str:
+        return self.label or self.kind
+
+
+def execute_cell(fn: Callable[[Any], Any], config: Any) -> dict:
+    """Run one cell (in a worker): its result, wall time and provenance."""
+    from malleability.provenance import provenance
+
+    start = time.perf_counter()
+    result = fn(config)
+    wall = time.perf_counter() - start
+    device = None
+    train = getattr(config, "train", None)
+    if train is not None:
+        device = getattr(train, "device", None)
+    return {"result": result, "wall_time_s": wall, "provenance": provenance(device=device or "cpu")}
+
+
+@dataclass
+class CellOutcome:
+    """What happened to one cell in a run."""
+
+    cell: Cell
+    key: str
+    status: str  # 'cached' | 'computed' | 'failed'
+    entry: dict | None = None  # the cache entry (result, config, wall time, provenance)
+    error: str | None = None
+
+
+@dataclass
+class RunStats:
+    cached: int = 0
+    computed: int = 0
+    failed: int = 0
+    outcomes: list[CellOutcome] = field(default_factory=list)
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run_cells(
+    cells: Iterable[Cell],
+    executor: cf.Executor,
+    cache: CellCache,
+    *,
+    fresh: bool = False,
+    progress: Callable[[str], None] | None = _stderr,
+    stop_on_error: bool = False,
+    max_in_flight: int | None = None,
+) -> RunStats:
+    """Run ``cells``, reusing cached ones (unless ``fresh``), caching each result as it completes.
+
+    A cell that raises is recorded as ``failed`` with its one-line error (the others go on);
+    with ``stop_on_error`` the first failure is re-raised. Outcomes come back in the order
+    of ``cells``.
+    """
+    from malleability.reports.cache import cell_key
+
+    cells = list(cells)
+    code = code_version()
+    say = progress or (lambda _line: None)
+    stats = RunStats()
+    outcomes: dict[int, CellOutcome] = {}
+    todo: list[tuple[int, Cell, str]] = []
+    for i, cell in enumerate(cells):
+        key = cell_key(cell.kind, cell.config, code)
+        entry = None if fresh else cache.get(cell.kind, cell.config, code)
+        if entry is not None:
+            outcomes[i] = CellOutcome(cell, key, "cached", entry)
+            stats.cached += 1
+        else:
+            todo.append((i, cell, key))
+    total = len(todo)
+    if cells:
+        say(f"cells: {len(cells)} in all, {stats.cached} cached, {total} to run")
+    # A sliding window of submissions: a serial executor runs each cell at submit time, so
+    # submitting everything first would cache nothing until the very end.
+    window = max_in_flight or max(1, int(getattr(executor, "_max_workers", 1) or 1))
+    pending: dict[cf.Future, tuple[int, Cell, str]] = {}
+    queue = list(todo)
+    done = 0
+    t0 = time.perf_counter()
+    try:
+        while queue or pending:
+            while queue and len(pending) < window:
+                item = queue.pop(0)
+                if total:
+                    say(f"[{done}/{total}] running {item[1].describe()}")
+                pending[executor.submit(execute_cell, item[1].fn, item[1].config)] = item
+            finished, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
+            for future in finished:
+                i, cell, key = pending.pop(future)
+                done += 1
+                try:
+                    out = future.result()
+                except Exception as exc:  # a failing cell is shown as missing, with why
+                    if stop_on_error:
+                        raise
+                    message = " ".join(f"{type(exc).__name__}: {exc}".split())
+                    if os.environ.get("MALLEABILITY_DEBUG"):
+                        traceback.print_exception(exc)
+                    outcomes[i] = CellOutcome(cell, key, "failed", None, message[:500])
+                    stats.failed += 1
+                    say(f"[{done}/{total}] FAILED {cell.describe()}: {message[:200]}")
+                    continue
+                entry = cache.put(
+                    cell.kind,
+                    cell.config,
+                    out["result"],
+                    wall_time_s=out["wall_time_s"],
+                    provenance=out["provenance"],
+                    code=code,
+                )
+                outcomes[i] = CellOutcome(cell, key, "computed", entry)
+                stats.computed += 1
+                elapsed = time.perf_counter() - t0
+                say(
+                    f"[{done}/{total}] done {cell.describe()} in {out['wall_time_s']:.1f}s; "
+                    f"{total - done} left, {elapsed:.0f}s elapsed"
+                )
+    except BaseException:
+        for future in pending:
+            future.cancel()
+        raise
+    stats.outcomes = [outcomes[i] for i in range(len(cells))]
+    return stats
+
+
+__all__ = [
+    "Cell",
+    "CellOutcome",
+    "RunStats",
+    "SerialExecutor",
+    "config_to_jsonable",
+    "default_workers",
+    "execute_cell",
+    "make_executor",
+    "run_cells",
+]
