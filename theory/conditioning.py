@@ -1,0 +1,180 @@
+"""2-norm condition numbers of G = X Xᵀ and its powers, from the singular values of X.
+
+Why from X: the eigenvalues of G are s_i(X)², those of G^p are s_i(X)^(2p), so
+κ₂(G^p) = (s_1 / s_r)^(2p). Forming G³ in float64 and asking for its κ cannot resolve
+κ beyond ~1e15 (its small eigenvalues drown in rounding of the large ones); the SVD of
+X keeps each singular value to an absolute error of about max(n, d)·eps·s_1, so the
+relative error of κ₂(G^p) is about 2p·max(n, d)·eps·s_1/s_r. When that bound exceeds
+``TRUST_RTOL`` the computation escalates automatically to an mpmath SVD of X (exact
+float64 inputs) with at least p·log10 κ + 15 digits; where that is too large to do in
+mpmath, the number is returned with a warning giving its error bound, or null when the
+bound exceeds 50 % (never a number wrong by orders of magnitude).
+
+Rank tolerance (documented, used for every pseudo-condition number): a singular value
+of X counts as nonzero when it exceeds ``max(n, d) · eps64 · s_1`` (NumPy's default for
+``matrix_rank``), whatever precision computed it: directions below that level are
+indistinguishable from the rounding of float64 data. The eigenvalue threshold on G is
+the square of it.
+
+Names: ``kappa_G`` = κ₂(G) (None when G is singular, i.e. rank < n), ``pseudo_kappa_G``
+over the nonzero spectrum, ``kappa_d`` = κ of the rank-min(n, d) truncation (paper v2;
+None when s_min(n,d) is below the tolerance), and the same for G³.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mpmath
+import numpy as np
+
+from malleability.errors import require
+from malleability.validation import as_finite_matrix
+
+EPS64 = float(np.finfo(np.float64).eps)
+TRUST_RTOL = 1e-8  # float64 accepted when the relative error bound of every κ is below this
+MPMATH_MAX_WORK = 2_000_000  # n·d·min(n, d) above which an mpmath SVD is too slow to run
+
+
+def rank_tolerance(n: int, d: int, s_max: float) -> float:
+    """The documented rank tolerance on singular values of X: max(n, d)·eps64·s_1."""
+    return max(n, d) * EPS64 * float(s_max)
+
+
+def mp_singular_values(x: np.ndarray, dps: int) -> list:
+    """Singular values of the float64 matrix x (taken exactly) in mpmath with dps digits, descending."""
+    with mpmath.workdps(dps):
+        a = mpmath.matrix(x.tolist() if x.shape[0] >= x.shape[1] else x.T.tolist())
+        s = mpmath.svd_r(a, compute_uv=False)
+        vals = sorted((s[i] for i in range(len(s))), reverse=True)
+    return vals
+
+
+def number_out(value) -> float | str | None:
+    """A κ for JSON: float when float64 can hold it, a 7-digit string beyond (e.g. '1.234567e+400')."""
+    if value is None:
+        return None
+    if isinstance(value, mpmath.mpf):
+        if mpmath.isinf(value):
+            return None
+        f = float(value)
+        if math.isfinite(f) and f != 0.0:
+            return f
+        return mpmath.nstr(value, 7, min_fixed=1, max_fixed=0)
+    f = float(value)
+    return f if math.isfinite(f) else None
+
+
+def _power_ratio(s_hi, s_lo, exponent: int):
+    """(s_hi/s_lo)^exponent, in mpmath when the inputs are mpf, else float64 (inf on overflow)."""
+    if isinstance(s_hi, mpmath.mpf) or isinstance(s_lo, mpmath.mpf):
+        return (mpmath.mpf(s_hi) / mpmath.mpf(s_lo)) ** exponent
+    with np.errstate(over="ignore"):
+        log = exponent * (math.log(s_hi) - math.log(s_lo))
+    return math.exp(log) if log < 709 else mpmath.power(mpmath.mpf(s_hi) / mpmath.mpf(s_lo), exponent)
+
+
+def condition_numbers(x, powers: tuple[int, ...] = (1, 3), allow_mpmath: bool = True) -> dict:
+    """κ₂ of G^p (G = X Xᵀ) for each p in ``powers``, plus pseudo and rank-min(n, d) variants.
+
+    Returns a JSON-ready dict: ``n``, ``d``, ``rank``, ``rank_tolerance``, ``s_max``,
+    ``s_min_nonzero``, for each p keys ``kappa_G{p}``/``pseudo_kappa_G{p}``/``kappa_d{p}``
+    (p = 1 written without the number: ``kappa_G``, ``pseudo_kappa_G``, ``kappa_d``),
+    ``precision`` ('float64' or 'mpmath-<digits>'), ``relative_error_bound`` (of the
+    largest-power κ, from the float64 bound, or 10^-(digits-p·log10κ) after escalation)
+    and ``warnings``.
+    """
+    x = as_finite_matrix(x)
+    require(all(isinstance(p, int) and p >= 1 for p in powers), "powers must be positive integers")
+    n, d = x.shape
+    s = np.linalg.svd(x, compute_uv=False)
+    return _from_singular_values(x, s, powers, allow_mpmath)
+
+
+def _from_singular_values(x, s, powers, allow_mpmath):
+    n, d = x.shape
+    warnings: list[str] = []
+    s_max = float(s[0])
+    require(s_max > 0, "X is the zero matrix: G has no nonzero spectrum")
+    tol = rank_tolerance(n, d, s_max)
+    rank = int(np.count_nonzero(s > tol))
+    r_full = min(n, d)
+    s_r = float(s[rank - 1])
+    p_max = max(powers)
+    abs_err = tol  # backward-stable SVD: |ŝ_i - s_i| ≲ max(n, d)·eps·s_1
+    rel_err = 2 * p_max * abs_err / s_r
+    precision = "float64"
+    vals: list = list(s[:r_full])
+    if rel_err > TRUST_RTOL:
+        work = n * d * r_full
+        kappa_est = (s_max / s_r) ** 2
+        digits = int(math.ceil(p_max * math.log10(max(kappa_est, 10.0)) + 15))
+        digits = max(digits, 30)
+        if allow_mpmath and work <= MPMATH_MAX_WORK:
+            vals = mp_singular_values(x, digits)
+            precision = f"mpmath-{digits}"
+            rel_err = float(mpmath.mpf(10) ** (-(digits - p_max * math.log10(max(kappa_est, 10.0)))))
+        else:
+            warnings.append(
+                f"float64 SVD of X only bounds the largest-power κ to relative error {rel_err:.1e}"
+                f" (matrix too large for an mpmath SVD: n·d·min(n,d) = {work} > {MPMATH_MAX_WORK})"
+            )
+    untrusted = precision == "float64" and rel_err > 0.5
+    out: dict = {
+        "n": n,
+        "d": d,
+        "rank": rank,
+        "rank_tolerance": tol,
+        "s_max": float(vals[0]),
+        "s_min_nonzero": float(vals[rank - 1]),
+    }
+    s_lo_full = vals[r_full - 1]
+    for p in powers:
+        suffix = "" if p == 1 else str(p)
+        e = 2 * p
+        pseudo = _power_ratio(vals[0], vals[rank - 1], e)
+        kappa_d = _power_ratio(vals[0], s_lo_full, e) if rank == r_full else None
+        kappa = kappa_d if (rank == n and n <= d) else None
+        if untrusted:
+            warnings.append(f"κ of G^{p} not reported: float64 error bound {rel_err:.1e} is too large")
+            pseudo = kappa_d = kappa = None
+        out[f"kappa_G{suffix}"] = number_out(kappa)
+        out[f"pseudo_kappa_G{suffix}"] = number_out(pseudo)
+        out[f"kappa_d{suffix}"] = number_out(kappa_d)
+    if rank < n:
+        warnings.append(f"G is singular (rank {rank} < n = {n}): κ(G) is infinite, reported as null")
+    if rank < r_full:
+        warnings.append(f"rank {rank} < min(n, d) = {r_full}: the rank-min(n,d) truncated κ_d is infinite (null)")
+    out["precision"] = precision
+    out["relative_error_bound"] = rel_err
+    out["warnings"] = warnings
+    out["singular_values"] = vals  # float64 array or list of mpf; callers drop it before JSON
+    return out
+
+
+def kappa_2_sym(a: np.ndarray) -> float:
+    """Plain float64 κ₂ of a symmetric matrix from its eigenvalues (inf when singular); the naive reference."""
+    w = np.abs(np.linalg.eigvalsh(a))
+    return float(w.max() / w.min()) if w.min() > 0 else math.inf
+
+
+def mp_kappa_2_sym(a, dps: int = 50):
+    """κ₂ of a symmetric matrix (exact/float entries) by an mpmath eigensolve with dps digits."""
+    with mpmath.workdps(dps):
+        m = mpmath.matrix([[mpmath.mpf(v) if not hasattr(v, "numerator") else mpmath.mpf(v.numerator) / v.denominator
+                            for v in row] for row in (a.tolist() if isinstance(a, np.ndarray) else a)])
+        w = mpmath.eigsy(m, eigvals_only=True)
+        ab = [abs(w[i]) for i in range(len(w))]
+        lo = min(ab)
+        return mpmath.inf if lo == 0 else max(ab) / lo
+
+
+def spectral_kappa(eigs, tol: float | None = None):
+    """κ over |eigenvalues| (pseudo: only those above tol). Works on floats or mpf."""
+    ab = [abs(v) for v in eigs]
+    if tol is not None:
+        ab = [v for v in ab if v > tol]
+    if not ab:
+        return None
+    lo = min(ab)
+    return None if lo == 0 else max(ab) / lo

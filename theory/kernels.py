@@ -1,0 +1,121 @@
+"""The kernels of Thm 4.1 / 4.2: G³, the ℓ2-row-normalised attention kernel, and the infinite-width ReLU NTK.
+
+* ``F = X Xᵀ X = G X`` (linearised attention features), ``F Fᵀ = G³`` (Thm 4.1).
+* ``Z`` = the rows of F scaled to unit ℓ2 norm (what MLP-Attn sees):
+  ``K_norm = Z Zᵀ = D^-1/2 G³ D^-1/2`` with ``D = diag(G³)``.
+* Thm 4.2, first-layer ReLU NTK at infinite width with w ~ N(0, I):
+  ``Θ(z, z') = E_w[σ'(wᵀz) σ'(wᵀz')] · <z, z'> = u (π − arccos u) / (2π)``, u = <z, z'>
+  for unit z, z'. It is not K_norm (diagonal 1/2, and not proportional off the diagonal).
+
+The condition numbers here are computed from the SVD of X (X = U S Vᵀ ⇒
+K_norm = D^-1/2 U S⁶ Uᵀ D^-1/2), in float64 when the error bound allows, else mpmath.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mpmath
+import numpy as np
+
+from malleability.errors import MalleabilityError
+from malleability.theory.conditioning import EPS64, MPMATH_MAX_WORK, TRUST_RTOL, spectral_kappa
+
+
+def normalised_features(x: np.ndarray) -> np.ndarray:
+    """Z: rows of X Xᵀ X scaled to unit ℓ2 norm (float64). A zero row of X cannot be normalised."""
+    f = x @ (x.T @ x)
+    norms = np.linalg.norm(f, axis=1)
+    if np.any(norms == 0):
+        raise MalleabilityError("a row of X is zero: its attention feature cannot be normalised")
+    return f / norms[:, None]
+
+
+def ntk_inf_from_cosines(u):
+    """Θ = u (π − arccos u)/(2π) elementwise (float64 array)."""
+    u = np.clip(u, -1.0, 1.0)
+    return u * (np.pi - np.arccos(u)) / (2 * np.pi)
+
+
+def mp_ntk_inf_entry(u):
+    u = max(min(u, mpmath.mpf(1)), mpmath.mpf(-1))
+    return u * (mpmath.pi - mpmath.acos(u)) / (2 * mpmath.pi)
+
+
+def _mp_normalised_kernel(x: np.ndarray, dps: int):
+    """K_norm as an mpmath matrix, computed from X exactly (entries taken as exact binaries)."""
+    with mpmath.workdps(dps):
+        xm = mpmath.matrix(x.tolist())
+        f = xm * (xm.T * xm)
+        n = f.rows
+        rows = []
+        for i in range(n):
+            nrm = mpmath.sqrt(sum(f[i, j] ** 2 for j in range(f.cols)))
+            rows.append([f[i, j] / nrm for j in range(f.cols)])
+        z = mpmath.matrix(rows)
+        return z * z.T
+
+
+def kernel_kappas(x: np.ndarray, rank_tol_eig: float | None = None, allow_mpmath: bool = True) -> dict:
+    """κ₂ and pseudo-κ₂ of K_norm and κ₂ of the infinite-width NTK Θ, with the precision used.
+
+    ``rank_tol_eig`` is the absolute eigenvalue threshold for the pseudo-κ of K_norm (its
+    nonzero spectrum has the rank of X); default: n·eps64·λ_max.
+    """
+    n, d = x.shape
+    z = normalised_features(x)
+    k = z @ z.T
+    k = (k + k.T) / 2
+    w = np.linalg.eigvalsh(k)
+    lam_max = float(np.max(np.abs(w)))
+    tol = rank_tol_eig if rank_tol_eig is not None else n * EPS64 * lam_max
+    theta = ntk_inf_from_cosines(k)
+    wt = np.linalg.eigvalsh(theta)
+    # float64 eigenvalues carry absolute error ~ n·eps·λ_max; the κ is trusted when that is tiny
+    # relative to the smallest eigenvalue used. K_norm is formed from G X, whose small directions
+    # carry relative error ~ eps·κ(X)³, so its bound uses the X-based estimate as well.
+    s = np.linalg.svd(x, compute_uv=False)
+    kx = s[0] / s[min(n, d) - 1] if s[min(n, d) - 1] > 0 else math.inf
+    kept = np.abs(w)[np.abs(w) > tol]
+    lo_k = float(kept.min()) if kept.size else 0.0
+    err_k = max(n * EPS64 * lam_max, EPS64 * min(kx, 1e300) ** 3 * lam_max) / lo_k if lo_k > 0 else math.inf
+    lo_t = float(np.min(np.abs(wt)))
+    err_t = n * EPS64 * float(np.max(np.abs(wt))) / lo_t if lo_t > 0 else math.inf
+    out = {"precision": "float64", "warnings": []}
+    full_rank = kept.size == n
+    kappa_k = float(lam_max / lo_k) if full_rank else None
+    pseudo_k = float(lam_max / lo_k) if kept.size else None
+    kappa_t = float(np.max(np.abs(wt)) / lo_t) if lo_t > 0 else None
+    if max(err_k if kept.size else 0, err_t) > TRUST_RTOL:
+        if allow_mpmath and n * n * max(n, d) <= MPMATH_MAX_WORK:
+            est = max(kappa_t or 1e16, pseudo_k or 1.0, kx ** 6 if math.isfinite(kx) else 1e16)
+            dps = max(30, int(math.ceil(math.log10(max(est, 10)) + 20)))
+            with mpmath.workdps(dps):
+                km = _mp_normalised_kernel(x, dps)
+                ew = mpmath.eigsy(km, eigvals_only=True)
+                ew = [abs(ew[i]) for i in range(n)]
+                big = max(ew)
+                kept_m = [v for v in ew if v > tol]
+                pseudo_k = spectral_kappa(kept_m)
+                kappa_k = pseudo_k if len(kept_m) == n else None
+                tm = mpmath.matrix(n, n)
+                for i in range(n):
+                    for j in range(n):
+                        tm[i, j] = mp_ntk_inf_entry(km[i, j])
+                et = mpmath.eigsy(tm, eigvals_only=True)
+                kappa_t = spectral_kappa([et[i] for i in range(n)])
+                _ = big
+            out["precision"] = f"mpmath-{dps}"
+        else:
+            out["warnings"].append(
+                f"float64 κ of the normalised kernel / NTK has relative error bound {max(err_k, err_t):.1e};"
+                " matrix too large for mpmath"
+            )
+            if err_k > 0.5:
+                kappa_k = pseudo_k = None
+            if err_t > 0.5:
+                kappa_t = None
+    out["kappa_K_norm"] = kappa_k
+    out["pseudo_kappa_K_norm"] = pseudo_k
+    out["kappa_ntk_inf"] = kappa_t
+    return out

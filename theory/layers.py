@@ -1,0 +1,130 @@
+"""k layers of linearised attention: X_{l+1} = Q Kᵀ V with each of Q, K, V ∈ {X, X_l}.
+
+The paper does not define its k-layer model; every recursion is a named option:
+a 3-letter code over {i, c} in Q, K, V order (i = the input X, c = the current layer
+X_l), X_0 = X. ``ccc`` is stacked self-attention, ``iic`` applies the input's attention
+map X Xᵀ to the current layer, ``cii`` lets the current layer attend over the input.
+The suffix ``+res`` adds a residual connection: X_{l+1} = X_l + Q Kᵀ V.
+
+Why a polynomial: if every X_l = P_l(G) X for a polynomial P_l, then
+Q Kᵀ V = P_q(G) X Xᵀ P_k(G) P_v(G) X = t·P_q P_k P_v (G) X, so X_k = P_k(G) X and
+Gram_k = X_k X_kᵀ = (t·P_k(t)²)(G). This module computes those polynomials (to explain
+results), but the verdicts come from :func:`exact_layers` on generated integer matrices
+and :func:`gram_power_exponent`, which compares Gram_k with G^p entry by entry.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import mpmath
+import numpy as np
+
+from malleability.errors import require
+from malleability.theory import exact
+
+CODES = tuple("".join(c) for c in itertools.product("ic", repeat=3))
+RESIDUAL_CODES = ("ccc+res",)
+ALL_RECURSIONS = CODES + RESIDUAL_CODES
+
+
+def parse_recursion(code: str) -> tuple[str, bool]:
+    """('ccc', False) for 'ccc'; ('ccc', True) for 'ccc+res'. Raises MalleabilityError otherwise."""
+    base, _, suffix = str(code).partition("+")
+    require(
+        len(base) == 3 and set(base) <= {"i", "c"} and suffix in ("", "res"),
+        f"unknown recursion {code!r}: use a 3-letter code over {{i, c}} (Q, K, V order), optionally with '+res'",
+    )
+    return base, suffix == "res"
+
+
+def exact_layers(x, code: str, k: int) -> list:
+    """[X_1, ..., X_k] computed exactly (integer/rational lists) for the recursion code."""
+    base, residual = parse_recursion(code)
+    x0 = exact.to_exact(x) if not isinstance(x, list) else x
+    cur = x0
+    out = []
+    for _ in range(k):
+        q, kk, v = ((x0 if ch == "i" else cur) for ch in base)
+        nxt = exact.matmul(exact.matmul(q, exact.transpose(kk)), v)
+        if residual:
+            nxt = exact.add(cur, nxt)
+        cur = nxt
+        out.append(cur)
+    return out
+
+
+def gram_power_exponent(gram_k, g, max_power: int) -> int | None:
+    """The p ≤ max_power with gram_k == G^p exactly, or None (smallest such p)."""
+    power = g
+    for p in range(1, max_power + 1):
+        if exact.equal(power, gram_k):
+            return p
+        power = exact.matmul(power, g)
+    return None
+
+
+def layer_polynomials(code: str, k: int) -> list[list[int]]:
+    """Coefficients (lowest degree first) of P_l with X_l = P_l(G) X, l = 1..k."""
+    base, residual = parse_recursion(code)
+    one = [1]
+
+    def mul(a, b):
+        out = [0] * (len(a) + len(b) - 1)
+        for i, x in enumerate(a):
+            for j, y in enumerate(b):
+                out[i + j] += x * y
+        return out
+
+    def addp(a, b):
+        m = max(len(a), len(b))
+        return [(a[i] if i < len(a) else 0) + (b[i] if i < len(b) else 0) for i in range(m)]
+
+    cur = one
+    polys = []
+    for _ in range(k):
+        q, kk, v = ((one if ch == "i" else cur) for ch in base)
+        nxt = mul([0, 1], mul(mul(q, kk), v))
+        if residual:
+            nxt = addp(cur, nxt)
+        cur = nxt
+        polys.append(cur)
+    return polys
+
+
+def gram_polynomial(code: str, k: int) -> list[int]:
+    """Coefficients of t·P_k(t)², the polynomial with Gram_k = poly(G)."""
+    p = layer_polynomials(code, k)[-1]
+    sq = [0] * (2 * len(p) - 1)
+    for i, a in enumerate(p):
+        for j, b in enumerate(p):
+            sq[i + j] += a * b
+    return [0] + sq
+
+
+def monomial_degree(coeffs: list[int]) -> int | None:
+    nz = [i for i, c in enumerate(coeffs) if c != 0]
+    return nz[0] if len(nz) == 1 and coeffs[nz[0]] == 1 else None
+
+
+def gram_kappas_from_singular_values(svals, rank: int, n: int, code: str, k: int, dps: int = 40) -> dict:
+    """κ₂ and pseudo-κ₂ of Gram_k from X's singular values: eigenvalues μ = λ·P_k(λ)², λ = s².
+
+    Evaluated in mpmath (cheap: one polynomial per singular value) so large powers neither
+    overflow nor lose digits; the accuracy is that of the singular values passed in.
+    """
+    coeffs = gram_polynomial(code, k)
+    with mpmath.workdps(dps):
+        mus = []
+        for s in svals[:rank]:
+            lam = mpmath.mpf(s) ** 2
+            mus.append(abs(mpmath.polyval(coeffs[::-1], lam)))
+        pseudo = max(mus) / min(mus)
+        kappa = pseudo if rank == n else None
+    return {"kappa": kappa, "pseudo_kappa": pseudo, "gram_polynomial": coeffs}
+
+
+def claimed_exponent(k: int) -> int:
+    """The paper's exponent for k layers: G^(2k+1)."""
+    require(isinstance(k, (int, np.integer)) and k >= 1, "k must be a positive integer")
+    return 2 * int(k) + 1
