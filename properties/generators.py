@@ -61,7 +61,7 @@ def integer_matrices(*, n: int, d: int, max_abs: int, limit: int, rng: np.random
     ``limit`` random ones (needs rng)."""
     _check_shape(n, d)
     require(isinstance(max_abs, int) and max_abs >= 1, f"max_abs must be an integer >= 1, got {max_abs!r}")
-    vals = range(-max_abs, max_abs + 1)
+    vals = [0] + [v for a in range(1, max_abs + 1) for v in (a, -a)]  # positives first on ties
     total = (2 * max_abs + 1) ** (n * d)
     if total <= limit:
         mats = [np.array(c, dtype=np.int64).reshape(n, d) for c in itertools.product(vals, repeat=n * d)]
