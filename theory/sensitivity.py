@@ -29,6 +29,7 @@ from malleability.provenance import provenance
 from malleability.validation import as_finite_matrix
 
 PERTURBATIONS = ("query", "transductive")
+VERTEX_ENUM_MAX_D = 8
 BOUNDS = ("as-printed", "gram-column", "feature-gram", "exact-query")
 
 
@@ -94,7 +95,7 @@ def max_change(x, i, j, eps, reading, *, restarts: int = 4, steps: int = 60, see
     """Largest |ΔK| found over ‖δ‖∞ ≤ ε, and the δ attaining it.
 
     query: exact (the vertex ε·sign(C² x_j)). transductive: the best of the first-order
-    vertices ±ε·sign(g), then projected sign-gradient ascent on +ΔK and on −ΔK (exact
+    vertices ±ε·sign(g) (all 2^d vertices when d <= VERTEX_ENUM_MAX_D), then projected sign-gradient ascent on +ΔK and on −ΔK (exact
     polynomial gradient) from those vertices, the origin and ``restarts`` random starts.
     A lower bound on the true maximum (a search, not a certificate).
     """
@@ -110,6 +111,12 @@ def max_change(x, i, j, eps, reading, *, restarts: int = 4, steps: int = 60, see
     rng = np.random.default_rng(seed)
     starts = [eps * sg, -eps * sg, np.zeros(d)] + [rng.uniform(-eps, eps, d) for _ in range(restarts)]
     best, best_delta = -1.0, starts[0]
+    if d <= VERTEX_ENUM_MAX_D:  # small d: every vertex of the box is tried as well
+        for bits in range(2**d):
+            v = eps * np.array([1.0 if (bits >> k) & 1 else -1.0 for k in range(d)])
+            val, _ = _transductive_value_and_grad(c0, xi, xj, v)
+            if abs(val - base) > best:
+                best, best_delta = abs(val - base), v
     for start in starts:
         for sign in (1.0, -1.0):
             delta = start.copy()
