@@ -1,9 +1,70 @@
-"""CLI commands for the audit part (registered into the root group by reports.cli)."""
+"""CLI commands for the audit part (registered into the root group by reports.cli).
+
+``malleability audit [--scale quick|default|paper] [--out DIR] [--device auto|cpu|cuda]
+[--fresh] [--workers N] [--data-root DIR] [--cache-dir DIR]``
+
+``malleability report DIR``: re-render report.md/html and the PNGs from DIR/results.json.
+
+Finished cells are cached in ``--cache-dir`` (default ``$MALLEABILITY_CACHE_DIR`` or
+``~/.cache/malleability/audit-cells``), outside the output folder, so ``--out`` holds only
+the report files (small enough to commit). Rerunning the same command resumes an
+interrupted audit. Hidden options for tests and experiments: ``--scale tiny`` and
+``--override FIELD=VALUE`` (any field of the Scale dataclass; tuples as comma lists).
+"""
 
 from __future__ import annotations
 
 import click
 
+from malleability.errors import MalleabilityError
+
 
 def register(main: click.Group, bench: click.Group) -> None:
     """Add this module's commands to the root group and the `bench` group."""
+
+    @main.command("audit")
+    @click.option("--scale", "scale_name", default="quick", show_default=True, metavar="quick|default|paper",
+                  help="quick: CI-sized (<15 min on 2 cores); default: the CPU reference run (~30-45 min); "
+                       "paper: the paper's widths and epochs (GPU).")
+    @click.option("--out", "out_dir", default="audit-out", show_default=True, type=click.Path(file_okay=False),
+                  help="Folder for report.md, report.html, results.json and the PNG plots.")
+    @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                  help="Where the networks train (auto: cuda if available).")
+    @click.option("--fresh", is_flag=True, help="Ignore the cache: recompute every cell (and overwrite its entry).")
+    @click.option("--workers", type=int, default=None, help="Local worker processes (default: one per core; 1 on cuda).")
+    @click.option("--data-root", default=None, type=click.Path(), help="Data folder (default: $MALLEABILITY_DATA).")
+    @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+                  help="Cell cache (default: $MALLEABILITY_CACHE_DIR or ~/.cache/malleability/audit-cells).")
+    @click.option("--override", "overrides", multiple=True, hidden=True, help="FIELD=VALUE of the scale (tests).")
+    def audit_cmd(scale_name, out_dir, device, fresh, workers, data_root, cache_dir, overrides):
+        """Run every theory check and experiment at a scale; write a report beside the paper's numbers."""
+        from malleability.reports.audit import get_scale, run_audit
+
+        scale = get_scale(scale_name, overrides)
+        if workers is not None and workers < 1:
+            raise MalleabilityError(f"--workers must be >= 1, got {workers}")
+        from malleability.empirics.training import resolve_device
+
+        resolved = resolve_device(device)
+        results = run_audit(scale, out_dir, cache_dir=cache_dir, device=resolved, workers=workers, fresh=fresh,
+                            data_root=data_root, overrides=tuple(overrides))
+        counts = results["counts"]
+        click.echo(f"wrote {out_dir}/report.md ({counts['computed']} cells computed, {counts['cached']} cached, "
+                   f"{counts['failed']} failed, {counts['missing']} not run)")
+
+    @main.command("report")
+    @click.argument("out_dir", metavar="DIR")
+    def report_cmd(out_dir):
+        """Re-render DIR/report.md, report.html and the plots from DIR/results.json (no recomputation)."""
+        from malleability.reports.audit import load_results, summarise
+        from malleability.reports.render import render_report
+
+        results = load_results(out_dir)
+        if "summary" not in results or "verdicts" not in results:
+            results["summary"], results["verdicts"] = summarise(results["cells"], results.get("missing", []),
+                                                                results.get("scale", {}).get("width_eps", 0.1))
+        try:
+            render_report(results, out_dir)
+        except (KeyError, TypeError) as exc:
+            raise MalleabilityError(f"{out_dir}/results.json is missing a field the report needs ({exc})") from None
+        click.echo(f"wrote {out_dir}/report.md and {out_dir}/report.html")

@@ -96,6 +96,7 @@ class Cell:
     config: Any
     fn: Callable[[Any], Any]
     label: str = ""
+    tags: dict = field(default_factory=dict, compare=False, hash=False)  # what the report groups by
 
     def describe(self) -> str:
         return self.label or self.kind
