@@ -19,7 +19,7 @@ import mpmath
 import numpy as np
 
 from malleability.errors import MalleabilityError
-from malleability.theory.conditioning import EPS64, MPMATH_MAX_WORK, TRUST_RTOL, spectral_kappa
+from malleability.theory.conditioning import EPS64, MPMATH_MAX_WORK, TRUST_RTOL, rank_tolerance, spectral_kappa
 
 
 def normalised_features(x: np.ndarray) -> np.ndarray:
@@ -59,10 +59,12 @@ def _mp_normalised_kernel(x: np.ndarray, dps: int):
 def kernel_kappas(x: np.ndarray, rank_tol_eig: float | None = None, allow_mpmath: bool = True) -> dict:
     """κ₂ and pseudo-κ₂ of K_norm and κ₂ of the infinite-width NTK Θ, with the precision used.
 
-    ``rank_tol_eig`` is the absolute eigenvalue threshold for the pseudo-κ of K_norm (its
-    nonzero spectrum has the rank of X); default: n·eps64·λ_max.
+    The pseudo-κ of K_norm is over its top rank(X) eigenvalues (rank by the documented
+    tolerance on X's singular values); ``rank_tol_eig`` is unused and kept for API stability.
     """
     n, d = x.shape
+    s_x = np.linalg.svd(x, compute_uv=False)
+    rank = int(np.count_nonzero(s_x > rank_tolerance(n, d, s_x[0])))
     z = normalised_features(x)
     k = z @ z.T
     k = (k + k.T) / 2
@@ -74,9 +76,9 @@ def kernel_kappas(x: np.ndarray, rank_tol_eig: float | None = None, allow_mpmath
     # float64 eigenvalues carry absolute error ~ n·eps·λ_max; the κ is trusted when that is tiny
     # relative to the smallest eigenvalue used. K_norm is formed from G X, whose small directions
     # carry relative error ~ eps·κ(X)³, so its bound uses the X-based estimate as well.
-    s = np.linalg.svd(x, compute_uv=False)
-    kx = s[0] / s[min(n, d) - 1] if s[min(n, d) - 1] > 0 else math.inf
-    kept = np.abs(w)[np.abs(w) > tol]
+    kx = s_x[0] / s_x[rank - 1]
+    # K_norm = D^-1/2 G³ D^-1/2 has the rank of X: its nonzero spectrum is the top `rank` |eigenvalues|
+    kept = np.sort(np.abs(w))[::-1][:rank]
     lo_k = float(kept.min()) if kept.size else 0.0
     err_k = max(n * EPS64 * lam_max, EPS64 * min(kx, 1e300) ** 3 * lam_max) / lo_k if lo_k > 0 else math.inf
     lo_t = float(np.min(np.abs(wt)))
@@ -95,7 +97,7 @@ def kernel_kappas(x: np.ndarray, rank_tol_eig: float | None = None, allow_mpmath
                 ew = mpmath.eigsy(km, eigvals_only=True)
                 ew = [abs(ew[i]) for i in range(n)]
                 big = max(ew)
-                kept_m = [v for v in ew if v > tol]
+                kept_m = sorted(ew, reverse=True)[:rank]
                 pseudo_k = spectral_kappa(kept_m)
                 kappa_k = pseudo_k if len(kept_m) == n else None
                 tm = mpmath.matrix(n, n)

@@ -1,0 +1,139 @@
+"""Condition numbers against mpmath at high precision; the precision escalation; the kernels' κ."""
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+
+from malleability.errors import MalleabilityError
+from malleability.properties import generators as gen
+from malleability.theory.conditioning import condition_numbers, mp_singular_values, rank_tolerance
+from malleability.theory.kernels import kernel_kappas, ntk_inf_from_cosines, normalised_features
+
+
+def mp_reference(x, p, dps=80):
+    """κ₂(G^p) by forming G^p exactly in mpmath and taking its eigenvalues (independent path)."""
+    with mpmath.workdps(dps):
+        xm = mpmath.matrix(x.tolist())
+        g = xm * xm.T
+        gp = g**p
+        w = mpmath.eigsy(gp, eigvals_only=True)
+        w = [abs(w[i]) for i in range(len(w))]
+        return max(w) / min(w)
+
+
+def rel(a, b):
+    return abs(mpmath.mpf(a) - b) / abs(b)
+
+
+@pytest.mark.parametrize("kappa_x", [1.0, 3.0, 1e2, 1e4])
+def test_kappa_matches_mpmath_to_6_digits(kappa_x):
+    x = gen.conditioned_matrix(np.random.default_rng(1), n=4, d=6, kappa_x=kappa_x)
+    c = condition_numbers(x)
+    for p, key in ((1, "kappa_G"), (3, "kappa_G3")):
+        assert rel(c[key], mp_reference(x, p)) < 1e-6
+    assert c["rank"] == 4 and c["kappa_G"] == c["pseudo_kappa_G"] == c["kappa_d"]
+
+
+def test_escalation_on_kappa_power_beyond_float64():
+    # κ(X) = 1e9: κ(G³) = 1e54. The float64 SVD cannot resolve s_min to 6 digits → mpmath.
+    x = gen.conditioned_matrix(np.random.default_rng(2), n=5, d=5, kappa_x=1e9)
+    c = condition_numbers(x)
+    assert c["precision"].startswith("mpmath-")
+    digits = int(c["precision"].split("-")[1])
+    assert digits >= 3 * math.log10(float(c["kappa_G"])) + 15
+    ref1, ref3 = mp_reference(x, 1, 200), mp_reference(x, 3, 200)
+    assert ref3 > 1e16
+    assert rel(c["kappa_G"], ref1) < 1e-6 and rel(c["kappa_G3"], ref3) < 1e-6
+    # the naive float64 answer (κ of the formed G³) is wrong by orders of magnitude
+    g = x @ x.T
+    naive = np.linalg.cond(g @ g @ g)
+    assert not (0.1 < naive / float(ref3) < 10)
+
+
+def test_float64_suffices_when_error_bound_is_small_even_beyond_1e16():
+    x = gen.conditioned_matrix(np.random.default_rng(3), n=6, d=6, kappa_x=1e4)  # κ(G³) = 1e24
+    c = condition_numbers(x)
+    assert c["precision"] == "float64"
+    ref3 = mp_reference(x, 3, 120)
+    assert ref3 > 1e16 and rel(c["kappa_G3"], ref3) < 1e-6
+
+
+def test_large_powers_print_as_strings_beyond_float_range():
+    # κ(X) = 1e12 is above the rank tolerance 1/(3·eps); κ(G^27) = 1e648 overflows float64
+    x = gen.conditioned_matrix(np.random.default_rng(4), n=3, d=3, kappa_x=1e12)
+    c = condition_numbers(x, powers=(1, 27))
+    assert c["precision"].startswith("mpmath-")
+    assert isinstance(c["kappa_G27"], str) and "e+" in c["kappa_G27"]
+    ref = mpmath.mpf(c["kappa_G"]) ** 27
+    assert rel(mpmath.mpf(c["kappa_G27"]), ref) < 1e-6 and 640 <= int(c["kappa_G27"].split("e+")[1]) <= 655
+
+
+def test_singular_gram_pseudo_and_truncated():
+    x = gen.conditioned_matrix(np.random.default_rng(5), n=7, d=3, kappa_x=10.0)
+    c = condition_numbers(x)
+    assert c["kappa_G"] is None and c["kappa_G3"] is None
+    assert rel(c["pseudo_kappa_G"], mpmath.mpf(100)) < 1e-9
+    assert rel(c["pseudo_kappa_G3"], mpmath.mpf(1e6)) < 1e-8
+    assert c["kappa_d"] == c["pseudo_kappa_G"]
+    assert any("singular" in w for w in c["warnings"])
+
+
+def test_rank_deficient_kappa_d_null_and_tolerance_documented():
+    x = gen.conditioned_matrix(np.random.default_rng(6), n=6, d=5, kappa_x=10.0, rank=3)
+    c = condition_numbers(x)
+    assert c["rank"] == 3 and c["kappa_d"] is None and c["pseudo_kappa_G"] is not None
+    s = np.linalg.svd(x, compute_uv=False)
+    assert c["rank_tolerance"] == rank_tolerance(6, 5, s[0])
+
+
+def test_mp_singular_values_agree_with_float64_on_easy_matrix():
+    x = np.random.default_rng(7).standard_normal((5, 3))
+    s = np.linalg.svd(x, compute_uv=False)
+    sm = mp_singular_values(x, 40)
+    assert np.allclose([float(v) for v in sm], s, rtol=1e-13)
+
+
+def test_bad_input():
+    with pytest.raises(MalleabilityError):
+        condition_numbers(np.array([[np.nan, 1.0]]))
+    with pytest.raises(MalleabilityError):
+        condition_numbers(np.zeros((2, 2)))
+
+
+def test_ntk_formula_against_monte_carlo():
+    rng = np.random.default_rng(8)
+    z = rng.standard_normal((3, 4))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    w = rng.standard_normal((400_000, 4))
+    act = (z @ w.T > 0).astype(float)
+    mc = act @ act.T / w.shape[0] * (z @ z.T)
+    assert np.abs(mc - ntk_inf_from_cosines(z @ z.T)).max() < 5e-3
+
+
+def test_normalised_kernel_kappa_against_mpmath():
+    x = gen.conditioned_matrix(np.random.default_rng(9), n=4, d=5, kappa_x=5.0)
+    kk = kernel_kappas(x)
+    z = normalised_features(x)
+    with mpmath.workdps(50):
+        from malleability.theory.kernels import _mp_normalised_kernel
+
+        k = _mp_normalised_kernel(x, 50)
+        w = mpmath.eigsy(k, eigvals_only=True)
+        ref = max(abs(w[i]) for i in range(4)) / min(abs(w[i]) for i in range(4))
+    assert rel(kk["kappa_K_norm"], ref) < 1e-6
+    assert np.allclose(np.diag(z @ z.T), 1.0)
+
+
+def test_normalised_kernel_escalates_when_ill_conditioned():
+    x = gen.conditioned_matrix(np.random.default_rng(10), n=4, d=4, kappa_x=1e4)
+    kk = kernel_kappas(x)
+    assert kk["precision"].startswith("mpmath-")
+    from malleability.theory.kernels import _mp_normalised_kernel
+
+    with mpmath.workdps(120):
+        k = _mp_normalised_kernel(x, 120)
+        w = mpmath.eigsy(k, eigvals_only=True)
+        ref = max(abs(w[i]) for i in range(4)) / min(abs(w[i]) for i in range(4))
+    assert ref > 1e16 and rel(kk["kappa_K_norm"], ref) < 1e-6
