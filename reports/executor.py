@@ -135,6 +135,14 @@ class RunStats:
     outcomes: list[CellOutcome] = field(default_factory=list)
 
 
+def _test_delay() -> None:
+    """Test hook: $MALLEABILITY_AUDIT_TEST_DELAY seconds of sleep after each cached cell, so a test
+    can kill -9 a run reliably between two cells. Unset in normal use."""
+    delay = os.environ.get("MALLEABILITY_AUDIT_TEST_DELAY")
+    if delay:
+        time.sleep(float(delay))
+
+
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -214,6 +222,7 @@ def run_cells(
                 )
                 outcomes[i] = CellOutcome(cell, key, "computed", entry)
                 stats.computed += 1
+                _test_delay()
                 elapsed = time.perf_counter() - t0
                 say(
                     f"[{done}/{total}] done {cell.describe()} in {out['wall_time_s']:.1f}s; "

@@ -1,0 +1,130 @@
+"""The cell cache: keys, atomic writes, refusal of corrupt and foreign entries."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from malleability.reports.cache import (
+    CellCache,
+    atomic_write_json,
+    cell_key,
+    code_version,
+    config_to_jsonable,
+    source_hash,
+)
+
+
+@dataclass(frozen=True)
+class Inner:
+    n: int
+    classes: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Outer:
+    data: Inner
+    width: int
+    eps: float = 0.3
+
+
+CODE = {"package": "0", "source_sha256": "abc", "cell_protocol": 1}
+
+
+def test_config_to_jsonable_nested_and_tuples():
+    cfg = Outer(Inner(5, (3, 8)), 16)
+    assert config_to_jsonable(cfg) == {"data": {"n": 5, "classes": [3, 8]}, "width": 16, "eps": 0.3}
+
+
+def test_key_depends_on_kind_config_and_code():
+    cfg = Outer(Inner(5), 16)
+    k = cell_key("ntk", cfg, CODE)
+    assert len(k) == 24 and int(k, 16) >= 0
+    assert k == cell_key("ntk", Outer(Inner(5), 16), CODE)  # equal configs, equal keys
+    assert k != cell_key("flip", cfg, CODE)
+    assert k != cell_key("ntk", Outer(Inner(5), 32), CODE)
+    assert k != cell_key("ntk", Outer(Inner(5, (3, 8)), 16), CODE)
+    assert k != cell_key("ntk", cfg, {**CODE, "source_sha256": "abd"})
+
+
+def test_code_version_hashes_the_computational_source():
+    cv = code_version()
+    assert set(cv) == {"package", "source_sha256", "cell_protocol"}
+    assert len(source_hash()) == 64
+
+
+def test_put_get_roundtrip(tmp_path):
+    cache = CellCache(tmp_path)
+    cfg = Outer(Inner(5), 16)
+    assert cache.get("ntk", cfg, CODE) is None
+    entry = cache.put("ntk", cfg, {"distance": 1.5, "rows": (1, 2)}, wall_time_s=0.25, provenance={"x": 1}, code=CODE)
+    got = cache.get("ntk", cfg, CODE)
+    assert got == entry
+    assert got["result"] == {"distance": 1.5, "rows": [1, 2]}
+    assert got["wall_time_s"] == 0.25 and got["config"] == config_to_jsonable(cfg)
+    # nothing but the entry is left in the folder (the temp file was renamed)
+    assert [p.name for p in (tmp_path / "ntk").iterdir()] == [f"{entry['key']}.json"]
+    assert cache.refusals == []
+
+
+def test_corrupt_entry_is_refused_and_logged(tmp_path):
+    logged = []
+    cache = CellCache(tmp_path, log=logged.append)
+    cfg = Outer(Inner(5), 16)
+    entry = cache.put("ntk", cfg, {"d": 1.0}, wall_time_s=0.0, code=CODE)
+    path = cache.path_for("ntk", entry["key"])
+    path.write_text('{"key": "truncated', encoding="utf-8")  # a torn write
+    assert cache.get("ntk", cfg, CODE) is None
+    assert len(logged) == 1 and "unreadable" in logged[0] and str(path) in logged[0]
+    path.write_text("[1, 2]", encoding="utf-8")
+    assert cache.get("ntk", cfg, CODE) is None
+    assert "not a cell entry" in logged[1]
+
+
+def test_foreign_config_at_this_key_is_refused(tmp_path):
+    """An entry copied from another cache (another config) under this key is never used."""
+    logged = []
+    cache = CellCache(tmp_path, log=logged.append)
+    mine, other = Outer(Inner(5), 16), Outer(Inner(6), 16)
+    foreign = cache.put("ntk", other, {"d": 99.0}, wall_time_s=0.0, code=CODE)
+    target = cache.path_for("ntk", cell_key("ntk", mine, CODE))
+    target.write_text(cache.path_for("ntk", foreign["key"]).read_text(), encoding="utf-8")
+    assert cache.get("ntk", mine, CODE) is None
+    assert "configuration differs" in logged[-1]
+
+
+def test_other_code_version_is_refused(tmp_path):
+    logged = []
+    cache = CellCache(tmp_path, log=logged.append)
+    cfg = Outer(Inner(5), 16)
+    entry = cache.put("ntk", cfg, {"d": 1.0}, wall_time_s=0.0, code=CODE)
+    path = cache.path_for("ntk", entry["key"])
+    data = json.loads(path.read_text())
+    data["code_version"]["source_sha256"] = "something-else"
+    path.write_text(json.dumps(data))
+    assert cache.get("ntk", cfg, CODE) is None
+    assert "another code version" in logged[-1]
+    assert cache.count_foreign(["ntk"], CODE) == 1
+    # and under a new code version the old entry is simply not found
+    cache2 = CellCache(tmp_path)
+    cache2.put("ntk", cfg, {"d": 1.0}, wall_time_s=0.0, code=CODE)
+    assert cache2.get("ntk", cfg, {**CODE, "cell_protocol": 2}) is None
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    path = tmp_path / "sub" / "x.json"
+    atomic_write_json(path, {"a": 1})
+    atomic_write_json(path, {"b": [1.5, None]})
+    assert json.loads(path.read_text()) == {"b": [1.5, None]}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["x.json"]
+
+
+def test_atomic_write_failure_leaves_old_file(tmp_path):
+    path = tmp_path / "x.json"
+    atomic_write_json(path, {"a": 1})
+    with pytest.raises(TypeError):
+        atomic_write_json(path, {"a": object()})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]

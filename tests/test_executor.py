@@ -1,0 +1,100 @@
+"""The executor layer: serial and process executors agree, results are cached as they complete."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from malleability.reports.cache import CellCache
+from malleability.reports.executor import Cell, SerialExecutor, make_executor, run_cells
+
+CALLS: list[int] = []
+
+
+@dataclass(frozen=True)
+class FakeConfig:
+    seed: int
+    size: int = 8
+
+
+def fake_cell(cfg: FakeConfig) -> dict:
+    """A deterministic torch computation: the same config gives bit-identical numbers."""
+    import torch
+
+    CALLS.append(cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed)
+    a = torch.randn(cfg.size, cfg.size, generator=g, dtype=torch.float64)
+    return {"seed": cfg.seed, "trace": float((a @ a.T).trace()), "norm": float(torch.linalg.matrix_norm(a))}
+
+
+def failing_cell(cfg: FakeConfig) -> dict:
+    raise ValueError(f"bad seed {cfg.seed}")
+
+
+def interrupting_cell(cfg: FakeConfig) -> dict:
+    raise KeyboardInterrupt
+
+
+def _cells(seeds, fn=fake_cell):
+    return [Cell("fake", FakeConfig(s), fn, f"fake seed={s}") for s in seeds]
+
+
+def test_serial_executor_future_shape():
+    ex = SerialExecutor()
+    assert ex.submit(lambda x, y: x + y, 2, y=3).result() == 5
+    fut = ex.submit(failing_cell, FakeConfig(1))
+    assert isinstance(fut.exception(), ValueError)
+    assert list(ex.map(lambda x: x * 2, [1, 2])) == [2, 4]
+    ex.shutdown()
+    with pytest.raises(RuntimeError):
+        ex.submit(lambda: 1)
+
+
+def test_run_cells_caches_and_rerun_recomputes_nothing(tmp_path):
+    cache = CellCache(tmp_path)
+    lines: list[str] = []
+    CALLS.clear()
+    stats = run_cells(_cells([1, 2, 3]), SerialExecutor(), cache, progress=lines.append)
+    assert (stats.computed, stats.cached, stats.failed) == (3, 0, 0)
+    assert CALLS == [1, 2, 3]
+    assert any("3 to run" in line for line in lines) and any("0 left" in line for line in lines)
+    CALLS.clear()
+    again = run_cells(_cells([1, 2, 3]), SerialExecutor(), cache, progress=None)
+    assert (again.computed, again.cached) == (0, 3) and CALLS == []
+    assert [o.entry["result"] for o in again.outcomes] == [o.entry["result"] for o in stats.outcomes]
+    fresh = run_cells(_cells([1, 2, 3]), SerialExecutor(), cache, fresh=True, progress=None)
+    assert (fresh.computed, fresh.cached) == (3, 0) and CALLS == [1, 2, 3]
+
+
+def test_failed_cell_is_recorded_and_others_go_on(tmp_path):
+    cells = _cells([1]) + _cells([2], failing_cell) + _cells([3])
+    stats = run_cells(cells, SerialExecutor(), CellCache(tmp_path), progress=None)
+    assert [o.status for o in stats.outcomes] == ["computed", "failed", "computed"]
+    assert stats.outcomes[1].error == "ValueError: bad seed 2"
+    with pytest.raises(ValueError):
+        run_cells(cells, SerialExecutor(), CellCache(tmp_path / "b"), progress=None, stop_on_error=True)
+
+
+def test_interrupt_keeps_the_cells_finished_before_it(tmp_path):
+    cache = CellCache(tmp_path)
+    cells = _cells([1, 2]) + _cells([3], interrupting_cell) + _cells([4])
+    with pytest.raises(KeyboardInterrupt):
+        run_cells(cells, SerialExecutor(), cache, progress=None)
+    assert cache.get("fake", FakeConfig(1)) is not None and cache.get("fake", FakeConfig(2)) is not None
+    assert cache.get("fake", FakeConfig(4)) is None
+    stats = run_cells(_cells([1, 2, 4]), SerialExecutor(), cache, progress=None)
+    assert (stats.cached, stats.computed) == (2, 1)
+
+
+def test_process_pool_equals_serial(tmp_path):
+    """Spawned workers (one torch thread each) give bit-identical results to the in-process run."""
+    serial = run_cells(_cells([5, 6, 7], ), SerialExecutor(), CellCache(tmp_path / "s"), progress=None)
+    pool = make_executor(2)
+    try:
+        parallel = run_cells(_cells([5, 6, 7]), pool, CellCache(tmp_path / "p"), progress=None)
+    finally:
+        pool.shutdown()
+    assert [o.entry["result"] for o in parallel.outcomes] == [o.entry["result"] for o in serial.outcomes]
+    assert all(o.entry["provenance"]["versions"]["torch"] for o in parallel.outcomes)
+    assert isinstance(make_executor(1), SerialExecutor)
