@@ -1,0 +1,74 @@
+"""Prop 4.5: the closed forms against brute force over the ℓ∞ box and exact rational arithmetic."""
+
+import itertools
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from malleability.errors import MalleabilityError
+from malleability.theory.claims import _exact_bound, _exact_change
+from malleability.theory.sensitivity import change, first_order_gradient, max_change, sensitivity
+
+
+def vertices(d, eps):
+    for signs in itertools.product((-1.0, 1.0), repeat=d):
+        yield eps * np.array(signs)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_query_bound_is_tight_and_equals_vertex_brute_force(seed):
+    x = np.random.default_rng(seed).standard_normal((5, 3))
+    out = sensitivity(x, 1, 3, 0.2)
+    brute = max(abs(change(x, 1, 3, v, "query")) for v in vertices(3, 0.2))
+    assert out["max_change_query"] == pytest.approx(brute, rel=1e-12)
+    assert out["bound_query_exact"] == pytest.approx(brute, rel=1e-12)
+    c = x.T @ x
+    assert out["bound_query_exact"] == pytest.approx(0.2 * np.abs(c @ c @ x[3]).sum(), rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_transductive_search_beats_random_points(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((4, 3))
+    found, delta = max_change(x, 0, 2, 0.3, "transductive")
+    assert np.abs(delta).max() <= 0.3 + 1e-15
+    assert found == pytest.approx(abs(change(x, 0, 2, delta, "transductive")), rel=1e-12)
+    samples = max(abs(change(x, 0, 2, rng.uniform(-0.3, 0.3, 3), "transductive")) for _ in range(300))
+    assert found >= samples * (1 - 1e-12)
+
+
+@pytest.mark.parametrize("reading", ["query", "transductive"])
+def test_first_order_gradient_against_finite_differences(reading):
+    x = np.random.default_rng(5).standard_normal((4, 3))
+    g = first_order_gradient(x, 2, 1, reading)
+    h = 1e-6
+    fd = [(change(x, 2, 1, h * e, reading) - change(x, 2, 1, -h * e, reading)) / (2 * h) for e in np.eye(3)]
+    assert np.allclose(g, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_exact_change_matches_float_and_the_transductive_polynomial():
+    x = np.array([[1, 2], [0, 1], [1, -1]])
+    delta = [Fraction(1, 10), Fraction(-1, 10)]
+    for reading in ("query", "transductive"):
+        ex = _exact_change(x, 0, 1, delta, reading)
+        assert float(ex) == pytest.approx(change(x.astype(float), 0, 1, np.array([0.1, -0.1]), reading), rel=1e-12)
+    # 1×1: K(x+δ, x) transductive = (x+δ)^5 · x
+    assert _exact_change(np.array([[1]]), 0, 0, [Fraction(1, 10)], "transductive") == Fraction(11, 10) ** 5 - 1
+
+
+def test_printed_bound_only_typed_when_square():
+    x = np.random.default_rng(1).standard_normal((4, 3))
+    out = sensitivity(x, 0, 1, 0.1)
+    printed = [r for r in out["readings"] if r["bound"] == "as-printed"]
+    assert all(r["bound_value"] is None and r["holds"] is None for r in printed)
+    xs = np.array([[1, 2], [3, 4]])
+    g = xs @ xs.T
+    assert _exact_bound(xs, 0, Fraction(1), "as-printed") == np.abs(g @ xs[0]).sum()
+
+
+@pytest.mark.parametrize("kwargs", [dict(i=5, j=0, eps=0.1), dict(i=0, j=-1, eps=0.1), dict(i=0, j=0, eps=0.0),
+                                    dict(i=0, j=0, eps=-1.0), dict(i=0, j=0, eps=float("nan"))])
+def test_bad_arguments(kwargs):
+    with pytest.raises(MalleabilityError):
+        sensitivity(np.ones((3, 2)), **kwargs)
