@@ -716,6 +716,9 @@ def verdicts(cells: list[dict], summary: dict, missing: list[dict]) -> list[dict
         per_reading[reading] = all(oks) if oks else None
         details.append(f"{reading}: {'agrees' if per_reading[reading] else 'disagrees' if oks else 'n/a'}")
     verdict, holding = _combine(per_reading)
+    judged_pairs = {(s["task"], s["model"]) for s in ntk["slopes"] if s["slope"] is not None
+                    and (s["model"], s["task"]) in P.NTK_DISTANCE_TABLE["values"]}
+    verdict = _partial(verdict, len(judged_pairs), len(P.NTK_DISTANCE_TABLE["values"]))
     out.append({"claim": "ntk-trend", "statement": "NTK distance of MLP-Attn does not shrink with width while 2L-ReLU's "
                 "does (non-convergent NTK dynamics; Table 1)", "criterion": CRITERIA["ntk-trend"],
                 "source": P.NTK_DISTANCE_TABLE["source"], "verdict": verdict, "readings_holding": holding,
@@ -748,7 +751,8 @@ def verdicts(cells: list[dict], summary: dict, missing: list[dict]) -> list[dict
                 ok = ours > 0 and math.isfinite(ours) and 0.5 <= ours / paper <= 2.0
                 oks.append(ok)
                 details.append(f"{task} {attack}: ours {ours:.2f} vs paper {paper:.2f}")
-        v = NOT_RUN if not oks else REPRODUCED if all(oks) else NOT_REPRODUCED
+        v = _partial(NOT_RUN if not oks else REPRODUCED if all(oks) else NOT_REPRODUCED, len(oks),
+                     3 * sum(1 for (_t, m) in paper_table["values"] if m == "mlp-attn"))
         out.append({"claim": claim, "statement": statement, "criterion": CRITERIA["flip-ratio"],
                     "source": paper_table["source"], "verdict": v,
                     "detail": (f"{sum(oks)} of {len(oks)} ratios within a factor 2; " + "; ".join(details)) if oks
@@ -767,7 +771,8 @@ def verdicts(cells: list[dict], summary: dict, missing: list[dict]) -> list[dict
         details.append(f"{task} {model}: ours {ours:.2f} vs paper {paper:.2f}")
     out.append({"claim": "table4", "statement": "adversarial training raises the PGD flip rate of both models",
                 "criterion": CRITERIA["adv-ratio"], "source": P.FLIP_RATE_ADV_TRAINING["source"],
-                "verdict": NOT_RUN if not oks else REPRODUCED if all(oks) else NOT_REPRODUCED,
+                "verdict": _partial(NOT_RUN if not oks else REPRODUCED if all(oks) else NOT_REPRODUCED, len(oks),
+                                    len(P.FLIP_RATE_ADV_TRAINING["values"])),
                 "detail": (f"{sum(oks)} of {len(oks)} ratios within a factor 2; " + "; ".join(details)) if oks
                 else _missing_why(missing, "flip") or "no adversarial-training cells at this scale"})
     # Headline
@@ -787,7 +792,8 @@ def verdicts(cells: list[dict], summary: dict, missing: list[dict]) -> list[dict
         lo2, hi2 = P.HEADLINE_RATIO["v2"]
         in1 = all(lo1 <= r <= hi1 for _, r in ratios)
         in2 = all(lo2 <= r <= hi2 for _, r in ratios)
-        v = REPRODUCED if in1 else UNDER_A_READING if in2 else NOT_REPRODUCED
+        v = _partial(REPRODUCED if in1 else UNDER_A_READING if in2 else NOT_REPRODUCED, len(ratios),
+                     3 * sum(1 for (_t, m) in P.FLIP_RATE_10CLASS["values"] if m == "mlp-attn"))
         detail = "ratios: " + ", ".join(f"{k} {r:.2f}" for k, r in ratios)
     out.append({"claim": "headline-6-9x", "statement": "attention is 6-9x more malleable than ReLU (v2: 2-9x)",
                 "criterion": CRITERIA["headline"], "source": P.HEADLINE_RATIO["source"], "verdict": v,
@@ -814,6 +820,13 @@ def verdicts(cells: list[dict], summary: dict, missing: list[dict]) -> list[dict
                 "criterion": CRITERIA["kappa"], "source": P.KAPPA["source"], "verdict": verdict,
                 "readings_holding": holding, "detail": "; ".join(details) or _missing_why(missing, "kappa")})
     return out
+
+
+def _partial(verdict: str, measured: int, expected: int) -> str:
+    """Say so when a verdict rests on only part of the paper's cells."""
+    if verdict == NOT_RUN or measured >= expected:
+        return verdict
+    return f"{verdict} (partial: {measured} of {expected} cells measured)"
 
 
 def _missing_why(missing: list[dict], kind: str) -> str:

@@ -176,7 +176,8 @@ def plot_ntk(results: dict, path: Path) -> bool:
         ax.set_xlabel("width m")
         ax.set_ylabel("NTK distance")
         ax.set_title(label(task))
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -245,7 +246,8 @@ def plot_flip(results: dict, path: Path) -> bool:
         ax.set_ylabel("flip rate")
         ax.set_title({"table2": "Table 2: 10-class", "table3": "Table 3: binary",
                       "table4": "Table 4: PGD, adversarial training"}[table])
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -276,7 +278,8 @@ def plot_kappa(results: dict, path: Path) -> bool:
     ax.set_xticklabels([f"{r['task']}\nn={r['n']}\n{r['features']}" for r in rows], fontsize=7)
     ax.set_ylabel("log10 κ")
     ax.set_title("Condition number of G = XXᵀ of each data set (missing bar: G singular)")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -306,7 +309,7 @@ def build_doc(results: dict, plots: dict[str, bool]) -> Doc:
     by_text = {text: name for name, text in criteria.items()}
     doc.table(["claim", "verdict", "criterion", "source", "detail"],
               [[v["claim"], v["verdict"] + (f" ({', '.join(v['readings_holding'])})"
-                                             if v["verdict"] == "holds only under a reading" and v.get("readings_holding") else ""),
+                                             if v["verdict"].startswith("holds only under a reading") and v.get("readings_holding") else ""),
                 by_text.get(v["criterion"], v["criterion"]), v.get("source", ""), v.get("detail") or ""]
                for v in results["verdicts"]])
     doc.p("Criteria (written down before looking at the numbers; 'not run' = no cell of this scale measured it):")

@@ -1,0 +1,119 @@
+"""Rendering: the report from a results dict, the `report` command, and its errors."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from malleability.reports import paper_numbers as P
+from malleability.reports.audit import SCHEMA, CRITERIA, Scale, summarise
+from malleability.reports.cli import main
+from malleability.reports.render import Doc, render_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _ntk(task, model, width, seed, dist):
+    return {"kind": "ntk", "label": f"ntk {task} {model} {width} {seed}", "status": "computed",
+            "tags": {"task": task, "model": model, "width": width, "seed": seed},
+            "config": {"data": {"dataset": task, "n": 10, "n_test": 5, "classes": None},
+                       "train": {"protocol": "paper", "epochs": 1, "dtype": "float32", "device": "cpu"},
+                       "model": model, "width": width},
+            "result": {"distance": {"after_vs_init_absolute": dist, "init_vs_infinite_relative": dist / 100}}}
+
+
+def _flip(table, task, attack, adv, model, seed, rate):
+    return {"kind": "flip", "label": f"flip {task} {model} {attack}", "status": "computed",
+            "tags": {"table": table, "task": task, "attack": attack, "adv_train": adv, "model": model, "seed": seed},
+            "config": {"data": {"dataset": task, "n": 10, "n_test": 5, "classes": None},
+                       "train": {"protocol": "paper", "epochs": 1, "dtype": "float32", "device": "cpu"},
+                       "model": model, "attack": attack, "eps": 0.3},
+            "result": {"flip_rate": rate, "spearman": 0.5, "topk_overlap": 0.7}}
+
+
+def synthetic_results() -> dict:
+    cells = []
+    for seed, jitter in ((0, 1.0), (1, 1.1)):
+        for m in (16, 64, 256):
+            cells.append(_ntk("mnist", "relu", m, seed, 40.0 * jitter * (m / 16) ** -0.5))
+            cells.append(_ntk("mnist", "mlp-attn", m, seed, 10.0 * jitter * (m / 16) ** 0.3))
+        for attack in ("fgsm", "pgd", "mim"):
+            cells.append(_flip("table2", "mnist", attack, False, "relu", seed, 0.04 * jitter))
+            cells.append(_flip("table2", "mnist", attack, False, "mlp-attn", seed, 0.30 * jitter))
+    missing = [{"kind": "flip", "label": "flip cifar10 relu fgsm seed=0", "why": "not in this scale"}]
+    summary, verdicts = summarise(cells, missing)
+    return {"schema": SCHEMA, "scale": {"name": "synthetic", "description": "test", "flip_eps": 0.3},
+            "scale_help": {}, "options": {"device": "cpu", "workers": 1},
+            "provenance": {"git_commit": "abc", "versions": {"torch": "x"}}, "counts": {"cells": len(cells),
+            "computed": len(cells), "cached": 0, "failed": 0, "missing": 1}, "wall_time_s": 1.0,
+            "verdicts": verdicts, "summary": summary, "criteria": CRITERIA, "missing": missing, "cells": cells,
+            "cache_refusals": []}
+
+
+def test_doc_markdown_escapes_pipes_and_html_escapes(tmp_path):
+    doc = Doc()
+    doc.h(2, "T")
+    doc.table(["a|b", "c"], [["<x>", "1"]])
+    md = doc.markdown()
+    assert "| a\\|b | c |" in md and "|---|---|" in md
+    assert "&lt;x&gt;" in doc.html(tmp_path)
+
+
+def test_render_report_contents(tmp_path):
+    results = synthetic_results()
+    plots = render_report(results, tmp_path)
+    assert all(plots.values()), results.get("render_warnings")
+    for name in plots:
+        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
+    md = (tmp_path / "report.md").read_text()
+    headings = [line for line in md.splitlines() if line.startswith("## ")]
+    assert headings[0] == "## Verdicts"  # the verdict table comes first
+    # every claim and table has a verdict row
+    for claim in ("thm4.1", "thm4.7", "prop4.5", "ntk-trend", "table2", "table3", "table4", "headline-6-9x"):
+        assert f"| {claim} |" in md
+    # synthetic data: relu shrinks, attention grows -> the paper's trend; ratio 7.5 -> headline in [6, 9]
+    verdict = {v["claim"]: v["verdict"] for v in results["verdicts"]}
+    # (only MNIST was measured: the verdicts say they rest on part of the paper's cells)
+    assert verdict["ntk-trend"] == "reproduced (partial: 2 of 4 cells measured)"
+    assert verdict["headline-6-9x"] == "reproduced (partial: 3 of 6 cells measured)"
+    # MNIST ratios 7.5 vs the paper's 8.4, 8.8, 6.4: all within a factor 2
+    assert verdict["table2"] == "reproduced (partial: 3 of 6 cells measured)"
+    assert verdict["table4"] == "not run"
+    assert "34.6%" in md and "45.1" in md  # the paper's numbers stand beside ours
+    assert "missing" in md and "not in this scale" in md
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4
+
+
+def test_report_command_rerenders_without_recomputing(tmp_path):
+    results = synthetic_results()
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    before = (tmp_path / "results.json").read_bytes()
+    r = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "ntk_distance.png").is_file()
+    assert (tmp_path / "results.json").read_bytes() == before
+
+
+def test_report_command_errors(tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(main, ["report", str(tmp_path / "nope")])
+    assert r.exit_code == 2 and r.output.strip().startswith("error: not an audit folder")
+    r = runner.invoke(main, ["report", str(tmp_path)])
+    assert r.exit_code == 2 and "no results.json" in r.output
+    (tmp_path / "results.json").write_text("{not json")
+    r = runner.invoke(main, ["report", str(tmp_path)])
+    assert r.exit_code == 2 and "not valid JSON" in r.output and len(r.output.strip().splitlines()) == 1
+    (tmp_path / "results.json").write_text(json.dumps({"schema": "other"}))
+    r = runner.invoke(main, ["report", str(tmp_path)])
+    assert r.exit_code == 2 and "not an audit results file" in r.output
+
+
+def test_paper_numbers_cover_every_table():
+    rows = P.all_numbers()
+    assert sum(r["quantity"] == "ntk_distance" for r in rows) == 12
+    assert sum(r["quantity"] == "flip_rate" for r in rows) == 24 + 8
+    assert {r["dataset"] for r in rows if r["quantity"] == "kappa_G"} == {"mnist", "cifar10"}
+    assert P.paper_ntk_distance("mlp-attn", "cifar10", 4096) == 12.6 and P.paper_ntk_distance("relu", "mnist", 64) is None
+    assert Scale.__dataclass_fields__["ntk_widths"].metadata["help"]
