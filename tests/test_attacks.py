@@ -1,0 +1,153 @@
+"""FGSM / PGD / MIM: budget, clipping, determinism, exact gradient oracles, and PGD beats noise."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from malleability.empirics.attacks import ATTACK_NAMES, FGSM, MIM, PGD, default_loss, make_attack
+from malleability.errors import MalleabilityError
+
+
+def linear_model(d=12, k=4, seed=0, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    W = torch.randn(d, k, generator=gen, dtype=torch.float64).to(dtype)
+
+    def model_fn(x):
+        return x.to(W.dtype) @ W * 3.0
+
+    return model_fn, W
+
+
+def batch(n=16, d=12, k=4, seed=1, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, d, generator=gen, dtype=torch.float64).to(dtype)
+    y = torch.randint(0, k, (n,), generator=gen)
+    return x, y
+
+
+@pytest.mark.parametrize("name", ATTACK_NAMES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3, 0.5])
+def test_budget_clipping_dtype(name, dtype, eps):
+    model_fn, _ = linear_model(dtype=dtype)
+    x, y = batch(dtype=dtype)
+    x_adv = make_attack(name, eps, seed=3)(model_fn, x, y)
+    assert x_adv.dtype == dtype and x_adv.shape == x.shape
+    slack = 1e-6 if dtype == torch.float32 else 1e-12
+    assert float((x_adv - x).abs().max()) <= eps + slack
+    assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+    if eps > 0:
+        assert float((x_adv - x).abs().max()) > 0  # it does move
+
+
+@pytest.mark.parametrize("name", ATTACK_NAMES)
+def test_feature_space_budget_without_and_with_renormalisation(name):
+    model_fn, _ = linear_model()
+    x, y = batch()
+    x = x / x.norm(dim=1, keepdim=True)
+    raw = make_attack(name, 0.2, space="feature")(model_fn, x, y)
+    assert float((raw - x).abs().max()) <= 0.2 + 1e-12
+    assert float(raw.min()) < 0.0 or float(raw.max()) > 0  # no [0, 1] clipping in feature space
+    unit = make_attack(name, 0.2, space="feature", renormalize=True)(model_fn, x, y)
+    torch.testing.assert_close(unit.norm(dim=1), torch.ones(x.shape[0], dtype=x.dtype))
+
+
+def test_fgsm_matches_the_analytic_gradient_sign():
+    """Binary linear model, loss 1/2 (w.x - t)^2: d/dx = (w.x - t) w, so the step is eps sign((w.x - t) w)."""
+    gen = torch.Generator().manual_seed(7)
+    w = torch.randn(10, 1, generator=gen, dtype=torch.float64)
+    x = torch.rand(20, 10, generator=gen, dtype=torch.float64) * 0.5 + 0.25
+    y = torch.randint(0, 2, (20,), generator=gen)
+    t = 2.0 * y.double() - 1.0
+    expected = (x + 0.2 * torch.sign(((x @ w)[:, 0] - t)[:, None] * w[:, 0][None, :])).clamp(0, 1)
+    got = FGSM(eps=0.2)(lambda z: z @ w, x, y)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_one_step_pgd_and_mim_reduce_to_fgsm():
+    model_fn, _ = linear_model()
+    x, y = batch()
+    fgsm = FGSM(eps=0.1)(model_fn, x, y)
+    pgd = PGD(eps=0.1, steps=1, step_size=0.1, random_start=False)(model_fn, x, y)
+    mim = MIM(eps=0.1, steps=1, decay=0.0)(model_fn, x, y)
+    torch.testing.assert_close(pgd, fgsm, rtol=0, atol=0)
+    torch.testing.assert_close(mim, fgsm, rtol=0, atol=0)
+
+
+def test_seeded_and_deterministic():
+    model_fn, _ = linear_model()
+    x, y = batch()
+    a = PGD(eps=0.3, steps=3, seed=5)(model_fn, x, y)
+    b = PGD(eps=0.3, steps=3, seed=5)(model_fn, x, y)
+    c = PGD(eps=0.3, steps=3, seed=6, step_size=1e-6)(model_fn, x, y)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(a, c)
+
+
+def small_mlp(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    W1 = torch.randn(20, 32, generator=gen, dtype=torch.float64)
+    W2 = torch.randn(32, 3, generator=gen, dtype=torch.float64)
+    return lambda x: torch.relu(x @ W1) @ W2
+
+
+def test_pgd_raises_the_loss_more_than_random_noise_of_the_same_budget():
+    model_fn = small_mlp()
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(64, 20, generator=gen, dtype=torch.float64) * 0.6 + 0.2
+    y = model_fn(x).argmax(dim=1)  # correctly classified points: the clean loss is small
+    eps = 0.1
+    x_pgd = PGD(eps=eps, steps=20)(model_fn, x, y)
+    noise = (torch.randint(0, 2, x.shape, generator=gen).double() * 2 - 1) * eps
+    x_noise = (x + noise).clamp(0, 1)
+    clean = default_loss(model_fn(x), y)
+    pgd_loss = default_loss(model_fn(x_pgd), y)
+    noise_loss = default_loss(model_fn(x_noise), y)
+    assert pgd_loss.mean() > noise_loss.mean() > 0
+    # per sample too: PGD is at least as damaging as noise on most points
+    assert float((pgd_loss >= noise_loss).double().mean()) >= 0.9
+    assert pgd_loss.mean() > clean.mean()
+
+
+def test_attack_does_not_touch_model_parameters():
+    layer = torch.nn.Linear(12, 4).double()
+    x, y = batch()
+    MIM(eps=0.1)(layer, x, y)
+    assert layer.weight.grad is None and layer.bias.grad is None
+
+
+def test_params_are_recorded():
+    p = PGD(eps=0.3).params()
+    assert p["attack"] == "pgd" and p["steps"] == 40 and p["step_size_used"] == pytest.approx(2.5 * 0.3 / 40)
+    m = MIM(eps=0.3).params()
+    assert m["decay"] == 1.0 and m["step_size_used"] == pytest.approx(0.03)
+    assert "Paper:" in PGD.__doc__ and "Shapes:" in MIM.__doc__ and "Norm:" in FGSM.__doc__
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda: make_attack("cw", 0.1), "unknown attack"),
+        (lambda: make_attack("pgd", -0.1), "eps"),
+        (lambda: make_attack("fgsm", float("nan")), "eps"),
+        (lambda: make_attack("fgsm", 0.1, space="latent"), "space"),
+        (lambda: PGD(eps=0.1, steps=0), "steps"),
+        (lambda: MIM(eps=0.1, decay=-1.0), "decay"),
+        (lambda: FGSM(eps=0.1, renormalize=True), "renormalize"),
+    ],
+)
+def test_bad_configuration(build, match):
+    with pytest.raises(MalleabilityError, match=match):
+        build()
+
+
+def test_bad_inputs():
+    model_fn, _ = linear_model()
+    x, y = batch()
+    with pytest.raises(MalleabilityError, match="0, 1"):
+        FGSM(eps=0.1)(model_fn, x + 1.0, y)
+    with pytest.raises(MalleabilityError, match="shape"):
+        FGSM(eps=0.1)(model_fn, x, y[:-1])
+    with pytest.raises(MalleabilityError, match="NaN"):
+        FGSM(eps=0.1)(model_fn, x * float("nan"), y)
