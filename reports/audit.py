@@ -439,7 +439,7 @@ def _flip_config(cls, scale, task, attack, adv, model, seed, device, data_root):
 
 
 # Rough seconds per cell on one core of this kind of machine, for the up-front estimate only.
-_COST_S = {"theory": 15.0, "kappa": 3.0}
+_COST_S = {"theory": 3.0, "kappa": 2.0}
 
 
 def estimate_seconds(cells: list[Cell], workers: int) -> float:
@@ -923,7 +923,7 @@ def run_audit(
         entry = o.entry or {}
         records.append({
             "kind": o.cell.kind, "label": o.cell.label, "key": o.key, "status": o.status, "tags": dict(o.cell.tags),
-            "config": config_to_jsonable(o.cell.config), "result": entry.get("result"),
+            "config": config_to_jsonable(o.cell.config), "result": compact(entry.get("result")),
             "wall_time_s": entry.get("wall_time_s"), "provenance": entry.get("provenance"),
             "finished_at": entry.get("finished_at"), "error": o.error,
         })
@@ -958,6 +958,24 @@ def run_audit(
         render_report(results, out)
         say(f"audit: wrote {out / 'report.md'} and {out / 'report.html'}")
     return results
+
+
+MAX_LIST = 200  # longer raw arrays (spectra, loss histories) stay in the cache, not in results.json
+
+
+def compact(value: Any) -> Any:
+    """The result with any list longer than MAX_LIST replaced by an explicit, labelled summary.
+
+    Keeps results.json small enough to commit; the complete entry stays in the cell cache.
+    """
+    if isinstance(value, dict):
+        return {k: compact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        if len(value) > MAX_LIST:
+            return {"truncated_list": True, "length": len(value), "head": value[:5], "tail": value[-5:],
+                    "note": "full list in the cell cache entry (see key)"}
+        return [compact(v) for v in value]
+    return value
 
 
 def load_results(out_dir: str | os.PathLike) -> dict:
