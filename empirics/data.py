@@ -1,0 +1,437 @@
+"""Data sets as the paper's models see them: flattened images, seeded subsets, unit-norm rows.
+
+Sources (``DataConfig.dataset``):
+
+* ``mnist``, ``fashion-mnist``: torchvision with ``download=False`` from the data root.
+* ``cifar10``: torchvision's CIFAR10 when ``cifar-10-batches-py`` is under the root; else the
+  offline subset ``cifar10-subset/cifar10_train_first4000.npz`` (x uint8 (N,32,32,3) HWC,
+  y uint8). With only the subset, train *and* test come from it (a seeded disjoint split)
+  and ``Dataset.source`` / ``Dataset.notes`` say so.
+* a path to an ``.npz``: ``x`` (N, ...) uint8 (scaled by 1/255) or float, ``y`` (N,) integer
+  labels, optional ``x_test`` / ``y_test``. The training set is the first ``n`` rows (of the
+  selected classes; all rows when ``n`` >= N); without ``x_test`` the test set is the first
+  ``n_test`` of the remaining rows (possibly empty). No randomness: ``seed`` is unused.
+
+Data root: ``DataConfig.data_root``, else ``$MALLEABILITY_DATA``, else the user cache folder
+``$XDG_CACHE_HOME/malleability`` (``~/.cache/malleability``). torchvision may download only
+into that user cache, only when the caller allows it, and only after a 3-second
+connectivity probe succeeds, so that a missing data set fails fast with one line instead of
+hanging. An explicit root or ``$MALLEABILITY_DATA`` never triggers a download (tests use those).
+
+Seeded subsets (torchvision sets): ``numpy.random.default_rng(seed)`` permutes the indices of
+the selected classes of the train split and keeps the first ``n``; an independent stream
+(``default_rng([seed, 1])``) does the same for the test split. Labels are remapped to
+``0..len(classes)-1`` in the order given.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from malleability.errors import MalleabilityError, require
+from malleability.validation import zero_rows
+
+DATASET_NAMES = ("mnist", "fashion-mnist", "cifar10")
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+MNIST_CLASSES = tuple(str(i) for i in range(10))
+_CLASS_NAMES = {"mnist": MNIST_CLASSES, "fashion-mnist": FASHION_MNIST_CLASSES, "cifar10": CIFAR10_CLASSES}
+CIFAR10_SUBSET = Path("cifar10-subset") / "cifar10_train_first4000.npz"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, how much, which classes, which seed; JSON-serialisable with ``dataclasses.asdict``."""
+
+    dataset: str = field(metadata={"help": "'mnist' | 'fashion-mnist' | 'cifar10' | a path to an .npz"})
+    n: int = field(default=1000, metadata={"help": "training samples"})
+    n_test: int = field(default=500, metadata={"help": "test samples"})
+    classes: tuple[int, ...] | None = field(
+        default=None, metadata={"help": "class indices kept, remapped to 0..k-1 in this order; None = all"}
+    )
+    seed: int = field(default=0, metadata={"help": "seeds the subset draw"})
+    data_root: str | None = field(
+        default=None, metadata={"help": "None -> $MALLEABILITY_DATA -> user cache dir (downloads only there)"}
+    )
+
+    def __post_init__(self):
+        if isinstance(self.classes, list):  # JSON round trips give lists
+            object.__setattr__(self, "classes", tuple(self.classes))
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Flattened pixels in [0, 1] (before row normalisation) and labels, train and test."""
+
+    name: str
+    pixels_train: np.ndarray
+    y_train: np.ndarray
+    pixels_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    class_names: tuple[str, ...]
+    config: DataConfig
+    source: str = ""  # where the rows came from (torchvision root, subset .npz, ...)
+    notes: str = ""  # anything a reader of the numbers must know (e.g. test split drawn from train data)
+
+    @property
+    def x_train(self) -> np.ndarray:
+        """Unit-ℓ2 rows of the training pixels, as the paper feeds them to the models."""
+        return unit_rows(self.pixels_train)
+
+    @property
+    def x_test(self) -> np.ndarray:
+        return unit_rows(self.pixels_test)
+
+    @property
+    def d(self) -> int:
+        return int(self.pixels_train.shape[1])
+
+    def describe(self) -> dict:
+        """JSON-ready summary (no arrays)."""
+        return {
+            "name": self.name,
+            "n_train": int(self.pixels_train.shape[0]),
+            "n_test": int(self.pixels_test.shape[0]),
+            "d": self.d,
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "source": self.source,
+            "notes": self.notes,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# row normalisation
+
+
+def unit_rows(x):
+    """Scale each row to unit ℓ2 norm.
+
+    numpy in -> float64 numpy out, raising :class:`MalleabilityError` on a zero row (it has no
+    direction). torch in -> torch out, differentiable; the norm is clamped at 1e-12 so that a
+    gradient step through a (near-)zero row cannot produce NaN.
+    """
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        torch = None
+    if torch is not None and isinstance(x, torch.Tensor):
+        return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    arr = np.asarray(x, dtype=np.float64)
+    require(arr.ndim == 2, f"expected a 2-D array of rows, got shape {arr.shape}")
+    require(bool(np.all(np.isfinite(arr))), "data has NaN or inf entries")
+    zr = zero_rows(arr)
+    if zr.size:
+        raise MalleabilityError(
+            f"{zr.size} zero row(s) (first at index {int(zr[0])}): a zero row has no unit-norm direction"
+        )
+    return arr / np.linalg.norm(arr, axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------------------------
+# options
+
+
+def parse_classes(spec, dataset: str) -> tuple[int, ...] | None:
+    """``'3,8'`` -> (3, 8); CIFAR-10 also accepts names (``'automobile,airplane'`` -> (1, 0)).
+
+    None / '' / 'all' -> None (all classes). Needs at least two distinct classes.
+    """
+    if spec is None:
+        return None
+    if isinstance(spec, (tuple, list)):
+        parts = [str(p) for p in spec]
+    else:
+        text = str(spec).strip()
+        if text == "" or text.lower() == "all":
+            return None
+        parts = [p.strip() for p in text.split(",")]
+    require(all(parts), f"bad --classes list {spec!r}: empty entry")
+    names = _CLASS_NAMES.get(dataset, ())
+    lowered = [n.lower() for n in names]
+    out = []
+    for p in parts:
+        if p.lstrip("-").isdigit():
+            out.append(int(p))
+        elif p.lower() in lowered:
+            out.append(lowered.index(p.lower()))
+        else:
+            hint = f"; names: {','.join(names)}" if dataset == "cifar10" else ""
+            raise MalleabilityError(f"unknown class {p!r} for dataset {dataset}{hint}")
+    require(len(out) >= 2, f"--classes needs at least two classes, got {spec!r}")
+    require(len(set(out)) == len(out), f"--classes has a repeated class: {spec!r}")
+    if names:
+        bad = [c for c in out if not 0 <= c < len(names)]
+        if bad:
+            raise MalleabilityError(f"class index {bad[0]} out of range 0..{len(names) - 1} for {dataset}")
+    else:
+        require(all(c >= 0 for c in out), f"class indices must be >= 0: {spec!r}")
+    return tuple(out)
+
+
+def user_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "malleability"
+
+
+def resolve_data_root(data_root: str | None) -> tuple[Path, bool]:
+    """(root, is_user_cache). Only the user cache may receive downloads."""
+    if data_root:
+        return Path(data_root).expanduser(), False
+    env = os.environ.get("MALLEABILITY_DATA")
+    if env:
+        return Path(env).expanduser(), False
+    return user_cache_dir(), True
+
+
+def _network_reachable(host: str = "ossci-datasets.s3.amazonaws.com", port: int = 443, timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# raw sources (cached per process: MNIST's idx file is ~50 MB)
+
+
+@functools.lru_cache(maxsize=8)
+def _torchvision_split(name: str, root: str, train: bool, allow_download: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels uint8 (N, d) flattened, labels int64) from torchvision, or a one-line error."""
+    import torchvision
+
+    cls = {"mnist": torchvision.datasets.MNIST, "fashion-mnist": torchvision.datasets.FashionMNIST,
+           "cifar10": torchvision.datasets.CIFAR10}[name]
+    try:
+        ds = cls(root=root, train=train, download=False)
+    except RuntimeError:
+        if not allow_download:
+            raise MalleabilityError(
+                f"data set {name} not found under {root} (and no download attempted: pass --data-root or set "
+                f"MALLEABILITY_DATA to a folder laid out for torchvision)"
+            ) from None
+        if not _network_reachable():
+            raise MalleabilityError(
+                f"data set {name} not found under {root} and no network to download it; pass --data-root "
+                f"or set MALLEABILITY_DATA"
+            ) from None
+        try:
+            ds = cls(root=root, train=train, download=True)
+        except Exception as exc:  # network errors of any kind -> one line
+            raise MalleabilityError(f"could not download {name} into {root}: {type(exc).__name__}: {exc}") from None
+    data = ds.data
+    data = data.numpy() if hasattr(data, "numpy") else np.asarray(data)
+    pixels = np.ascontiguousarray(data.reshape(data.shape[0], -1), dtype=np.uint8)
+    labels = np.asarray(ds.targets, dtype=np.int64)
+    pixels.setflags(write=False)
+    labels.setflags(write=False)
+    return pixels, labels
+
+
+@functools.lru_cache(maxsize=4)
+def _read_npz(path: str) -> dict:
+    p = Path(path)
+    require(p.exists(), f"data file not found: {path}")
+    require(p.is_file(), f"expected an .npz file, got a directory: {path}")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            content = {k: z[k] for k in z.files}
+    except Exception as exc:
+        raise MalleabilityError(f"cannot read {path} as .npz: {type(exc).__name__}: {exc}") from None
+    for key in ("x", "y"):
+        require(key in content, f"{path} has no '{key}' array (needs x (N, ...) and y (N,))")
+    require(("x_test" in content) == ("y_test" in content), f"{path}: x_test and y_test must come together")
+    return content
+
+
+def _npz_pixels(x: np.ndarray, what: str) -> np.ndarray:
+    require(x.ndim >= 2, f"{what} must be (N, ...) with N samples, got shape {x.shape}")
+    flat = x.reshape(x.shape[0], -1)
+    if flat.dtype == np.uint8:
+        return flat.astype(np.float64) / 255.0
+    require(np.issubdtype(flat.dtype, np.number) and not np.iscomplexobj(flat), f"{what} must be numeric")
+    flat = flat.astype(np.float64)
+    require(bool(np.all(np.isfinite(flat))), f"{what} has NaN or inf entries")
+    return flat
+
+
+def _npz_labels(y: np.ndarray, n_rows: int, what: str) -> np.ndarray:
+    y = np.asarray(y).reshape(-1)
+    require(y.shape[0] == n_rows, f"{what} has {y.shape[0]} labels for {n_rows} rows")
+    require(np.issubdtype(y.dtype, np.integer), f"{what} must hold integer labels, got {y.dtype}")
+    require(bool(np.all(y >= 0)), f"{what} has negative labels")
+    return y.astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# subsets
+
+
+def _class_mask(y: np.ndarray, classes) -> np.ndarray:
+    return np.ones(y.shape[0], bool) if classes is None else np.isin(y, np.asarray(classes))
+
+
+def _remap(y: np.ndarray, classes) -> np.ndarray:
+    if classes is None:
+        return y.astype(np.int64)
+    lut = {c: i for i, c in enumerate(classes)}
+    return np.array([lut[int(v)] for v in y], dtype=np.int64)
+
+
+def _draw(y: np.ndarray, classes, count: int, rng: np.random.Generator, what: str, dataset: str) -> np.ndarray:
+    pool = np.flatnonzero(_class_mask(y, classes))
+    require(
+        count <= pool.size,
+        f"{what}={count} exceeds the {pool.size} {dataset} samples available"
+        + ("" if classes is None else f" in classes {list(classes)}"),
+    )
+    return np.sort(rng.permutation(pool)[:count])
+
+
+def _validate(cfg: DataConfig) -> None:
+    require(isinstance(cfg.dataset, str) and cfg.dataset.strip() != "", "dataset name is empty")
+    require(int(cfg.n) >= 1, f"n must be >= 1, got {cfg.n}")
+    require(int(cfg.n_test) >= 0, f"n_test must be >= 0, got {cfg.n_test}")
+    require(int(cfg.seed) >= 0, f"seed must be >= 0, got {cfg.seed}")
+    if cfg.dataset not in DATASET_NAMES and not cfg.dataset.endswith(".npz"):
+        raise MalleabilityError(
+            f"unknown dataset {cfg.dataset!r}: choose one of {', '.join(DATASET_NAMES)} or a path to an .npz"
+        )
+
+
+def load_dataset(cfg: DataConfig, *, allow_download: bool | None = None) -> Dataset:
+    """Load, subset, remap and check a data set; any problem is a one-line MalleabilityError.
+
+    ``allow_download``: None -> allowed only when the root is the user cache folder (never
+    with an explicit root or ``$MALLEABILITY_DATA``); False -> never.
+    """
+    _validate(cfg)
+    classes = tuple(cfg.classes) if cfg.classes is not None else None
+    if cfg.dataset.endswith(".npz"):
+        ds = _load_npz_dataset(cfg, classes)
+    else:
+        root, is_cache = resolve_data_root(cfg.data_root)
+        may_download = is_cache if allow_download is None else (allow_download and is_cache)
+        if cfg.dataset == "cifar10" and not (root / "cifar-10-batches-py").is_dir() and (root / CIFAR10_SUBSET).is_file():
+            ds = _load_cifar_subset(cfg, classes, root)
+        else:
+            ds = _load_torchvision_dataset(cfg, classes, root, may_download)
+    for what, px in (("training", ds.pixels_train), ("test", ds.pixels_test)):
+        zr = zero_rows(px) if px.shape[0] else np.array([], int)
+        if zr.size:
+            raise MalleabilityError(
+                f"{ds.name}: {zr.size} zero row(s) in the {what} set (first at row {int(zr[0])}); "
+                "a zero row has no unit-norm direction"
+            )
+    return ds
+
+
+def _names_for(dataset: str, classes, num_classes: int) -> tuple[str, ...]:
+    names = _CLASS_NAMES.get(dataset) or tuple(str(i) for i in range(num_classes))
+    if classes is None:
+        return tuple(names[:num_classes]) if len(names) >= num_classes else tuple(str(i) for i in range(num_classes))
+    return tuple(names[c] if c < len(names) else str(c) for c in classes)
+
+
+def _load_torchvision_dataset(cfg: DataConfig, classes, root: Path, may_download: bool) -> Dataset:
+    if not may_download and not root.is_dir():
+        raise MalleabilityError(f"data root {root} does not exist (set --data-root or MALLEABILITY_DATA)")
+    px_tr, y_tr = _torchvision_split(cfg.dataset, str(root), True, may_download)
+    px_te, y_te = _torchvision_split(cfg.dataset, str(root), False, may_download)
+    i_tr = _draw(y_tr, classes, int(cfg.n), np.random.default_rng(int(cfg.seed)), "n", cfg.dataset)
+    i_te = _draw(y_te, classes, int(cfg.n_test), np.random.default_rng([int(cfg.seed), 1]), "n_test", cfg.dataset)
+    k = len(classes) if classes is not None else 10
+    return Dataset(
+        name=cfg.dataset,
+        pixels_train=px_tr[i_tr].astype(np.float64) / 255.0,
+        y_train=_remap(y_tr[i_tr], classes),
+        pixels_test=px_te[i_te].astype(np.float64) / 255.0,
+        y_test=_remap(y_te[i_te], classes),
+        num_classes=k,
+        class_names=_names_for(cfg.dataset, classes, k),
+        config=cfg,
+        source=f"torchvision {cfg.dataset} under {root}",
+        notes="seeded subsets of the official train and test splits",
+    )
+
+
+def _load_cifar_subset(cfg: DataConfig, classes, root: Path) -> Dataset:
+    path = root / CIFAR10_SUBSET
+    content = _read_npz(str(path))
+    x = content["x"]
+    require(x.ndim == 4 and x.shape[1:] == (32, 32, 3), f"{path}: expected x of shape (N,32,32,3), got {x.shape}")
+    # torchvision's CIFAR10 keeps HWC uint8 too, so the flattening order is the same in both sources.
+    px = _npz_pixels(x, "x")
+    y = _npz_labels(content["y"], x.shape[0], "y")
+    pool = np.flatnonzero(_class_mask(y, classes))
+    need = int(cfg.n) + int(cfg.n_test)
+    require(
+        need <= pool.size,
+        f"n + n_test = {need} exceeds the {pool.size} samples of the offline CIFAR-10 subset"
+        + ("" if classes is None else f" in classes {list(classes)}"),
+    )
+    perm = np.random.default_rng(int(cfg.seed)).permutation(pool)
+    i_tr, i_te = np.sort(perm[: int(cfg.n)]), np.sort(perm[int(cfg.n) : need])
+    k = len(classes) if classes is not None else 10
+    return Dataset(
+        name="cifar10",
+        pixels_train=px[i_tr],
+        y_train=_remap(y[i_tr], classes),
+        pixels_test=px[i_te],
+        y_test=_remap(y[i_te], classes),
+        num_classes=k,
+        class_names=_names_for("cifar10", classes, k),
+        config=cfg,
+        source=f"offline subset {path}",
+        notes="full CIFAR-10 not available: train and test are a seeded disjoint split of the first 4000 "
+        "CIFAR-10 training images",
+    )
+
+
+def _load_npz_dataset(cfg: DataConfig, classes) -> Dataset:
+    content = _read_npz(cfg.dataset)
+    x = _npz_pixels(content["x"], "x")
+    y = _npz_labels(content["y"], x.shape[0], "y")
+    keep = np.flatnonzero(_class_mask(y, classes))
+    if "x_test" in content:
+        xt = _npz_pixels(content["x_test"], "x_test")
+        require(xt.shape[1] == x.shape[1], f"x_test has {xt.shape[1]} features, x has {x.shape[1]}")
+        yt = _npz_labels(content["y_test"], xt.shape[0], "y_test")
+        i_tr = keep[: int(cfg.n)]
+        keep_t = np.flatnonzero(_class_mask(yt, classes))[: int(cfg.n_test)]
+        px_te, y_te = xt[keep_t], yt[keep_t]
+        notes = "first n rows of x, first n_test rows of x_test"
+    else:
+        i_tr = keep[: int(cfg.n)]
+        i_te = keep[int(cfg.n) : int(cfg.n) + int(cfg.n_test)]
+        px_te, y_te = x[i_te], y[i_te]
+        notes = "no x_test: first n rows train, the next n_test remaining rows test"
+    require(i_tr.size >= 1, f"{cfg.dataset}: no training rows in the selected classes")
+    y_tr = y[i_tr]
+    if classes is not None:
+        k = len(classes)
+    else:
+        k = int(max(y_tr.max(), y_te.max() if y_te.size else 0)) + 1
+    return Dataset(
+        name=os.path.basename(cfg.dataset),
+        pixels_train=x[i_tr],
+        y_train=_remap(y_tr, classes),
+        pixels_test=px_te,
+        y_test=_remap(y_te, classes),
+        num_classes=k,
+        class_names=_names_for("", classes, k) if classes is None else tuple(str(c) for c in classes),
+        config=cfg,
+        source=f"npz {cfg.dataset}",
+        notes=notes,
+    )

@@ -1,0 +1,220 @@
+"""Training protocols for the two-layer networks (only W is trained).
+
+Protocols (``TrainConfig.protocol``):
+
+* ``paper``: Adam, lr 1e-3, batch 128, 500 epochs, weight decay 1e-3 (Adam's coupled L2,
+  the paper's "L2 λ = 1e-3"), init N(0, 0.01²).
+* ``lazy``: full-batch gradient descent (lr 1.0, 500 steps, no weight decay) under the
+  standard NTK initialisation W ~ N(0, 1): the regime where NTK theory applies.
+
+Losses (``TrainConfig.loss``; the paper states CE for 10 classes and MSE for binary):
+
+* ``ce``: K = num_classes outputs, cross-entropy, fixed ±1 output weights per class.
+* ``mse-ovr``: K outputs, one-vs-rest targets (+1 for the true class, −1 otherwise), squared
+  error averaged over outputs.
+* ``mse``: binary only, one output, squared error against ±1 labels (class index 1 -> +1).
+* ``auto``: ``ce`` for > 2 classes, ``mse`` for 2 classes.
+
+Per-sample losses are unreduced; the training objective is their batch mean. Mini-batches are
+drawn by a CPU ``torch.Generator`` seeded with ``seed + 1`` (the network uses ``seed``), so a
+run is a pure function of its config on the CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from malleability.empirics.data import unit_rows
+from malleability.empirics.models import TwoLayerReLU, attention_matrix, check_kind, embed
+from malleability.errors import MalleabilityError, require
+
+PROTOCOLS = ("paper", "lazy")
+LOSSES = ("auto", "ce", "mse-ovr", "mse")
+DTYPES = ("float32", "float64")
+_PROTOCOL_DEFAULTS = {
+    "paper": {"epochs": 500, "lr": 1e-3, "batch_size": 128, "weight_decay": 1e-3, "init": "paper", "init_std": 0.01,
+              "optimizer": "adam"},
+    "lazy": {"epochs": 500, "lr": 1.0, "batch_size": None, "weight_decay": 0.0, "init": "ntk", "init_std": 1.0,
+             "optimizer": "gd"},
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a network is trained; None fields take the protocol's default (see ``resolved()``)."""
+
+    protocol: str = field(default="paper", metadata={"help": "'paper' (Adam, paper settings) | 'lazy' (full-batch GD, NTK init)"})
+    epochs: int | None = field(default=None, metadata={"help": "None -> protocol default (500)"})
+    loss: str = field(default="auto", metadata={"help": "'ce' | 'mse-ovr' | 'mse' | 'auto' (ce for >2 classes, mse for 2)"})
+    seed: int = field(default=0, metadata={"help": "seeds the init (seed) and the batch order (seed + 1)"})
+    device: str = field(default="cpu", metadata={"help": "'cpu' | 'cuda' (resolve 'auto' with resolve_device)"})
+    dtype: str = field(default="float32", metadata={"help": "'float32' | 'float64'"})
+    lr: float | None = field(default=None, metadata={"help": "None -> protocol default"})
+    batch_size: int | None = field(default=None, metadata={"help": "None -> protocol default (lazy: full batch)"})
+    weight_decay: float | None = field(default=None, metadata={"help": "None -> protocol default"})
+    init_std: float | None = field(default=None, metadata={"help": "std of W at init; None -> protocol default"})
+
+    def __post_init__(self):
+        require(self.protocol in PROTOCOLS, f"unknown protocol {self.protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+        require(self.loss in LOSSES, f"unknown loss {self.loss!r}: choose one of {', '.join(LOSSES)}")
+        require(self.dtype in DTYPES, f"unknown dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
+        require(self.epochs is None or int(self.epochs) >= 0, f"epochs must be >= 0, got {self.epochs}")
+        require(self.batch_size is None or int(self.batch_size) >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        require(self.lr is None or float(self.lr) > 0, f"lr must be > 0, got {self.lr}")
+        require(self.weight_decay is None or float(self.weight_decay) >= 0, "weight_decay must be >= 0")
+        require(self.init_std is None or float(self.init_std) > 0, "init_std must be > 0")
+        require(int(self.seed) >= 0, f"seed must be >= 0, got {self.seed}")
+
+    def resolved(self) -> dict:
+        """Every setting with the protocol defaults filled in (JSON-ready)."""
+        d = dict(_PROTOCOL_DEFAULTS[self.protocol])
+        for key in ("epochs", "lr", "batch_size", "weight_decay", "init_std"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        d.update(protocol=self.protocol, loss=self.loss, seed=int(self.seed), device=self.device, dtype=self.dtype)
+        return d
+
+
+def resolve_device(spec: str) -> str:
+    """'auto' -> 'cuda' if available else 'cpu'; 'cuda' without a GPU is a one-line error."""
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cpu":
+        return "cpu"
+    if spec.startswith("cuda"):
+        require(torch.cuda.is_available(), "--device cuda requested but no CUDA device is available")
+        return spec
+    raise MalleabilityError(f"unknown device {spec!r}: choose auto, cpu or cuda")
+
+
+def resolve_loss(loss: str, num_classes: int) -> str:
+    require(int(num_classes) >= 2, f"need at least two classes, got {num_classes}")
+    if loss == "auto":
+        return "ce" if num_classes > 2 else "mse"
+    if loss == "mse":
+        require(num_classes == 2, f"loss 'mse' (±1 labels) needs 2 classes, got {num_classes}; use ce or mse-ovr")
+    return loss
+
+
+def num_outputs_for(loss: str, num_classes: int) -> int:
+    return 1 if resolve_loss(loss, num_classes) == "mse" else int(num_classes)
+
+
+def targets_for(loss: str, y: torch.Tensor, num_classes: int, dtype=torch.float64) -> torch.Tensor:
+    """Regression targets in output space: ±1 (n, 1) for mse; one-vs-rest ±1 (n, K) otherwise."""
+    loss = resolve_loss(loss, num_classes)
+    if loss == "mse":
+        return (2.0 * y.to(dtype) - 1.0)[:, None]
+    return 2.0 * F.one_hot(y.long(), num_classes).to(dtype) - 1.0
+
+
+def make_loss_fn(loss: str, num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """(outputs (N, K), labels (N,)) -> per-sample loss (N,)."""
+    loss = resolve_loss(loss, num_classes)
+    if loss == "ce":
+        return lambda out, y: F.cross_entropy(out, y.long(), reduction="none")
+
+    def mse(out, y):
+        t = targets_for(loss, y, num_classes, dtype=out.dtype)
+        return ((out - t) ** 2).mean(dim=1)
+
+    return mse
+
+
+@dataclass
+class TrainedModel:
+    """A trained network with everything needed to recompute its NTK and features."""
+
+    kind: str
+    net: TwoLayerReLU
+    W0: torch.Tensor
+    C: torch.Tensor | None
+    config: TrainConfig
+    history: list[float]
+    num_classes: int = 2
+    loss: str = "mse"  # the resolved loss actually used
+
+    def features(self, x_unit: torch.Tensor) -> torch.Tensor:
+        return embed(self.kind, x_unit, self.C)
+
+    def logits_from_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``net(embed(unit_rows(pixels)))``, differentiable w.r.t. the pixels."""
+        return self.net(self.features(unit_rows(pixels)))
+
+    def loss_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        return make_loss_fn(self.loss, self.num_classes)
+
+    def predict(self, x_unit: torch.Tensor) -> torch.Tensor:
+        """Class predictions (N,) from unit rows: argmax, or the sign for the scalar ±1 output."""
+        with torch.no_grad():
+            out = self.net(self.features(x_unit.to(self.net.W.dtype).to(self.net.W.device)))
+        return (out[:, 0] > 0).long() if out.shape[1] == 1 else out.argmax(dim=1)
+
+
+def train_model(kind: str, x_train_unit, y_train, num_classes: int, cfg: TrainConfig, *,
+                C=None, batch_transform=None, width: int = 1024) -> TrainedModel:
+    """Train ``kind`` on unit rows; returns the trained net, W at init and the loss history.
+
+    ``C=None`` -> ``attention_matrix(x_train_unit)`` for mlp-attn (the clean training set's C;
+    transformed batches are embedded with this same C). ``batch_transform(model, x_batch_unit,
+    y_batch) -> x_batch_unit'`` is called each step with the TrainedModel under training (its
+    ``net`` is the current network); gradients it leaves on W are discarded.
+    ``width`` is the hidden width m (keyword, default 1024).
+    """
+    check_kind(kind)
+    dev = cfg.device if cfg.device != "auto" else resolve_device("auto")
+    dtype = getattr(torch, cfg.dtype)
+    settings = cfg.resolved()
+    loss_name = resolve_loss(cfg.loss, num_classes)
+    x = torch.as_tensor(x_train_unit).to(device=dev, dtype=dtype)
+    y = torch.as_tensor(y_train).to(device=dev).long()
+    require(x.ndim == 2 and x.shape[0] == y.shape[0], f"x {tuple(x.shape)} and y {tuple(y.shape)} do not match")
+    require(x.shape[0] >= 1, "empty training set")
+    require(int(y.min()) >= 0 and int(y.max()) < num_classes, f"labels must lie in 0..{num_classes - 1}")
+    if kind == "mlp-attn":
+        C = attention_matrix(x) if C is None else torch.as_tensor(C).to(device=dev, dtype=dtype)
+    else:
+        C = None
+    net = TwoLayerReLU(x.shape[1], int(width), num_outputs_for(loss_name, num_classes), init=settings["init"],
+                       init_std=settings["init_std"], seed=int(cfg.seed), dtype=dtype, device=dev)
+    model = TrainedModel(kind=kind, net=net, W0=net.W.detach().clone(), C=C, config=cfg, history=[],
+                         num_classes=int(num_classes), loss=loss_name)
+    loss_fn = model.loss_fn()
+    feats = model.features(x) if batch_transform is None else None
+    n = x.shape[0]
+    bs = n if settings["batch_size"] is None else min(int(settings["batch_size"]), n)
+    if settings["optimizer"] == "adam":
+        opt = torch.optim.Adam([net.W], lr=settings["lr"], weight_decay=settings["weight_decay"])
+    else:
+        opt = torch.optim.SGD([net.W], lr=settings["lr"], weight_decay=settings["weight_decay"])
+    gen = torch.Generator().manual_seed(int(cfg.seed) + 1)
+    for _epoch in range(int(settings["epochs"])):
+        order = torch.randperm(n, generator=gen).to(dev) if bs < n else None
+        total, count = 0.0, 0
+        for start in range(0, n, bs):
+            idx = order[start : start + bs] if order is not None else slice(None)
+            yb = y[idx]
+            if batch_transform is None:
+                zb = feats[idx]
+            else:
+                xb = batch_transform(model, x[idx], yb)
+                opt.zero_grad(set_to_none=True)
+                zb = model.features(xb.detach())
+            losses = loss_fn(net(zb), yb)
+            obj = losses.mean()
+            opt.zero_grad(set_to_none=True)
+            obj.backward()
+            opt.step()
+            total += float(losses.detach().sum())
+            count += int(losses.shape[0])
+        model.history.append(total / count)
+    return model
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)
