@@ -137,3 +137,53 @@ def test_normalised_kernel_escalates_when_ill_conditioned():
         w = mpmath.eigsy(k, eigvals_only=True)
         ref = max(abs(w[i]) for i in range(4)) / min(abs(w[i]) for i in range(4))
     assert ref > 1e16 and rel(kk["kappa_K_norm"], ref) < 1e-6
+
+
+def test_inspect_escalates_and_every_kappa_matches_mpmath():
+    from malleability.theory import inspect_matrix
+
+    x = gen.conditioned_matrix(np.random.default_rng(11), n=4, d=5, kappa_x=1e7)
+    out = inspect_matrix(x, layers=2, recursion="ccc")
+    assert out["precision"].startswith("mpmath-")
+    assert rel(out["kappa_G"], mp_reference(x, 1, 200)) < 1e-6
+    assert rel(out["kappa_G3"], mp_reference(x, 3, 300)) < 1e-6
+    k2 = out["layers"][1]
+    assert k2["k"] == 2 and k2["exponent"] == pytest.approx(9, rel=1e-9)
+    assert rel(k2["kappa"], mp_reference(x, 9, 600)) < 1e-6
+
+
+def test_real_mnist_rows(data_root):
+    import gzip  # noqa: F401  (raw files are already extracted)
+
+    from malleability.theory import inspect_matrix
+
+    path = data_root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    if not path.exists():
+        pytest.skip(f"no {path}")
+    with open(path, "rb") as fh:
+        fh.seek(16)
+        raw = np.frombuffer(fh.read(120 * 784), dtype=np.uint8)
+    x = raw.reshape(120, 784).astype(float) / 255.0
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    out = inspect_matrix(x, layers=1, recursion="ccc")
+    s = np.linalg.svd(x, compute_uv=False)
+    assert out["rank"] == 120 and out["precision"] == "float64"
+    assert out["kappa_G"] == pytest.approx((s[0] / s[-1]) ** 2, rel=1e-9)
+    assert out["kappa_G3"] == pytest.approx(out["kappa_G"] ** 3, rel=1e-9)
+    assert out["kappa_K_norm"] is not None and out["kappa_ntk_inf"] is not None
+
+
+def test_real_mnist_normalised_kernel_float64_against_mpmath(data_root):
+    from malleability.theory.kernels import _mp_normalised_kernel
+
+    path = data_root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    if not path.exists():
+        pytest.skip(f"no {path}")
+    x = np.fromfile(path, dtype=np.uint8, offset=16, count=12 * 784).reshape(12, 784) / 255.0
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    kk = kernel_kappas(x, allow_mpmath=False)
+    with mpmath.workdps(40):
+        k = _mp_normalised_kernel(x, 40)
+        w = mpmath.eigsy(k, eigvals_only=True)
+        ref = max(abs(w[i]) for i in range(12)) / min(abs(w[i]) for i in range(12))
+    assert rel(kk["kappa_K_norm"], ref) < 1e-6

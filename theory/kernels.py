@@ -46,7 +46,7 @@ def _mp_normalised_kernel(x: np.ndarray, dps: int):
     """K_norm as an mpmath matrix, computed from X exactly (entries taken as exact binaries)."""
     with mpmath.workdps(dps):
         xm = mpmath.matrix(x.tolist())
-        f = xm * (xm.T * xm)
+        f = (xm * xm.T) * xm if xm.rows <= xm.cols else xm * (xm.T * xm)
         n = f.rows
         rows = []
         for i in range(n):
@@ -65,22 +65,24 @@ def kernel_kappas(x: np.ndarray, rank_tol_eig: float | None = None, allow_mpmath
     n, d = x.shape
     s_x = np.linalg.svd(x, compute_uv=False)
     rank = int(np.count_nonzero(s_x > rank_tolerance(n, d, s_x[0])))
-    z = normalised_features(x)
+    f = x @ (x.T @ x)
+    row_norms = np.linalg.norm(f, axis=1)
+    z = f / row_norms[:, None]
     k = z @ z.T
-    k = (k + k.T) / 2
-    w = np.linalg.eigvalsh(k)
-    lam_max = float(np.max(np.abs(w)))
-    tol = rank_tol_eig if rank_tol_eig is not None else n * EPS64 * lam_max
-    theta = ntk_inf_from_cosines(k)
+    theta = ntk_inf_from_cosines((k + k.T) / 2)
     wt = np.linalg.eigvalsh(theta)
-    # float64 eigenvalues carry absolute error ~ n·eps·λ_max; the κ is trusted when that is tiny
-    # relative to the smallest eigenvalue used. K_norm is formed from G X, whose small directions
-    # carry relative error ~ eps·κ(X)³, so its bound uses the X-based estimate as well.
+    # K_norm = Z Zᵀ: its eigenvalues are σ(Z)², and the SVD of Z resolves them far better than
+    # eigvalsh of the formed Z Zᵀ. K_norm has the rank of X: its nonzero spectrum is the top `rank`.
+    sz = np.linalg.svd(z, compute_uv=False)
+    kept = sz[:rank] ** 2
+    lam_max = float(kept[0])
+    lo_k = float(kept[-1]) if kept.size else 0.0
+    # error bound on σ_r(Z): forming F = X XᵀX costs ~max(n,d)·eps·s_1³ per row (divided by the
+    # smallest row norm after normalising), and the SVD of Z costs max(n,d)·eps·σ_1(Z).
+    sr = math.sqrt(lo_k) if lo_k > 0 else 0.0
+    abs_err_z = max(n, d) * EPS64 * (s_x[0] ** 3 / float(row_norms.min()) + float(sz[0]))
+    err_k = 2 * abs_err_z / sr if sr > 0 else math.inf
     kx = s_x[0] / s_x[rank - 1]
-    # K_norm = D^-1/2 G³ D^-1/2 has the rank of X: its nonzero spectrum is the top `rank` |eigenvalues|
-    kept = np.sort(np.abs(w))[::-1][:rank]
-    lo_k = float(kept.min()) if kept.size else 0.0
-    err_k = max(n * EPS64 * lam_max, EPS64 * min(kx, 1e300) ** 3 * lam_max) / lo_k if lo_k > 0 else math.inf
     lo_t = float(np.min(np.abs(wt)))
     err_t = n * EPS64 * float(np.max(np.abs(wt))) / lo_t if lo_t > 0 else math.inf
     out = {"precision": "float64", "warnings": []}
