@@ -58,7 +58,7 @@ class Profile:
 
 
 PROFILES = {
-    "quick": Profile(max_n=3, max_d=3, enum_limit=800, random_per_shape=150, float_matrices=40, max_k=3,
+    "quick": Profile(max_n=3, max_d=3, enum_limit=800, random_per_shape=400, float_matrices=150, max_k=3,
                      symbolic_max=2, width_kappas=(10.0, 100.0, 1000.0)),
     "thorough": Profile(max_n=4, max_d=4, enum_limit=20000, random_per_shape=1500, float_matrices=400, max_k=4,
                         symbolic_max=3, width_kappas=(10.0, 100.0, 1000.0, 10000.0)),
@@ -464,7 +464,7 @@ def check_width(prof: Profile, eps: float = 0.1) -> list[Reading]:
              "predicted_width": big[key], "slope": slope,
              "why": "the NTK reached the error at a width far below the prediction, and the needed width "
                     "did not grow like κ⁶"} if necessary_fails else None,
-            {**ev, "meaning": f"{version}: width {key[-2:]} is necessary (needed width grows like the prediction)"}))
+            {**ev, "meaning": f"{version}: the predicted width is necessary (the needed width grows like it with κ)"}))
         ok = all(r["measured_width"] <= r[key] for r in rows)
         readings.append(Reading(f"{version}-sufficient", "holds" if ok else "fails",
                                 None if ok else {"X": rows[-1]["X"], "rows": ev["rows"]},
@@ -483,6 +483,8 @@ def check_k_layer(prof: Profile) -> list[Reading]:
                                                     "random_per_shape": 6}), rng)
              if x.shape[0] >= 2]
     max_power = 3**prof.max_k + 2
+    fl_x = gen.conditioned_matrix(rng, n=4, d=6, kappa_x=10.0)  # κ(G) = 100: log κ(Gram_k)/log κ(G)
+    fl_c = condition_numbers(fl_x, powers=(1, 3**prof.max_k))
     for code in ("ccc",) + tuple(c for c in L.ALL_RECURSIONS if c != "ccc"):
         def fails(x, code=code):
             xe = exact.to_exact(x)
@@ -497,7 +499,12 @@ def check_k_layer(prof: Profile) -> list[Reading]:
             return None
 
         r = search(fails, cands, precision="exact (integer)", kind="integer matrices, G² ≠ G")
+        kappa_exps = {}
+        for k in range(1, prof.max_k + 1):
+            gk = L.gram_kappas_from_singular_values(fl_c["singular_values"], fl_c["rank"], fl_x.shape[0], code, k)
+            kappa_exps[k] = float(mpmath.log(gk["kappa"]) / mpmath.log(mpmath.mpf(fl_c["kappa_G"])))
         r.evidence.update(recursion=code, k_checked=list(range(1, prof.max_k + 1)),
+                          kappa_exponent_on_float_matrix=kappa_exps,
                           exponents={k: (L.monomial_degree(L.gram_polynomial(code, k))) for k in
                                      range(1, prof.max_k + 1)})
         readings.append(_named(r, "as-stated" if code == "ccc" else code))
