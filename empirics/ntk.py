@@ -176,3 +176,73 @@ def ntk(z1, z2, W, a=None, *, implementation: str = "closed_form", chunk_size: i
     if implementation == "ntk_vector_products":
         return ntk_vector_products(z1, z2, W, a, chunk_size=chunk_size or 64)
     raise MalleabilityError(f"unknown NTK implementation {implementation!r}: choose one of {', '.join(IMPLEMENTATIONS)}")
+
+
+# --------------------------------------------------------------------------------------------
+# benchmark (used by `malleability bench ntk` and benchmarks/bench_ntk.py)
+
+
+def _median_time(fn, repeats: int) -> float:
+    import statistics
+    import time
+
+    times = []
+    for _ in range(max(1, int(repeats))):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def benchmark_ntk(n: int = 1024, d: int = 784, m: int = 1024, dtype: str = "float64", *, repeats: int = 3,
+                  reference_budget_s: float = 60.0, seed: int = 0) -> dict:
+    """Closed form vs the ``torch.func`` Jacobian contraction on the same random unit rows, one process.
+
+    ``speedup`` = median reference time / median closed-form time. The reference runs on all
+    n rows when a timed 128-row block predicts under ``reference_budget_s``; otherwise its time
+    is the block's time scaled by (n/128)² (the contraction is quadratic in n) and
+    ``reference_scaled_from_rows`` says so. ``max_rel_diff`` = max |K_cf − K_ref| / max |K_ref|
+    over the entries the reference computed. ``matmul_floor_s`` = the closed form's matrix-product
+    FLOPs, 2(n·d·m + n²·m + n²·d), at the GEMM rate measured here on a square product.
+    """
+    require(min(int(n), int(d), int(m)) >= 1, "n, d and m must be >= 1")
+    require(dtype in ("float32", "float64"), f"unknown dtype {dtype!r}")
+    dt = getattr(torch, dtype)
+    gen = torch.Generator().manual_seed(int(seed))
+    z = torch.randn(int(n), int(d), generator=gen, dtype=torch.float64)
+    z = (z / z.norm(dim=1, keepdim=True)).to(dt)
+    W = torch.randn(int(m), int(d), generator=gen, dtype=torch.float64).to(dt)
+    K = empirical_ntk(z, z, W)
+    t_closed = _median_time(lambda: empirical_ntk(z, z, W), repeats)
+    block = min(int(n), 128)
+    zb = z[:block]
+    t_block = _median_time(lambda: empirical_ntk_reference(zb, zb, W), 1)
+    estimate = t_block * (int(n) / block) ** 2
+    if block == int(n) or estimate <= reference_budget_s:
+        holder = {}
+        t_ref = _median_time(lambda: holder.setdefault("K", empirical_ntk_reference(z, z, W)), 1)
+        K_ref, K_cmp, scaled_from = holder["K"], K, None
+    else:
+        K_ref = empirical_ntk_reference(zb, zb, W)
+        K_cmp, t_ref, scaled_from = K[:block, :block], estimate, block
+    max_rel_diff = float((K_cmp - K_ref).abs().max() / K_ref.abs().max())
+    # GEMM rate on a square product of comparable size
+    s = 1024 if dtype == "float64" else 2048
+    A = torch.randn(s, s, generator=gen, dtype=torch.float64).to(dt)
+    t_gemm = _median_time(lambda: A @ A, max(3, int(repeats)))
+    rate = 2.0 * s**3 / t_gemm
+    flops = 2.0 * (int(n) * int(d) * int(m) + int(n) ** 2 * int(m) + int(n) ** 2 * int(d))
+    floor = flops / rate
+    return {
+        "n": int(n), "d": int(d), "m": int(m), "dtype": dtype, "repeats": int(repeats),
+        "threads": torch.get_num_threads(),
+        "closed_form_s": t_closed,
+        "reference_s": t_ref,
+        "reference_scaled_from_rows": scaled_from,
+        "speedup": t_ref / t_closed,
+        "max_rel_diff": max_rel_diff,
+        "gemm_gflops": rate / 1e9,
+        "closed_form_flops": flops,
+        "matmul_floor_s": floor,
+        "closed_form_over_floor": t_closed / floor,
+    }
