@@ -22,11 +22,14 @@ import click
 from malleability.errors import MalleabilityError, require
 
 # Default CPU-scaled size: the full table for one data set (3 attacks x 2 models x 3 seeds)
-# runs in a few minutes on 2 cores; pass the paper's scale explicitly on a GPU.
+# took about 1 minute at 50 epochs and about 4-5 minutes at 200 epochs on one busy core;
+# adversarial training costs ~(adv_train_steps + 1)x the training time (about 75 s per cell at
+# 50 epochs): lower --epochs / --adv-train-steps for the ablation on a CPU. Pass the paper's
+# scale (e.g. --epochs 500 --width 1024) on a GPU.
 DEFAULT_N = 1000
 DEFAULT_N_TEST = 200
 DEFAULT_WIDTH = 256
-DEFAULT_EPOCHS = 50
+DEFAULT_EPOCHS = 200
 
 
 def _dump(obj) -> str:
@@ -88,13 +91,15 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--recompute", default="retrain", show_default=True, help="retrain | kernel")
     @click.option("--ntk-at", default="trained", show_default=True, help="trained | init")
     @click.option("--attention-c", default="recompute", show_default=True, help="recompute | fixed (MLP-Attn C after the intervention)")
+    @click.option("--pgd-steps", type=int, default=40, show_default=True, help="PGD iterations of the attack")
+    @click.option("--adv-train-steps", type=int, default=10, show_default=True, help="PGD iterations per batch in adversarial training")
     @click.option("--models", default="mlp-attn,relu", show_default=True, help="comma list of mlp-attn, relu")
     @click.option("--data-root", default=None, help="data folder (default $MALLEABILITY_DATA, then the user cache)")
     @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
     @click.option("--dtype", default="float32", show_default=True, help="training dtype: float32 | float64")
     @click.option("--json", "as_json", is_flag=True, help="print the JSON document instead of the table")
     def flip_rate(dataset, n, n_test, attack, eps, seeds, intervention, adv_train, ablation, classes, epochs, width,
-                  tau, lam, space, recompute, ntk_at, attention_c, models, data_root, device, dtype, as_json):
+                  tau, lam, space, recompute, ntk_at, attention_c, pgd_steps, adv_train_steps, models, data_root, device, dtype, as_json):
         """Influence flip rate, Spearman rho and top-k overlap under an adversarial intervention."""
         from malleability.empirics.data import DataConfig, parse_classes
         from malleability.empirics.malleability import FlipRateConfig, run_flip_rate_cell, summarise_flip_rates
@@ -117,7 +122,7 @@ def register(main: click.Group, bench: click.Group) -> None:
                         train=TrainConfig(epochs=epochs, seed=s, device=dev, dtype=dtype),
                         model=model, attack=attack.lower(), eps=eps, intervention=intervention, tau=tau,
                         adv_train=adv, recompute=recompute, space=space, lam=lam, width=width, ntk_at=ntk_at,
-                        attention_c=attention_c))
+                        attention_c=attention_c, pgd_steps=pgd_steps, adv_train_steps=adv_train_steps))
         rows = []
         for i, cfg in enumerate(configs, 1):
             row = run_flip_rate_cell(cfg)

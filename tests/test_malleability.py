@@ -1,0 +1,218 @@
+"""Malleability metrics on hand-made cases, the summariser, and scaled-down real-data cells."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+from click.testing import CliRunner
+
+from malleability.empirics.data import DataConfig
+from malleability.empirics.malleability import (
+    FlipRateConfig,
+    flip_rate,
+    ratio_with_interval,
+    run_flip_rate_cell,
+    spearman,
+    summarise_flip_rates,
+    top_tau_indices,
+    topk_overlap,
+)
+from malleability.empirics.training import TrainConfig
+from malleability.errors import MalleabilityError
+from malleability.reports.cli import main
+from malleability.reports.cli_influence import parse_seeds
+
+# ---------------------------------------------------------------------------------------------
+# metrics
+
+
+def test_flip_rate_hand_made():
+    assert flip_rate(np.array([1.0, -2.0, 3.0]), np.array([1.0, 2.0, 3.0])) == pytest.approx(1 / 3)
+    assert flip_rate(np.array([1.0, -1.0]), np.array([-1.0, 1.0])) == 1.0
+    # an exact zero is not a strict sign change
+    assert flip_rate(np.array([1.0, 0.0]), np.array([0.0, -1.0])) == 0.0
+
+
+def test_spearman_reversal_identity_and_constant():
+    a = np.array([0.3, -1.0, 2.0, 5.0, 0.1])
+    rho, reason = spearman(a, -a)
+    assert rho == pytest.approx(-1.0) and reason is None
+    rho, _ = spearman(a, 10 * a**3)  # monotone transform
+    assert rho == pytest.approx(1.0)
+    assert spearman(np.ones(4), a[:4]) == (None, "influence before is constant")
+    assert spearman(a[:4], np.full(4, 2.0)) == (None, "influence after is constant")
+    assert spearman(np.array([1.0]), np.array([2.0]))[0] is None
+
+
+def test_topk_overlap_and_top_tau():
+    before = np.array([5.0, -4.0, 3.0, 0.1, 0.2])
+    after = np.array([0.0, 4.0, -3.0, 9.0, 0.2])
+    assert topk_overlap(before, after, 2) == 0.5  # {0,1} vs {3,1}
+    assert topk_overlap(before, before, 3) == 1.0
+    np.testing.assert_array_equal(top_tau_indices(np.abs(before), 0.4), [0, 1])
+    np.testing.assert_array_equal(top_tau_indices(np.abs(before), 0.01), [0])  # at least one
+    assert top_tau_indices(np.ones(10), 0.1).tolist() == [0]  # ties by index
+    assert top_tau_indices(np.arange(10.0), 0.3).size == 3
+    with pytest.raises(MalleabilityError, match="tau"):
+        top_tau_indices(np.ones(3), 1.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# summary
+
+
+def _row(model, seed, fr, rho=0.5, adv=False):
+    return {"model": model, "dataset": "mnist", "classes": None, "attack": "pgd", "eps": 0.3, "seed": seed,
+            "intervention": "transformed", "adv_train": adv, "flip_rate": fr, "spearman": rho, "topk_overlap": 0.4}
+
+
+def test_summary_mean_interval_ratio_and_ablation():
+    attn, relu = [0.30, 0.20, 0.25], [0.05, 0.04, 0.06]
+    rows = [_row("mlp-attn", s, v) for s, v in enumerate(attn)] + [_row("relu", s, v) for s, v in enumerate(relu)]
+    rows += [_row("relu", s, 0.4, rho=None, adv=True) for s in range(2)]
+    out = summarise_flip_rates(rows)
+    cell = next(c for c in out["cells"] if c["model"] == "mlp-attn")
+    assert cell["flip_rate"]["mean"] == pytest.approx(0.25)
+    assert cell["flip_rate"]["std"] == pytest.approx(np.std(attn, ddof=1))
+    half = scipy.stats.t.ppf(0.975, 2) * np.std(attn, ddof=1) / math.sqrt(3)
+    assert cell["flip_rate"]["ci95"] == pytest.approx([0.25 - half, 0.25 + half])
+    adv_cell = next(c for c in out["cells"] if c["adv_train"])
+    assert adv_cell["spearman"]["n"] == 0 and adv_cell["spearman_undefined"] == 2
+    (ratio,) = [r for r in out["ratios"] if not r["adv_train"]]
+    assert ratio["ratio"] == pytest.approx(0.25 / 0.05)
+    lo, hi = ratio["ci95"]
+    assert lo <= ratio["ratio"] <= hi and lo >= 0.20 / 0.06 - 1e-9 and hi <= 0.30 / 0.04 + 1e-9
+    (abl,) = out["ablation"]
+    assert abl["model"] == "relu" and abl["standard"]["mean"] == pytest.approx(0.05)
+    assert abl["adversarial_training"]["mean"] == pytest.approx(0.4)
+    assert json.dumps(out, allow_nan=False)
+
+
+def test_ratio_undefined_when_relu_never_flips():
+    r = ratio_with_interval({0: 0.2, 1: 0.3}, {0: 0.0, 1: 0.0})
+    assert r["ratio"] is None and "undefined" in r["reason"]
+    assert ratio_with_interval({0: 0.2}, {1: 0.1})["reason"] == "no seed has both models"
+    assert ratio_with_interval({0: 0.2, 1: 0.4}, {0: 0.1, 1: 0.1}) == ratio_with_interval({0: 0.2, 1: 0.4}, {0: 0.1, 1: 0.1})
+
+
+# ---------------------------------------------------------------------------------------------
+# cells on real MNIST (scaled down)
+
+
+def tiny(data_root, model="relu", dataset="mnist", **kw):
+    data_kw = {k: kw.pop(k) for k in ("classes",) if k in kw}
+    return FlipRateConfig(
+        data=DataConfig(dataset=dataset, n=60, n_test=20, seed=1, data_root=str(data_root), **data_kw),
+        train=TrainConfig(epochs=kw.pop("epochs", 2), seed=1),
+        model=model, width=16, pgd_steps=kw.pop("pgd_steps", 5), **kw,
+    )
+
+
+@pytest.mark.parametrize("model", ["relu", "mlp-attn"])
+@pytest.mark.parametrize("recompute", ["kernel", "retrain"])
+def test_zero_budget_changes_nothing(data_root, model, recompute):
+    """eps = 0: the data are unchanged, so (kernel or same-seed retrain) the influences are identical."""
+    row = run_flip_rate_cell(tiny(data_root, model, eps=0.0, recompute=recompute, attack="fgsm"))
+    assert row["flip_rate"] == 0.0
+    assert row["spearman"] == pytest.approx(1.0)
+    assert row["topk_overlap"] == 1.0
+
+
+def test_cell_is_a_pure_function_of_its_config(data_root):
+    cfg = tiny(data_root, "mlp-attn", attack="mim", eps=0.3)
+    a, b = run_flip_rate_cell(cfg), run_flip_rate_cell(cfg)
+    for key in ("flip_rate", "spearman", "topk_overlap", "influence", "accuracy"):
+        assert a[key] == b[key]
+    assert a["n_flip_set"] == 6 and a["n_attacked"] == 6
+    assert a["attack_params"]["attack"] == "mim" and a["attack_params"]["decay"] == 1.0
+    assert FlipRateConfig.from_json(a["config"]) == cfg
+    assert json.dumps(a, allow_nan=False)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"intervention": "curated"},
+        {"intervention": "curated", "curated_flip_set": "remaining", "recompute": "kernel"},
+        {"intervention": "adversarial", "attack": "fgsm", "space": "feature", "eps": 0.05},
+        {"adv_train": True, "adv_train_steps": 2, "attention_c": "fixed"},
+        {"classes": (3, 8), "attack": "fgsm", "ntk_at": "init"},
+    ],
+)
+def test_interventions_and_readings(data_root, kw):
+    model = "mlp-attn" if kw.get("attention_c") else "relu"
+    row = run_flip_rate_cell(tiny(data_root, model, **kw))
+    assert 0.0 <= row["flip_rate"] <= 1.0 and 0.0 <= row["topk_overlap"] <= 1.0
+    assert row["spearman"] is None or -1.0 <= row["spearman"] <= 1.0
+    if kw.get("intervention") == "curated":
+        assert row["n_train_after"] == 54 and row["n_attacked"] == 0
+        assert row["n_flip_set"] == (6 if kw.get("curated_flip_set", "next") == "next" else 54)
+    if kw.get("intervention") == "adversarial":
+        assert row["n_attacked"] == 60
+    if "classes" in kw:
+        assert row["num_classes"] == 2 and row["readings"]["krr_targets"] == "pm1 (binary)"
+
+
+def test_fashion_mnist_cell(data_root):
+    row = run_flip_rate_cell(tiny(data_root, "mlp-attn", dataset="fashion-mnist", attack="fgsm"))
+    assert row["dataset"] == "fashion-mnist" and 0.0 <= row["flip_rate"] <= 1.0
+
+
+def test_cli_flip_rate_on_real_mnist(data_root):
+    args = ["flip-rate", "--dataset", "mnist", "--n", "60", "--n-test", "20", "--attack", "pgd", "--eps", "0.3",
+            "--seeds", "2", "--epochs", "2", "--width", "16", "--data-root", str(data_root), "--device", "cpu",
+            "--json"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert len(doc["rows"]) == 4
+    for row in doc["rows"]:
+        assert row["model"] in ("mlp-attn", "relu") and row["dataset"] == "mnist" and row["attack"] == "pgd"
+        assert row["eps"] == 0.3 and row["seed"] in (0, 1)
+        for key in ("flip_rate", "spearman", "topk_overlap"):
+            assert key in row
+    assert len(doc["summary"]["cells"]) == 2 and len(doc["summary"]["ratios"]) == 1
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--attack", "cw"], "unknown attack"),
+        (["--attack", "pgd", "--eps", "-0.1"], "eps"),
+        (["--attack", "pgd", "--tau", "0"], "tau"),
+        (["--attack", "pgd", "--tau", "1.5"], "tau"),
+        (["--attack", "pgd", "--classes", "3,12"], "out of range"),
+        (["--attack", "pgd", "--intervention", "erase"], "intervention"),
+        (["--attack", "pgd", "--seeds", "x"], "seeds"),
+        (["--attack", "pgd", "--models", "cnn"], "unknown model"),
+        (["--attack", "pgd", "--space", "latent"], "space"),
+    ],
+)
+def test_cli_bad_inputs_exit_2_with_one_line(data_root, extra, match):
+    res = CliRunner().invoke(main, ["flip-rate", "--dataset", "mnist", "--data-root", str(data_root), *extra])
+    assert res.exit_code == 2
+    assert match in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_config_validation():
+    data = DataConfig("mnist")
+    with pytest.raises(MalleabilityError, match="recompute"):
+        FlipRateConfig(data=data, recompute="never")
+    with pytest.raises(MalleabilityError, match="lam"):
+        FlipRateConfig(data=data, lam=0.0)
+    with pytest.raises(MalleabilityError, match="eps"):
+        FlipRateConfig(data=data, eps=float("inf"))
+    assert parse_seeds("3") == [0, 1, 2] and parse_seeds("4,1") == [4, 1]
+    with pytest.raises(MalleabilityError):
+        parse_seeds("0")
+
+
+def test_cli_bench_influence_small():
+    res = CliRunner().invoke(main, ["bench", "influence", "--n", "40", "--n-test", "5", "--repeats", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["max_rel_diff"] <= 1e-8 and doc["speedup"] > 0
