@@ -902,11 +902,13 @@ def run_audit(
     say(f"audit: scale {scale.name}, {len(plan.cells)} cells, {workers} worker(s), device {device}, cache {cache.root}")
     for m in sorted({(m['kind'], m['why']) for m in plan.missing}):
         say(f"audit: not run ({m[0]}): {m[1]}")
-    foreign = cache.count_foreign(sorted({c.kind for c in plan.cells}))
+    code = code_version()  # once per run: every cell of this run is keyed by the same code version
+    foreign = cache.count_foreign(sorted({c.kind for c in plan.cells}), code)
     if foreign:
         say(f"cache: ignoring {foreign} entries written by another code version")
     if not fresh:
-        uncached = [c for c in plan.cells if cache.get(c.kind, c.config) is None]
+        quiet = CellCache(cache.root)  # refusals are logged once, by run_cells below
+        uncached = [c for c in plan.cells if quiet.get(c.kind, c.config, code) is None]
     else:
         uncached = list(plan.cells)
     est = estimate_seconds(uncached, workers)
@@ -914,7 +916,7 @@ def run_audit(
     own_executor = executor is None
     executor = executor or make_executor(workers)
     try:
-        stats = run_cells(plan.cells, executor, cache, fresh=fresh, progress=say)
+        stats = run_cells(plan.cells, executor, cache, fresh=fresh, progress=say, code=code)
     finally:
         if own_executor:
             executor.shutdown(wait=True, cancel_futures=True)
@@ -936,7 +938,7 @@ def run_audit(
         "scale_help": scale_help(),
         "options": {"device": device, "workers": workers, "fresh": fresh, "data_root": data_root,
                     "cache_dir": str(cache.root), "overrides": list(overrides)},
-        "code_version": code_version(),
+        "code_version": code,
         "provenance": provenance(device=device),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "wall_time_s": time.time() - started,

@@ -24,7 +24,6 @@ finished experiments.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import os
@@ -80,9 +79,11 @@ def _package_dirs() -> list[Path]:
     return dirs
 
 
-@functools.lru_cache(maxsize=1)
 def source_hash() -> str:
-    """SHA-256 over the (relative path, bytes) of every .py file of the computational packages."""
+    """SHA-256 over the (relative path, bytes) of every .py file of the computational packages.
+
+    Recomputed on every call (a few milliseconds): a long-lived process must see edits.
+    Callers compute :func:`code_version` once per run and pass it down."""
     digest = hashlib.sha256()
     for root in _package_dirs():
         files = sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)

@@ -156,6 +156,7 @@ def run_cells(
     progress: Callable[[str], None] | None = _stderr,
     stop_on_error: bool = False,
     max_in_flight: int | None = None,
+    code: dict | None = None,
 ) -> RunStats:
     """Run ``cells``, reusing cached ones (unless ``fresh``), caching each result as it completes.
 
@@ -166,7 +167,7 @@ def run_cells(
     from malleability.reports.cache import cell_key
 
     cells = list(cells)
-    code = code_version()
+    code = code_version() if code is None else code
     say = progress or (lambda _line: None)
     stats = RunStats()
     outcomes: dict[int, CellOutcome] = {}
