@@ -41,6 +41,19 @@ def rank_tolerance(n: int, d: int, s_max: float) -> float:
     return max(n, d) * EPS64 * float(s_max)
 
 
+def singular_values(x: np.ndarray) -> np.ndarray:
+    """Float64 singular values, descending. For larger matrices a QR of the tall orientation
+    comes first (backward stable, so the error bound is unchanged): LAPACK's SVD of a wide
+    2000 × 3072 matrix is ~10x slower than QR + SVD of the 2000 × 2000 triangle."""
+    import scipy.linalg
+
+    tall = x if x.shape[0] >= x.shape[1] else x.T
+    if tall.shape[1] < 64:
+        return np.linalg.svd(tall, compute_uv=False)
+    r = scipy.linalg.qr(tall, mode="r", check_finite=False)[0][: tall.shape[1]]
+    return scipy.linalg.svdvals(r, check_finite=False)
+
+
 def mp_singular_values(x: np.ndarray, dps: int) -> list:
     """Singular values of the float64 matrix x (taken exactly) in mpmath with dps digits, descending."""
     with mpmath.workdps(dps):
@@ -87,7 +100,7 @@ def condition_numbers(x, powers: tuple[int, ...] = (1, 3), allow_mpmath: bool = 
     x = as_finite_matrix(x)
     require(all(isinstance(p, int) and p >= 1 for p in powers), "powers must be positive integers")
     n, d = x.shape
-    s = np.linalg.svd(x, compute_uv=False)
+    s = singular_values(x)
     return _from_singular_values(x, s, powers, allow_mpmath)
 
 

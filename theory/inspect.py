@@ -10,7 +10,7 @@ import numpy as np
 from malleability.errors import require
 from malleability.provenance import provenance
 from malleability.theory import layers as L
-from malleability.theory.conditioning import _from_singular_values, number_out
+from malleability.theory.conditioning import _from_singular_values, number_out, singular_values
 from malleability.theory.kernels import kernel_kappas
 from malleability.validation import as_finite_matrix, zero_rows
 
@@ -28,7 +28,7 @@ def inspect_matrix(x, layers: int = 3, recursion: str | None = None) -> dict:
     p_max = 3
     for c in codes:
         p_max = max(p_max, len(L.gram_polynomial(c, int(layers))) - 1)
-    s = np.linalg.svd(x, compute_uv=False)
+    s = singular_values(x)
     cond = _from_singular_values(x, s, (1, 3, p_max), allow_mpmath=True)
     warnings = list(cond["warnings"])
     svals = cond.pop("singular_values")
@@ -51,7 +51,7 @@ def inspect_matrix(x, layers: int = 3, recursion: str | None = None) -> dict:
         warnings.append(f"rows {zr[:10].tolist()} of X are zero: the normalised kernel and the NTK are undefined (null)")
         out.update(kappa_K_norm=None, pseudo_kappa_K_norm=None, kappa_ntk_inf=None)
     else:
-        kk = kernel_kappas(x)
+        kk = kernel_kappas(x, singular_values=s)
         warnings.extend(kk["warnings"])
         precisions["K_norm"] = kk["precision"]
         out.update(

@@ -20,6 +20,7 @@ import numpy as np
 
 from malleability.errors import MalleabilityError
 from malleability.theory.conditioning import EPS64, MPMATH_MAX_WORK, TRUST_RTOL, rank_tolerance, spectral_kappa
+from malleability.theory.conditioning import singular_values as sv_float64
 
 
 def normalised_features(x: np.ndarray) -> np.ndarray:
@@ -56,14 +57,15 @@ def _mp_normalised_kernel(x: np.ndarray, dps: int):
         return z * z.T
 
 
-def kernel_kappas(x: np.ndarray, rank_tol_eig: float | None = None, allow_mpmath: bool = True) -> dict:
+def kernel_kappas(x: np.ndarray, rank_tol_eig: float | None = None, allow_mpmath: bool = True,
+                  singular_values: np.ndarray | None = None) -> dict:
     """κ₂ and pseudo-κ₂ of K_norm and κ₂ of the infinite-width NTK Θ, with the precision used.
 
     The pseudo-κ of K_norm is over its top rank(X) eigenvalues (rank by the documented
     tolerance on X's singular values); ``rank_tol_eig`` is unused and kept for API stability.
     """
     n, d = x.shape
-    s_x = np.linalg.svd(x, compute_uv=False)
+    s_x = sv_float64(x) if singular_values is None else np.asarray(singular_values, float)
     rank = int(np.count_nonzero(s_x > rank_tolerance(n, d, s_x[0])))
     f = x @ (x.T @ x)
     row_norms = np.linalg.norm(f, axis=1)
@@ -73,7 +75,7 @@ def kernel_kappas(x: np.ndarray, rank_tol_eig: float | None = None, allow_mpmath
     wt = np.linalg.eigvalsh(theta)
     # K_norm = Z Zᵀ: its eigenvalues are σ(Z)², and the SVD of Z resolves them far better than
     # eigvalsh of the formed Z Zᵀ. K_norm has the rank of X: its nonzero spectrum is the top `rank`.
-    sz = np.linalg.svd(z, compute_uv=False)
+    sz = sv_float64(z)
     kept = sz[:rank] ** 2
     lam_max = float(kept[0])
     lo_k = float(kept[-1]) if kept.size else 0.0
