@@ -1,0 +1,113 @@
+"""Training protocols: determinism, losses, protocol defaults, batch transforms, bad options."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from malleability.empirics.data import DataConfig, load_dataset
+from malleability.empirics.training import (
+    TrainConfig,
+    make_loss_fn,
+    resolve_device,
+    resolve_loss,
+    targets_for,
+    train_model,
+)
+from malleability.errors import MalleabilityError
+
+
+@pytest.fixture(scope="module")
+def binary(data_root):
+    ds = load_dataset(DataConfig("mnist", n=64, n_test=1, classes=(3, 8), data_root=str(data_root)))
+    return torch.from_numpy(ds.x_train), torch.from_numpy(ds.y_train)
+
+
+def test_same_seed_same_numbers(binary):
+    x, y = binary
+    cfg = TrainConfig(epochs=3, seed=4, batch_size=16)
+    a = train_model("mlp-attn", x, y, 2, cfg, width=32)
+    b = train_model("mlp-attn", x, y, 2, cfg, width=32)
+    assert a.history == b.history and torch.equal(a.net.W, b.net.W)
+    c = train_model("mlp-attn", x, y, 2, TrainConfig(epochs=3, seed=5, batch_size=16), width=32)
+    assert not torch.equal(a.net.W, c.net.W)
+    assert torch.equal(a.W0, train_model("mlp-attn", x, y, 2, TrainConfig(epochs=0, seed=4), width=32).net.W)
+
+
+def test_paper_and_lazy_protocols_reduce_the_loss(binary):
+    x, y = binary
+    paper = train_model("relu", x, y, 2, TrainConfig(epochs=15, dtype="float64", lr=1e-2), width=64)
+    assert paper.loss == "mse" and paper.net.a.shape == (64, 1) and paper.net.init == "paper"
+    assert paper.history[-1] < paper.history[0]
+    lazy = train_model("relu", x, y, 2, TrainConfig(protocol="lazy", epochs=15, dtype="float64"), width=64)
+    assert lazy.net.init == "ntk" and lazy.history[-1] < lazy.history[0]
+    # lazy regime: W moves little relative to its size
+    rel = float((lazy.net.W - lazy.W0).norm() / lazy.W0.norm())
+    assert rel < 0.2
+    s = TrainConfig(protocol="paper").resolved()
+    assert (s["epochs"], s["lr"], s["batch_size"], s["weight_decay"], s["init_std"]) == (500, 1e-3, 128, 1e-3, 0.01)
+
+
+def test_losses():
+    assert resolve_loss("auto", 10) == "ce" and resolve_loss("auto", 2) == "mse"
+    with pytest.raises(MalleabilityError, match="needs 2 classes"):
+        resolve_loss("mse", 10)
+    y = torch.tensor([0, 2])
+    t = targets_for("mse-ovr", y, 3)
+    assert torch.equal(t, torch.tensor([[1.0, -1, -1], [-1, -1, 1]], dtype=torch.float64))
+    out = torch.zeros(2, 3, dtype=torch.float64)
+    assert torch.allclose(make_loss_fn("mse-ovr", 3)(out, y), torch.ones(2, dtype=torch.float64))
+    assert torch.allclose(make_loss_fn("ce", 3)(out, y), torch.full((2,), np.log(3), dtype=torch.float64))
+    assert torch.allclose(make_loss_fn("mse", 2)(torch.zeros(2, 1), torch.tensor([0, 1])), torch.ones(2))
+
+
+def test_ten_class_models_and_pixel_logits(data_root):
+    ds = load_dataset(DataConfig("mnist", n=40, n_test=5, data_root=str(data_root)))
+    x, y = torch.from_numpy(ds.x_train), torch.from_numpy(ds.y_train)
+    for loss in ("ce", "mse-ovr"):
+        tm = train_model("mlp-attn", x, y, 10, TrainConfig(epochs=1, loss=loss), width=16)
+        assert tm.net.a.shape == (16, 10) and tm.loss == loss
+    pixels = torch.from_numpy(ds.pixels_test).float().requires_grad_(True)
+    out = tm.logits_from_pixels(pixels)
+    tm.loss_fn()(out, torch.from_numpy(ds.y_test)).sum().backward()
+    assert out.shape == (5, 10) and torch.all(torch.isfinite(pixels.grad)) and pixels.grad.abs().sum() > 0
+    # pixels scaled by a constant give the same logits (rows are normalised first)
+    assert torch.allclose(tm.logits_from_pixels(pixels.detach() * 3), out.detach(), atol=1e-5)
+
+
+def test_batch_transform_is_called_and_identity_changes_nothing(binary):
+    x, y = binary
+    calls = []
+
+    def identity(model, xb, yb):
+        calls.append((xb.shape[0], model.kind))
+        return xb
+
+    cfg = TrainConfig(epochs=2, batch_size=32, dtype="float64")
+    a = train_model("mlp-attn", x, y, 2, cfg, width=16, batch_transform=identity)
+    b = train_model("mlp-attn", x, y, 2, cfg, width=16)
+    assert calls == [(32, "mlp-attn")] * 4
+    assert torch.allclose(a.net.W, b.net.W, atol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(protocol="sgd"), "unknown protocol"), (dict(loss="hinge"), "unknown loss"),
+    (dict(dtype="float16"), "unknown dtype"), (dict(epochs=-1), "epochs"), (dict(lr=0.0), "lr"),
+    (dict(batch_size=0), "batch_size"), (dict(seed=-2), "seed"),
+])
+def test_bad_train_configs(kwargs, match):
+    with pytest.raises(MalleabilityError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_devices_and_bad_labels(binary):
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") in ("cpu", "cuda")
+    with pytest.raises(MalleabilityError, match="unknown device"):
+        resolve_device("tpu")
+    x, y = binary
+    with pytest.raises(MalleabilityError, match="labels"):
+        train_model("relu", x, y + 5, 2, TrainConfig(epochs=1), width=4)
+    with pytest.raises(MalleabilityError, match="unknown model"):
+        train_model("cnn", x, y, 2, TrainConfig(epochs=1), width=4)
