@@ -3,7 +3,6 @@
 import json
 from fractions import Fraction
 
-import mpmath
 import numpy as np
 import pytest
 

@@ -153,8 +153,6 @@ def test_inspect_escalates_and_every_kappa_matches_mpmath():
 
 
 def test_real_mnist_rows(data_root):
-    import gzip  # noqa: F401  (raw files are already extracted)
-
     from malleability.theory import inspect_matrix
 
     path = data_root / "MNIST" / "raw" / "train-images-idx3-ubyte"
