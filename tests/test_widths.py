@@ -1,0 +1,92 @@
+"""κ of real data per view, predicted widths in log10 (no silent overflow), measured widths from fits."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from malleability.empirics.data import DataConfig, load_dataset
+from malleability.empirics.widths import measured_widths, predicted_widths, view_features, width_report
+from malleability.errors import MalleabilityError
+from malleability.reports.cli import main
+
+
+def test_predicted_widths_exact_logs_and_overflow():
+    p = predicted_widths(1.0, n=100, eps=0.1)  # κ = 10
+    assert p["v1"]["log10_width"] == pytest.approx(8.0, abs=1e-12) and p["v1"]["width"] == pytest.approx(1e8)
+    assert p["v2"]["log10_width"] == pytest.approx(6 + math.log10(100 * math.log(100)), abs=1e-12)
+    huge = predicted_widths(60.0, n=1000, eps=0.01)  # κ⁶ = 1e360: beyond float64
+    assert huge["v1"]["log10_width"] == pytest.approx(364.0) and huge["v1"]["width"] is None
+    singular = predicted_widths(None, n=10, eps=0.1)
+    assert singular["v1"]["log10_width"] is None and "infinite" in singular["v1"]["note"]
+    with pytest.raises(MalleabilityError, match="eps"):
+        predicted_widths(1.0, 10, 0.0)
+
+
+def test_measured_widths_from_fits():
+    slopes = {"d": {"relu": {
+        "a": {"slope": -0.5, "intercept": 0.0, "widths": [4, 1024]},
+        "b": {"slope": 0.1, "intercept": 0.0, "widths": [4, 1024]},
+        "c": {"slope": None, "intercept": None, "widths": [4]},
+    }}}
+    out = measured_widths(slopes, eps=0.1)["d"]["relu"]
+    assert out["a"]["log10_width"] == pytest.approx(2.0) and out["a"]["width"] == pytest.approx(100.0)
+    assert out["a"]["note"] is None
+    assert out["b"]["width"] is None and "does not shrink" in out["b"]["note"]
+    assert out["c"]["width"] is None and "no fit" in out["c"]["note"]
+
+
+def test_width_report_on_mnist_matches_direct_eigenvalues(data_root):
+    cfg = DataConfig("mnist", n=40, n_test=1, data_root=str(data_root))
+    rep = width_report(cfg, 0.1, ns=(20, 40))
+    assert [e["n"] for e in rep["per_n"]] == [20, 40]
+    x = load_dataset(cfg).x_train[:20]
+    for kind in ("relu", "mlp-attn"):
+        z = view_features(kind, x)
+        ev = np.linalg.eigvalsh(z @ z.T)
+        cond = rep["per_n"][0]["views"][kind]["conditioning"]
+        if kind == "relu":  # well conditioned enough for a plain float64 eigensolve
+            assert cond["kappa_G"] == pytest.approx(ev.max() / ev.min(), rel=1e-8)
+        assert cond["log10_kappa_G3"] == pytest.approx(3 * cond["log10_kappa_G"], rel=1e-9)
+        pred = rep["per_n"][0]["views"][kind]["predicted"]["kappa_G"]["v1"]["log10_width"]
+        assert pred == pytest.approx(6 * cond["log10_kappa_G"] + 2, rel=1e-12)
+    z = view_features("mlp-attn", x)
+    xtx = x @ x.T @ x
+    assert np.allclose(z, xtx / np.linalg.norm(xtx, axis=1, keepdims=True))
+    assert rep["measured"] is None
+    # the attention view is far worse conditioned than the raw rows (Thm 4.7's amplification)
+    views = rep["per_n"][1]["views"]
+    assert views["mlp-attn"]["conditioning"]["log10_kappa_G"] > 2 * views["relu"]["conditioning"]["log10_kappa_G"]
+
+
+def test_width_report_with_rows_and_singular_gram(tmp_path):
+    p = tmp_path / "small.npz"
+    rng = np.random.default_rng(0)
+    np.savez(p, x=rng.random((12, 5)) + 0.1, y=np.arange(12) % 2)
+    rows = [{"dataset": "small.npz", "model": m, "width": w, "seed": 0,
+             "distance": {"init_vs_infinite_relative": 2.0 * w ** -0.5}} for m in ("relu", "mlp-attn") for w in (4, 64)]
+    rep = width_report(DataConfig(str(p), n=10, n_test=2), 0.1, rows=rows)
+    relu = rep["per_n"][0]["views"]["relu"]
+    assert relu["conditioning"]["kappa_G"] is None  # n = 10 > d = 5: G is singular
+    assert relu["conditioning"]["pseudo_kappa_G"] is not None
+    assert relu["predicted"]["kappa_G"]["v1"]["log10_width"] is None
+    m = rep["measured"]["small.npz"]["relu"]["init_vs_infinite_relative"]
+    assert m["log10_width"] == pytest.approx(2 * math.log10(20), abs=1e-9)  # 2 m^-1/2 = 0.1 at m = 400
+    json.dumps(rep, default=str)
+
+
+def test_cli_widths(data_root, tmp_path):
+    res = CliRunner().invoke(main, ["widths", "--dataset", "mnist", "--n", "15,30", "--eps", "0.1",
+                                    "--data-root", str(data_root), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert [e["n"] for e in out["per_n"]] == [15, 30]
+    assert {"kappa_G", "pseudo_kappa_G", "kappa_d"} <= set(out["per_n"][0]["views"]["relu"]["conditioning"])
+    for args, match in [(["--n", "0"], "--n must be >= 1"), (["--n", "1,x"], "bad --n"), (["--eps", "0"], "--eps"),
+                        (["--rows", str(tmp_path / "none.json")], "rows file not found")]:
+        bad = CliRunner().invoke(main, ["widths", "--dataset", "mnist", "--data-root", str(data_root), *args])
+        assert bad.exit_code == 2 and match in bad.stderr, bad.output
