@@ -103,6 +103,7 @@ def bad_cases(npy, tmp_path):
         ("theory", "inspect", str(junk)),
         ("theory", "inspect", str(tmp_path / "missing.npy")),
         ("theory", "inspect", good, "--layers", "0"),
+        ("theory", "inspect", good, "--layers", "7"),
         ("theory", "inspect", good, "--recursion", "xyz"),
         ("theory", "sensitivity", good, "--i", "3", "--j", "0", "--eps", "0.1"),
         ("theory", "sensitivity", good, "--i", "0", "--j", "-1", "--eps", "0.1"),

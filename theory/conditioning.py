@@ -132,7 +132,8 @@ def _from_singular_values(x, s, powers, allow_mpmath):
                 f"float64 SVD of X only bounds the largest-power κ to relative error {rel_err:.1e}"
                 f" (matrix too large for an mpmath SVD: n·d·min(n,d) = {work} > {MPMATH_MAX_WORK})"
             )
-    untrusted = precision == "float64" and rel_err > 0.5
+    # relative error of one singular value, from which each power's bound follows (2p times it)
+    unit_err = abs_err / s_r if precision == "float64" else rel_err / (2 * p_max)
     out: dict = {
         "n": n,
         "d": d,
@@ -148,8 +149,9 @@ def _from_singular_values(x, s, powers, allow_mpmath):
         pseudo = _power_ratio(vals[0], vals[rank - 1], e)
         kappa_d = _power_ratio(vals[0], s_lo_full, e) if rank == r_full else None
         kappa = kappa_d if (rank == n and n <= d) else None
-        if untrusted:
-            warnings.append(f"κ of G^{p} not reported: float64 error bound {rel_err:.1e} is too large")
+        bound_p = 2 * p * unit_err
+        if bound_p > 0.5:
+            warnings.append(f"κ of G^{p} not reported: float64 error bound {bound_p:.1e} is too large")
             pseudo = kappa_d = kappa = None
         out[f"kappa_G{suffix}"] = number_out(kappa)
         out[f"pseudo_kappa_G{suffix}"] = number_out(pseudo)
@@ -160,6 +162,7 @@ def _from_singular_values(x, s, powers, allow_mpmath):
         warnings.append(f"rank {rank} < min(n, d) = {r_full}: the rank-min(n,d) truncated κ_d is infinite (null)")
     out["precision"] = precision
     out["relative_error_bound"] = rel_err
+    out["singular_value_relative_error"] = unit_err
     out["warnings"] = warnings
     out["singular_values"] = vals  # float64 array or list of mpf; callers drop it before JSON
     return out

@@ -15,11 +15,14 @@ from malleability.theory.kernels import kernel_kappas
 from malleability.validation import as_finite_matrix, zero_rows
 
 
+MAX_LAYERS = 6  # ccc at k = 6 is already G^729; beyond, the Gram polynomials grow like 3^k
+
+
 def inspect_matrix(x, layers: int = 3, recursion: str | None = None) -> dict:
     """The JSON of ``theory inspect`` (see the CLI contract in issue 2)."""
     x = as_finite_matrix(x)
-    require(isinstance(layers, (int, np.integer)) and not isinstance(layers, bool) and layers >= 1,
-            f"--layers must be an integer >= 1, got {layers}")
+    require(isinstance(layers, (int, np.integer)) and not isinstance(layers, bool) and 1 <= layers <= MAX_LAYERS,
+            f"--layers must be an integer in 1..{MAX_LAYERS}, got {layers}")
     codes = [recursion] if recursion is not None else list(L.ALL_RECURSIONS)
     for c in codes:
         L.parse_recursion(c)
@@ -59,7 +62,7 @@ def inspect_matrix(x, layers: int = 3, recursion: str | None = None) -> dict:
             pseudo_kappa_K_norm=number_out(kk["pseudo_kappa_K_norm"]),
             kappa_ntk_inf=number_out(kk["kappa_ntk_inf"]),
         )
-    untrusted = cond["pseudo_kappa_G"] is None
+    unit_err = cond["singular_value_relative_error"]
     dps = 40
     if cond["precision"].startswith("mpmath-"):
         dps = int(cond["precision"].split("-")[1])
@@ -68,8 +71,10 @@ def inspect_matrix(x, layers: int = 3, recursion: str | None = None) -> dict:
     for k in range(1, int(layers) + 1):
         for c in codes:
             row = {"k": k, "recursion": c, "claimed_exponent": L.claimed_exponent(k)}
-            if untrusted:
+            degree = len(L.gram_polynomial(c, k)) - 1
+            if 2 * degree * unit_err > 0.5 or base_kappa is None:
                 row.update(exponent=None, kappa=None, pseudo_kappa=None)
+                warnings.append(f"k={k} {c}: κ not reported, float64 error bound {2 * degree * unit_err:.1e}")
             else:
                 g = L.gram_kappas_from_singular_values(svals, rank, n, c, k, dps=dps)
                 pk = g["pseudo_kappa"]
