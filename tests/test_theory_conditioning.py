@@ -185,3 +185,13 @@ def test_real_mnist_normalised_kernel_float64_against_mpmath(data_root):
         w = mpmath.eigsy(k, eigvals_only=True)
         ref = max(abs(w[i]) for i in range(12)) / min(abs(w[i]) for i in range(12))
     assert rel(kk["kappa_K_norm"], ref) < 1e-6
+
+
+def test_without_mpmath_untrustworthy_powers_are_null_not_wrong():
+    x = gen.conditioned_matrix(np.random.default_rng(12), n=3, d=3, kappa_x=1e14)
+    c = condition_numbers(x, powers=(1, 27), allow_mpmath=False)
+    assert c["precision"] == "float64"
+    assert c["pseudo_kappa_G27"] is None and any("G^27" in w for w in c["warnings"])
+    # κ(G) itself is still within its (reported) bound of the mpmath value
+    ref = mp_reference(x, 1, 120)
+    assert rel(c["pseudo_kappa_G"], ref) <= 2 * c["singular_value_relative_error"] + 1e-12
