@@ -91,38 +91,38 @@ class Scale:
 SCALES: dict[str, Scale] = {
     "quick": Scale(
         name="quick",
-        description="CI-sized: every table at a small size, minutes on 2 cores; trends only",
-        kappa_n=(500,),
-        ntk_n=128,
-        ntk_n_test=64,
-        ntk_widths=(16, 64, 256, 1024),
+        description="CI-sized: every table at a small size, a few minutes on 2 cores; trends only",
+        kappa_n=(500, 1000),
+        ntk_n=256,
+        ntk_n_test=128,
+        ntk_widths=(16, 64, 256, 1024, 4096),
         ntk_seeds=2,
-        ntk_epochs=10,
-        flip_n=200,
-        flip_n_test=50,
+        ntk_epochs=20,
+        flip_n=300,
+        flip_n_test=75,
         flip_width=128,
-        flip_epochs=5,
-        flip_seeds=2,
-        flip_adv_training=True,
+        flip_epochs=20,
+        flip_seeds=3,
     ),
     "default": Scale(
         name="default",
         description="the CPU reference run (about 30-45 minutes on 2 cores)",
         kappa_n=(500, 1000, 2000),
-        ntk_n=256,
-        ntk_n_test=128,
+        ntk_n=500,
+        ntk_n_test=200,
         ntk_widths=(16, 64, 256, 1024, 4096),
-        ntk_seeds=3,
-        ntk_epochs=20,
-        flip_n=500,
-        flip_n_test=100,
+        ntk_seeds=5,
+        ntk_epochs=50,
+        # n + n_test <= 762: the CIFAR-10 cars-vs-planes images of the offline 4000-image subset
+        flip_n=600,
+        flip_n_test=150,
         flip_width=256,
-        flip_epochs=10,
-        flip_seeds=3,
+        flip_epochs=30,
+        flip_seeds=5,
     ),
     "paper": Scale(
         name="paper",
-        description="the paper's widths (4..4096) and protocol (500 epochs); meant for a GPU",
+        description="the paper's widths (4..4096) and protocol (500 epochs); meant for a GPU and the full data sets",
         theory_profile="thorough",
         kappa_n=(1000, 2000, 4000),
         ntk_n=1000,
@@ -142,7 +142,7 @@ SCALES: dict[str, Scale] = {
         description="tests only: every kind of cell at a toy size; numbers mean nothing",
         theory_claims=("thm4.1",),
         kappa_tasks=("mnist",),
-        kappa_n=(40,),
+        kappa_n=(20, 40),
         ntk_tasks=("mnist",),
         ntk_n=24,
         ntk_n_test=8,
@@ -234,9 +234,10 @@ class TheoryCellConfig:
 
 @dataclass(frozen=True)
 class KappaCellConfig:
-    data: Any = field(metadata=_h("DataConfig of the data set"))
+    data: Any = field(metadata=_h("DataConfig of the data set (n = the largest size)"))
     eps: float = field(default=0.1, metadata=_h("ε of the predicted width"))
     task: str = field(default="", metadata=_h("task name"))
+    ns: tuple[int, ...] = field(default=(), metadata=_h("sizes n (prefixes of the seeded subset) at which κ is measured"))
 
 
 def run_theory_cell(cfg: TheoryCellConfig) -> dict:
@@ -245,15 +246,6 @@ def run_theory_cell(cfg: TheoryCellConfig) -> dict:
     results = check_claims([cfg.claim], profile=cfg.profile)
     require(len(results) == 1, f"check_claims returned {len(results)} results for {cfg.claim}")
     return config_to_jsonable(results[0].to_dict())
-
-
-def _predicted_widths(kappa: float | None, kappa_d: float | None, n: int, eps: float) -> dict:
-    out = {"v1_kappa6_over_eps2": None, "v2_kappa_d6_n_log_n": None}
-    if kappa is not None and math.isfinite(kappa):
-        out["v1_kappa6_over_eps2"] = kappa**6 / eps**2
-    if kappa_d is not None and math.isfinite(kappa_d):
-        out["v2_kappa_d6_n_log_n"] = kappa_d**6 * n * math.log(n)
-    return out
 
 
 def _as_float(value) -> float | None:
@@ -267,38 +259,11 @@ def _as_float(value) -> float | None:
 
 
 def run_kappa_cell(cfg: KappaCellConfig) -> dict:
-    """κ of the data as each model sees it, and the widths the paper's formulas predict."""
-    try:
-        from malleability.empirics.widths import width_report
-    except ImportError:
-        width_report = None
-    if width_report is not None:
-        rep = width_report(cfg.data, cfg.eps)
-        return {"source": "empirics.widths.width_report", "report": config_to_jsonable(rep)}
-    # Fallback: condition numbers of the unit-row data (2L-ReLU's inputs) and of the
-    # normalised attention features (MLP-Attn's inputs), via the theory package.
-    import numpy as np
+    """κ of the data as each model sees it (per n), and the widths the paper's formulas predict."""
+    from malleability.empirics.widths import width_report
 
-    from malleability.empirics.data import load_dataset
-    from malleability.theory.conditioning import condition_numbers
-
-    ds = load_dataset(cfg.data)
-    x = ds.x_train
-    c = x.T @ x
-    z = x @ c
-    z = z / np.linalg.norm(z, axis=1, keepdims=True)
-    features = {}
-    for name, mat in (("relu", x), ("mlp-attn", z)):
-        cn = condition_numbers(mat)
-        kappa = _as_float(cn.get("kappa_G"))
-        pseudo = _as_float(cn.get("pseudo_kappa_G"))
-        kappa_d = _as_float(cn.get("kappa_d"))
-        features[name] = {
-            "condition_numbers": config_to_jsonable(cn),
-            "predicted_widths": _predicted_widths(kappa if kappa is not None else pseudo, kappa_d, x.shape[0], cfg.eps),
-        }
-    return {"source": "audit fallback (theory.conditioning.condition_numbers)", "n": int(x.shape[0]),
-            "d": int(x.shape[1]), "eps": cfg.eps, "features": features}
+    rep = width_report(cfg.data, cfg.eps, ns=cfg.ns or None)
+    return {"source": "empirics.widths.width_report", "report": config_to_jsonable(rep)}
 
 
 def run_ntk_cell(cfg) -> dict:
@@ -315,7 +280,7 @@ def run_flip_cell(cfg) -> dict:
 
 KIND_MODULES = {
     "theory": "malleability.theory",
-    "kappa": "malleability.empirics.data",
+    "kappa": "malleability.empirics.widths",
     "ntk": "malleability.empirics.ntk_distance",
     "flip": "malleability.empirics.malleability",
 }
@@ -329,7 +294,7 @@ def _kind_available(kind: str) -> str | None:
         module = importlib.import_module(KIND_MODULES[kind])
     except ImportError as exc:
         return f"{KIND_MODULES[kind]} is not available ({exc})"
-    needed = {"theory": "check_claims", "ntk": "run_ntk_distance_cell", "flip": "run_flip_rate_cell", "kappa": "load_dataset"}[kind]
+    needed = {"theory": "check_claims", "ntk": "run_ntk_distance_cell", "flip": "run_flip_rate_cell", "kappa": "width_report"}[kind]
     if not hasattr(module, needed):
         return f"{KIND_MODULES[kind]}.{needed} is not available"
     return None
@@ -377,12 +342,12 @@ def plan_cells(scale: Scale, *, device: str = "cpu", data_root: str | None = Non
             cells.append(Cell("theory", TheoryCellConfig(claim, scale.theory_profile), run_theory_cell, label,
                               tags={"claim": claim}))
     # kappa
-    labels = [f"kappa {t} n={n}" for t in scale.kappa_tasks for n in scale.kappa_n]
+    labels = [f"kappa {t} n={','.join(map(str, scale.kappa_n))}" for t in scale.kappa_tasks]
     if not unavailable("kappa", labels):
-        for task in scale.kappa_tasks:
-            for n in scale.kappa_n:
-                cfg = KappaCellConfig(_data_config(task, n, 0, 0, data_root), scale.width_eps, task)
-                cells.append(Cell("kappa", cfg, run_kappa_cell, f"kappa {task} n={n}", tags={"task": task, "n": n}))
+        for task, label in zip(scale.kappa_tasks, labels):
+            cfg = KappaCellConfig(_data_config(task, max(scale.kappa_n), 0, 0, data_root), scale.width_eps, task,
+                                  tuple(sorted(scale.kappa_n)))
+            cells.append(Cell("kappa", cfg, run_kappa_cell, label, tags={"task": task}))
     # ntk
     combos = [(t, model, m, s) for t in scale.ntk_tasks for model in ("relu", "mlp-attn")
               for m in scale.ntk_widths for s in range(scale.ntk_seeds)]
@@ -442,17 +407,22 @@ def _flip_config(cls, scale, task, attack, adv, model, seed, device, data_root):
 _COST_S = {"theory": 3.0, "kappa": 2.0}
 
 
+def _dim(cfg) -> int:
+    return 3072 if cfg.data.dataset == "cifar10" else 784
+
+
 def estimate_seconds(cells: list[Cell], workers: int) -> float:
+    """A rough CPU estimate from timings measured on this project's 2-core machine (one thread per cell)."""
     total = 0.0
     for cell in cells:
+        cfg = cell.config
         if cell.kind in _COST_S:
             total += _COST_S[cell.kind]
         elif cell.kind == "ntk":
-            cfg = cell.config
-            total += 1.0 + 2e-7 * cfg.data.n * max(cfg.width, 64) * max(cfg.train.epochs or 500, 1) * 784 / 100
+            total += 0.3 + 2.5e-10 * cfg.data.n * (cfg.train.epochs or 500) * cfg.width * _dim(cfg)
         elif cell.kind == "flip":
-            cfg = cell.config
-            total += 2.0 + 3e-8 * cfg.data.n * getattr(cfg, "width", 256) * max(cfg.train.epochs or 500, 1) * 784 / 10
+            rate = 6e-9 if getattr(cfg, "adv_train", False) else 6e-10
+            total += 0.3 + rate * cfg.data.n * (cfg.train.epochs or 500) * getattr(cfg, "width", 256) * _dim(cfg)
         else:
             total += 5.0
     return total / max(1, workers)
@@ -591,54 +561,41 @@ def _flip_values(flip: dict, table: str, task: str, attack: str, adv: bool, mode
 
 
 def summarise_kappa(cells: list[dict]) -> dict:
-    """Flatten κ cells into rows {task, n, features, reading, value, predicted widths}."""
+    """Flatten κ cells into rows {task, n, features, kappa_G, pseudo_kappa_G, kappa_d, log10 predicted widths}."""
     out = []
     for c in cells:
         if c["kind"] != "kappa" or c["status"] == "failed" or not c.get("result"):
             continue
-        t = c["tags"]
-        for feat, readings in kappa_readings(c["result"]).items():
-            out.append({"task": t["task"], "n": t["n"], "features": feat, **readings})
+        for row in kappa_readings(c["result"]):
+            out.append({"task": c["tags"]["task"], **row})
     return {"rows": out}
 
 
-def kappa_readings(result: dict) -> dict[str, dict]:
-    """features -> {kappa_G, pseudo_kappa_G, kappa_d, predicted_v1, predicted_v2, precision} from either source."""
-    out: dict[str, dict] = {}
-    if "features" in result:  # the fallback layout
-        for feat, body in result["features"].items():
-            cn = body.get("condition_numbers", {})
-            pw = body.get("predicted_widths", {})
-            out[feat] = {"kappa_G": _as_float(cn.get("kappa_G")), "pseudo_kappa_G": _as_float(cn.get("pseudo_kappa_G")),
-                         "kappa_d": _as_float(cn.get("kappa_d")), "predicted_v1": _as_float(pw.get("v1_kappa6_over_eps2")),
-                         "predicted_v2": _as_float(pw.get("v2_kappa_d6_n_log_n")), "precision": cn.get("precision")}
-        return out
-    rep = result.get("report", {})
-    per_feature = rep.get("features") if isinstance(rep.get("features"), dict) else None
-    bodies = per_feature.items() if per_feature else [("data", rep)]
-    for feat, body in bodies:
-        if not isinstance(body, dict):
-            continue
-        flat = _flatten(body)
-        pred = {k: v for k, v in flat.items() if "predict" in k}
-        v1 = next((v for k, v in pred.items() if "v1" in k), None)
-        v2 = next((v for k, v in pred.items() if "v2" in k), None)
-        out[feat] = {"kappa_G": _as_float(flat.get("kappa_G")), "pseudo_kappa_G": _as_float(flat.get("pseudo_kappa_G")),
-                     "kappa_d": _as_float(flat.get("kappa_d")), "predicted_v1": _as_float(v1),
-                     "predicted_v2": _as_float(v2), "precision": flat.get("precision")}
-    return out
+def kappa_readings(result: dict) -> list[dict]:
+    """Rows per (n, view) from a width_report: the three κ readings and the predicted widths (as log10).
 
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-            out.setdefault(k, v)
-    return out
+    Predicted v1 uses κ(G) when G is nonsingular, else the pseudo-κ (named in ``v1_reading``);
+    v2 uses κ_d, as the paper's v2 states.
+    """
+    rows = []
+    for entry in (result.get("report") or {}).get("per_n", []):
+        for view, body in (entry.get("views") or {}).items():
+            cond = body.get("conditioning", {})
+            pred = body.get("predicted", {})
+            v1_reading = "kappa_G" if _as_float(cond.get("log10_kappa_G")) is not None else "pseudo_kappa_G"
+            rows.append({
+                "n": entry.get("n"), "d": entry.get("d"), "features": view,
+                "kappa_G": _as_float(cond.get("kappa_G")), "pseudo_kappa_G": _as_float(cond.get("pseudo_kappa_G")),
+                "kappa_d": _as_float(cond.get("kappa_d")),
+                "log10_kappa_G": _as_float(cond.get("log10_kappa_G")),
+                "log10_pseudo_kappa_G": _as_float(cond.get("log10_pseudo_kappa_G")),
+                "log10_kappa_d": _as_float(cond.get("log10_kappa_d")),
+                "precision": cond.get("precision"), "rank": cond.get("rank"),
+                "v1_reading": v1_reading,
+                "log10_v1": _as_float(((pred.get(v1_reading) or {}).get("v1") or {}).get("log10_width")),
+                "log10_v2": _as_float(((pred.get("kappa_d") or {}).get("v2") or {}).get("log10_width")),
+            })
+    return rows
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -805,15 +762,15 @@ def verdicts(cells: list[dict], summary: dict, missing: list[dict]) -> list[dict
         oks = []
         for r in summary["kappa"]["rows"]:
             paper = P.KAPPA["values"].get(r["task"])
-            if paper is None or r["features"] not in ("relu", "data"):
+            if paper is None or r["features"] != "relu":  # the paper's κ(G) is of the (unit-row) data
                 continue
-            ours = r.get(reading)
-            if ours is None or not ours > 0:
+            ours = r.get(f"log10_{reading}")
+            if ours is None:
                 oks.append(False)
-                details.append(f"{r['task']} n={r['n']} {reading}: undefined (G singular)")
+                details.append(f"{r['task']} n={r['n']} {reading}: infinite (G singular)")
                 continue
-            oks.append(abs(math.log10(ours / paper)) <= 1)
-            details.append(f"{r['task']} n={r['n']} {reading}: {ours:.3g} vs {paper:.3g}")
+            oks.append(abs(ours - math.log10(paper)) <= 1)
+            details.append(f"{r['task']} n={r['n']} {reading}: 1e{ours:.1f} vs {paper:.3g}")
         per_reading[reading] = all(oks) if oks else None
     verdict, holding = _combine(per_reading)
     out.append({"claim": "kappa-values", "statement": "κ(G) ≈ 1.2e3 (MNIST), ≈ 8.7e3 (CIFAR-10)",
@@ -841,11 +798,12 @@ def summarise_widths(ntk: dict, kappa: dict, eps: float) -> dict:
         if s["reading"] not in ("init_vs_infinite_relative", "after_vs_infinite_relative", "after_vs_init_relative"):
             continue
         fit = (s["slope"], s["intercept"]) if s["slope"] is not None else None
+        mw = measured_width(fit, eps)
         measured.append({"task": s["task"], "model": s["model"], "reading": s["reading"], "eps": eps,
-                         "slope": s["slope"], "width": measured_width(fit, eps),
+                         "slope": s["slope"], "width": mw, "log10_width": math.log10(mw) if mw else None,
                          "note": None if measured_width(fit, eps) else "distance does not shrink with width: no finite width"})
-    predicted = [{"task": r["task"], "n": r["n"], "features": r["features"], "v1": r.get("predicted_v1"),
-                  "v2": r.get("predicted_v2")} for r in kappa["rows"]]
+    predicted = [{"task": r["task"], "n": r["n"], "features": r["features"], "log10_v1": r.get("log10_v1"),
+                  "v1_reading": r.get("v1_reading"), "log10_v2": r.get("log10_v2")} for r in kappa["rows"]]
     return {"eps": eps, "measured": measured, "predicted": predicted}
 
 

@@ -186,22 +186,22 @@ def plot_ntk(results: dict, path: Path) -> bool:
 
 def plot_widths(results: dict, path: Path) -> bool:
     w = results["summary"].get("widths", {})
-    items = []
+    items = []  # (label, log10 width, colour)
     for r in w.get("predicted", []):
         for version in ("v1", "v2"):
-            if r.get(version):
-                items.append((f"predicted {version}\n{r['task']} n={r['n']} {r['features']}", r[version], "tab:orange"))
+            if r.get(f"log10_{version}") is not None:
+                items.append((f"predicted {version}\n{r['task']} n={r['n']}\n{r['features']}", r[f"log10_{version}"],
+                              "tab:orange" if r["features"] == "relu" else "tab:red"))
     for r in w.get("measured", []):
-        if r.get("width"):
-            items.append((f"measured\n{r['task']} {r['model']}\n{r['reading']}", r["width"], "tab:green"))
+        if r.get("log10_width") is not None:
+            items.append((f"measured\n{r['task']} {r['model']}\n{r['reading']}", r["log10_width"], "tab:green"))
     for version in ("v1", "v2"):
         for task, v in P.PREDICTED_WIDTH_LOWER_BOUNDS[version].items():
-            items.append((f"paper {version} bound\n{task}", v, "tab:gray"))
+            items.append((f"paper {version} bound\n{task}", math.log10(v), "tab:gray"))
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(items)), 4.5))
     xs = range(len(items))
-    vals = [max(min(v, 1e300), 1e-300) for _l, v, _c in items]
-    ax.bar(xs, [math.log10(v) for v in vals], color=[c for *_x, c in items])
+    ax.bar(xs, [v for _l, v, _c in items], color=[c for *_x, c in items])
     ax.set_xticks(list(xs))
     ax.set_xticklabels([lab for lab, *_x in items], rotation=90, fontsize=6)
     ax.set_ylabel(f"log10 width (ε = {w.get('eps')})")
@@ -263,10 +263,10 @@ def plot_kappa(results: dict, path: Path) -> bool:
     for k, reading in enumerate(readings):
         xs, vs = [], []
         for i, r in enumerate(rows):
-            v = r.get(reading)
-            if v is not None and v > 0:
+            v = r.get(f"log10_{reading}")
+            if v is not None:
                 xs.append(i + (k - 1) * width)
-                vs.append(math.log10(min(v, 1e300)))
+                vs.append(v)
         if xs:
             ax.bar(xs, vs, width=width, label=reading)
     for i, r in enumerate(rows):
@@ -349,17 +349,22 @@ def build_doc(results: dict, plots: dict[str, bool]) -> Doc:
     doc.h(2, "κ of the data and the width the paper's bound predicts")
     if plots.get("kappa.png"):
         doc.image("kappa.png", "κ of each data set (bars: our readings; black: paper)")
-    doc.table(["data", "n", "features", "κ(G)", "pseudo-κ", "κ_d", "paper κ(G)", "precision"],
-              [[label(r["task"]), r["n"], r["features"], fmt(r.get("kappa_G")), fmt(r.get("pseudo_kappa_G")),
-                fmt(r.get("kappa_d")), fmt(P.KAPPA["values"].get(r["task"])), r.get("precision") or "—"]
+    doc.p("κ = σ_max/σ_min of G = XXᵀ (2-norm) of the rows as each model sees them: 2L-ReLU the unit-norm "
+          "pixels, MLP-Attn the normalised attention features. κ(G) is infinite when G is singular (n > d, or rank "
+          "deficiency); pseudo-κ uses the nonzero spectrum, κ_d the rank-min(n, d) truncation (v2).")
+    doc.table(["data", "n", "features", "rank", "κ(G)", "pseudo-κ", "κ_d", "paper κ(G)", "precision"],
+              [[label(r["task"]), r["n"], r["features"], r.get("rank", "—"), _pow10(r.get("log10_kappa_G"), "∞ (singular)"),
+                _pow10(r.get("log10_pseudo_kappa_G")), _pow10(r.get("log10_kappa_d"), "∞ (singular)"),
+                fmt(P.KAPPA["values"].get(r["task"])) if r["features"] == "relu" else "—", r.get("precision") or "—"]
                for r in results["summary"]["kappa"]["rows"]])
     w = results["summary"].get("widths", {})
     if plots.get("widths.png"):
         doc.image("widths.png", "predicted vs measured widths (log10)")
-    doc.table(["data", "n", "features", "predicted v1 κ⁶/ε²", "predicted v2 κ_d⁶ n log n", "paper v1 bound", "paper v2 bound"],
-              [[label(r["task"]), r["n"], r["features"], fmt(r.get("v1")), fmt(r.get("v2")),
-                fmt(P.PREDICTED_WIDTH_LOWER_BOUNDS["v1"].get(r["task"])),
-                fmt(P.PREDICTED_WIDTH_LOWER_BOUNDS["v2"].get(r["task"]))] for r in w.get("predicted", [])])
+    doc.table(["data", "n", "features", "predicted v1 κ⁶/ε² (κ used)", "predicted v2 κ_d⁶ n ln n", "paper v1 bound",
+               "paper v2 bound"],
+              [[label(r["task"]), r["n"], r["features"], f"{_pow10(r.get('log10_v1'), '∞')} ({r.get('v1_reading')})",
+                _pow10(r.get("log10_v2"), "∞"), "≫ " + fmt(P.PREDICTED_WIDTH_LOWER_BOUNDS["v1"].get(r["task"])),
+                "≫ " + fmt(P.PREDICTED_WIDTH_LOWER_BOUNDS["v2"].get(r["task"]))] for r in w.get("predicted", [])])
     doc.p(f"Measured: the width at which the fitted power law of each relative distance reaches ε = {w.get('eps')}.")
     doc.table(["data", "model", "reading", "slope", "measured width"],
               [[label(r["task"]), label(r["model"]), r["reading"], fmt(r["slope"]), fmt(r["width"]) if r["width"] else
@@ -417,6 +422,16 @@ def build_doc(results: dict, plots: dict[str, bool]) -> Doc:
     doc.table(["field", "value", "meaning"],
               [[k, _short(v), results.get("scale_help", {}).get(k, {}).get("help", "")] for k, v in scale.items()])
     return doc
+
+
+def _pow10(log10_value, none_text: str = "—") -> str:
+    """10^x written without overflow (κ⁶ of real data reaches 1e100 and beyond)."""
+    if log10_value is None:
+        return none_text
+    if abs(log10_value) < 5:
+        return fmt(10.0**log10_value)
+    mant = 10 ** (log10_value - math.floor(log10_value))
+    return f"{mant:.2f}e{int(math.floor(log10_value)):+d}"
 
 
 def P_ratio(ours, paper):  # noqa: N802 - reads as 'paper ratio'

@@ -215,9 +215,11 @@ def test_verdict_logic_on_handmade_cells():
         for m in (16, 256):
             cells.append(_ntk(task, "relu", m, {"abs": 100 / m, "rel": 1 / m}))
             cells.append(_ntk(task, "mlp-attn", m, {"abs": float(m), "rel": 1 / m}))
-    cells.append({"kind": "kappa", "label": "k", "status": "computed", "tags": {"task": "mnist", "n": 500},
-                  "result": {"features": {"relu": {"condition_numbers": {"kappa_G": None, "pseudo_kappa_G": 2.0e3,
-                                                                         "kappa_d": 5e7}, "predicted_widths": {}}}}})
+    views = {"relu": {"conditioning": {"log10_kappa_G": None, "log10_pseudo_kappa_G": math.log10(2.0e3),
+                                       "log10_kappa_d": 7.7, "pseudo_kappa_G": 2.0e3, "kappa_d": 5e7},
+                      "predicted": {"pseudo_kappa_G": {"v1": {"log10_width": 21.8}}, "kappa_d": {"v2": {"log10_width": 50.0}}}}}
+    cells.append({"kind": "kappa", "label": "k", "status": "computed", "tags": {"task": "mnist"},
+                  "result": {"report": {"per_n": [{"n": 500, "d": 784, "views": views}]}}})
     summary, verdicts = A.summarise(cells, [{"kind": "theory", "label": "theory k-layer", "why": "boom"}])
     v = {row["claim"]: row for row in verdicts}
     assert v["thm4.1"]["verdict"] == "reproduced"
@@ -232,6 +234,8 @@ def test_verdict_logic_on_handmade_cells():
     assert v["kappa-values"]["verdict"] == "holds only under a reading"
     assert v["kappa-values"]["readings_holding"] == ["pseudo_kappa_G"]
     assert v["table3"]["verdict"] == "not run"
+    (krow,) = summary["kappa"]["rows"]
+    assert krow["v1_reading"] == "pseudo_kappa_G" and krow["log10_v1"] == 21.8 and krow["log10_v2"] == 50.0
     slopes = {(s["task"], s["model"], s["reading"]): s["slope"] for s in summary["ntk"]["slopes"]}
     assert slopes[("mnist", "relu", "rel")] == pytest.approx(-1.0) and slopes[("mnist", "mlp-attn", "abs")] == pytest.approx(1.0)
     # measured width where rel = 1/m reaches eps = 0.1: m = 10
