@@ -484,7 +484,7 @@ def check_k_layer(prof: Profile) -> list[Reading]:
              if x.shape[0] >= 2]
     max_power = 3**prof.max_k + 2
     fl_x = gen.conditioned_matrix(rng, n=4, d=6, kappa_x=10.0)  # κ(G) = 100: log κ(Gram_k)/log κ(G)
-    fl_c = condition_numbers(fl_x, powers=(1, 3**prof.max_k))
+    fl_c = condition_numbers(fl_x, powers=(1, 3**prof.max_k), keep_singular_values=True)
     for code in ("ccc",) + tuple(c for c in L.ALL_RECURSIONS if c != "ccc"):
         def fails(x, code=code):
             xe = exact.to_exact(x)

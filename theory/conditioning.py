@@ -87,7 +87,8 @@ def _power_ratio(s_hi, s_lo, exponent: int):
     return math.exp(log) if log < 709 else mpmath.power(mpmath.mpf(s_hi) / mpmath.mpf(s_lo), exponent)
 
 
-def condition_numbers(x, powers: tuple[int, ...] = (1, 3), allow_mpmath: bool = True) -> dict:
+def condition_numbers(x, powers: tuple[int, ...] = (1, 3), allow_mpmath: bool = True,
+                      keep_singular_values: bool = False) -> dict:
     """κ₂ of G^p (G = X Xᵀ) for each p in ``powers``, plus pseudo and rank-min(n, d) variants.
 
     Returns a JSON-ready dict: ``n``, ``d``, ``rank``, ``rank_tolerance``, ``s_max``,
@@ -95,13 +96,17 @@ def condition_numbers(x, powers: tuple[int, ...] = (1, 3), allow_mpmath: bool = 
     (p = 1 written without the number: ``kappa_G``, ``pseudo_kappa_G``, ``kappa_d``),
     ``precision`` ('float64' or 'mpmath-<digits>'), ``relative_error_bound`` (of the
     largest-power κ, from the float64 bound, or 10^-(digits-p·log10κ) after escalation)
-    and ``warnings``.
+    and ``warnings``; with ``keep_singular_values`` also ``singular_values`` (the values
+    used, float64 array or mpmath list; not JSON-ready). JSON-ready otherwise.
     """
     x = as_finite_matrix(x)
     require(all(isinstance(p, int) and p >= 1 for p in powers), "powers must be positive integers")
     n, d = x.shape
     s = singular_values(x)
-    return _from_singular_values(x, s, powers, allow_mpmath)
+    out = _from_singular_values(x, s, powers, allow_mpmath)
+    if not keep_singular_values:
+        out.pop("singular_values")  # float64 array or mpf list: not JSON; ask for it explicitly
+    return out
 
 
 def _from_singular_values(x, s, powers, allow_mpmath):
