@@ -529,13 +529,16 @@ def ratio_with_interval(num_by_seed: dict, den_by_seed: dict, *, n_boot: int = 2
 
 
 def _group_key(row: dict) -> tuple:
+    """Rows under different model-independent readings (space, recompute, ntk_at) are never pooled."""
     cls = row.get("classes")
+    r = row.get("readings") or {}
+    readings = f"space={r.get('space', 'pixel')};recompute={r.get('recompute', 'retrain')};ntk_at={r.get('ntk_at', 'trained')}"
     return (row["dataset"], ",".join(map(str, cls)) if cls else "all", row["attack"], float(row["eps"]),
-            row.get("intervention", "transformed"), bool(row.get("adv_train", False)))
+            row.get("intervention", "transformed"), bool(row.get("adv_train", False)), readings)
 
 
 def summarise_flip_rates(rows: list[dict]) -> dict:
-    """Per (dataset, classes, attack, eps, intervention, adv_train, model): mean/std/t-interval of
+    """Per (dataset, classes, attack, eps, intervention, adv_train, readings, model): mean/std/t-interval of
     flip rate, Spearman rho and top-k overlap over seeds; per group the MLP-Attn / ReLU ratio of
     mean flip rates (paired bootstrap over seeds); and the adversarial-training ablation where
     rows with and without ``adv_train`` are both present."""
@@ -545,10 +548,10 @@ def summarise_flip_rates(rows: list[dict]) -> dict:
     summary_cells = []
     by_group: dict = {}
     for key, group in sorted(cells.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
-        dataset, classes, attack, eps, intervention, adv, model = key
+        dataset, classes, attack, eps, intervention, adv, readings, model = key
         entry = {
             "dataset": dataset, "classes": classes, "attack": attack, "eps": eps, "intervention": intervention,
-            "adv_train": adv, "model": model, "seeds": sorted(int(r["seed"]) for r in group),
+            "adv_train": adv, "readings": readings, "model": model, "seeds": sorted(int(r["seed"]) for r in group),
             "flip_rate": _stats([r["flip_rate"] for r in group]),
             "spearman": _stats([r["spearman"] for r in group]),
             "spearman_undefined": sum(r["spearman"] is None for r in group),
@@ -559,21 +562,21 @@ def summarise_flip_rates(rows: list[dict]) -> dict:
     ratios = []
     for gkey, models in sorted(by_group.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
         if "mlp-attn" in models and "relu" in models:
-            dataset, classes, attack, eps, intervention, adv = gkey
+            dataset, classes, attack, eps, intervention, adv, readings = gkey
             ratios.append({"dataset": dataset, "classes": classes, "attack": attack, "eps": eps,
-                           "intervention": intervention, "adv_train": adv,
+                           "intervention": intervention, "adv_train": adv, "readings": readings,
                            **ratio_with_interval(models["mlp-attn"], models["relu"])})
     ablation = []
     for gkey, models in sorted(by_group.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
-        if gkey[-1]:
+        if gkey[5]:
             continue
-        adv_key = gkey[:-1] + (True,)
+        adv_key = gkey[:5] + (True,) + gkey[6:]
         if adv_key in by_group:
             for model in sorted(set(models) & set(by_group[adv_key])):
                 std_vals = np.array(list(models[model].values()))
                 adv_vals = np.array(list(by_group[adv_key][model].values()))
                 ablation.append({"dataset": gkey[0], "classes": gkey[1], "attack": gkey[2], "eps": gkey[3],
-                                 "intervention": gkey[4], "model": model,
+                                 "intervention": gkey[4], "readings": gkey[6], "model": model,
                                  "standard": _stats(std_vals), "adversarial_training": _stats(adv_vals)})
     return {
         "cells": summary_cells,

@@ -216,3 +216,10 @@ def test_cli_bench_influence_small():
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["max_rel_diff"] <= 1e-8 and doc["speedup"] > 0
+
+
+def test_summary_never_pools_different_readings():
+    rows = [_row("relu", 0, 0.1), _row("relu", 1, 0.3)]
+    rows[1]["readings"] = {"space": "pixel", "recompute": "kernel", "ntk_at": "trained"}
+    cells = summarise_flip_rates(rows)["cells"]
+    assert len(cells) == 2 and all(c["flip_rate"]["n"] == 1 for c in cells)
