@@ -138,3 +138,11 @@ def test_bad_inputs():
         ntk(z, z, W, implementation="magic")
     with pytest.raises(MalleabilityError, match="chunk_size"):
         empirical_ntk(z, z, W, chunk_size=0)
+
+
+def test_reference_symmetric_path_mirrors_blocks():
+    z = rows(10, 4, 7)
+    W = torch.randn(9, 4, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    A = torch.randint(0, 2, (9, 2), generator=torch.Generator().manual_seed(9)).double() * 2 - 1
+    assert torch.allclose(empirical_ntk_reference(z, z, W, chunk_size=3), empirical_ntk(z, z, W), atol=1e-14)
+    assert torch.allclose(empirical_ntk_reference(z, z, W, A, chunk_size=3), empirical_ntk_multi(z, z, W, A), atol=1e-14)
