@@ -129,11 +129,15 @@ def measured_widths(slopes: dict, eps: float) -> dict:
 def width_report(data_cfg: DataConfig, eps: float, rows=None, ns=None) -> dict:
     """κ(G), pseudo-κ, κ_d per view and per n, predicted widths (v1, v2), measured widths from rows.
 
-    ``ns``: sample sizes to evaluate (each a prefix of the seeded subset); None -> (data_cfg.n,).
+    ``ns``: sample sizes to evaluate (each a prefix of the seeded subset); None -> (n // 10, n)
+    with n = data_cfg.n (just (n,) when n < 20).
     ``rows``: NTK-distance rows (``run_ntk_distance_cell`` output) for the measured widths.
     """
     require(float(eps) > 0, f"eps must be > 0, got {eps}")
-    ns = (int(data_cfg.n),) if ns is None else tuple(int(n) for n in ns)
+    if ns is None:
+        n0 = int(data_cfg.n)
+        ns = (n0 // 10, n0) if n0 >= 20 else (n0,)
+    ns = tuple(int(n) for n in ns)
     require(all(n >= 1 for n in ns), "every n must be >= 1")
     ds = load_dataset(DataConfig(**{**data_cfg.__dict__, "n": max(ns)}))
     per_n = []

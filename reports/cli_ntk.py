@@ -125,10 +125,15 @@ def register(main: click.Group, bench: click.Group) -> None:
             for model, fits in by_model.items():
                 parts = ", ".join(f"{_SHORT[k]} {_fmt(v['slope'])}" for k, v in fits.items())
                 click.echo(f"slope of ln d vs ln m ({ds_name}, {model}): {parts}   (NTK theory: -0.5)")
+        for ds_name, by_model in out.get("measured_widths", {}).items():
+            for model, by_name in by_model.items():
+                parts = ", ".join(f"{_SHORT[k]} {_fmt(e['log10_width'])}" for k, e in by_name.items())
+                click.echo(f"log10 width where d = {eps} ({ds_name}, {model}, from the fit): {parts}")
 
     @main.command("widths")
     @_data_options
-    @click.option("--n", "n", default="1000", show_default=True, help="training samples; a comma list for several n")
+    @click.option("--n", "n", default="1000", show_default=True,
+                  help="training samples; a comma list for several n (a single N also reports N // 10)")
     @click.option("--eps", default=0.1, type=float, show_default=True, help="target distance ε")
     @click.option("--rows", "rows_path", default=None, help="JSON from `ntk-distance --json` (or JSONL rows) for measured widths")
     @click.option("--json", "as_json", is_flag=True, help="print JSON")
@@ -137,6 +142,8 @@ def register(main: click.Group, bench: click.Group) -> None:
         from malleability.empirics.widths import width_report
 
         ns = _parse_ns(n)
+        if len(ns) == 1 and ns[0] >= 20:
+            ns = (ns[0] // 10, ns[0])
         require(eps > 0, f"--eps must be > 0, got {eps}")
         data = _data_config(dataset, max(ns), n_test, classes, data_seed, data_root)
         rows = _read_rows(rows_path) if rows_path else None
