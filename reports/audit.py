@@ -112,12 +112,12 @@ SCALES: dict[str, Scale] = {
         ntk_n_test=200,
         ntk_widths=(16, 64, 256, 1024, 4096),
         ntk_seeds=5,
-        ntk_epochs=50,
+        ntk_epochs=30,
         # n + n_test <= 762: the CIFAR-10 cars-vs-planes images of the offline 4000-image subset
         flip_n=600,
         flip_n_test=150,
         flip_width=256,
-        flip_epochs=30,
+        flip_epochs=25,
         flip_seeds=5,
     ),
     "paper": Scale(
@@ -404,7 +404,7 @@ def _flip_config(cls, scale, task, attack, adv, model, seed, device, data_root):
 
 
 # Rough seconds per cell on one core of this kind of machine, for the up-front estimate only.
-_COST_S = {"theory": 3.0, "kappa": 2.0}
+_COST_S = {"theory": 5.0, "kappa": 10.0}
 
 
 def _dim(cfg) -> int:
@@ -421,7 +421,7 @@ def estimate_seconds(cells: list[Cell], workers: int) -> float:
         elif cell.kind == "ntk":
             total += 0.3 + 2.5e-10 * cfg.data.n * (cfg.train.epochs or 500) * cfg.width * _dim(cfg)
         elif cell.kind == "flip":
-            rate = 6e-9 if getattr(cfg, "adv_train", False) else 6e-10
+            rate = 1.4e-8 if getattr(cfg, "adv_train", False) else 6e-10
             total += 0.3 + rate * cfg.data.n * (cfg.train.epochs or 500) * getattr(cfg, "width", 256) * _dim(cfg)
         else:
             total += 5.0
@@ -870,7 +870,8 @@ def run_audit(
     else:
         uncached = list(plan.cells)
     est = estimate_seconds(uncached, workers)
-    say(f"audit: {len(uncached)} cells to compute, rough estimate {est / 60:.1f} min")
+    say(f"audit: {len(uncached)} cells to compute; rough estimate {est / 60:.1f} min on {workers} worker(s) "
+        "(from cell timings on a 2-core CPU; a GPU is faster, a busy machine slower)")
     own_executor = executor is None
     executor = executor or make_executor(workers)
     try:
@@ -883,7 +884,7 @@ def run_audit(
         entry = o.entry or {}
         records.append({
             "kind": o.cell.kind, "label": o.cell.label, "key": o.key, "status": o.status, "tags": dict(o.cell.tags),
-            "config": config_to_jsonable(o.cell.config), "result": compact(entry.get("result")),
+            "config": config_to_jsonable(o.cell.config), "result": compact(_without_duplicates(entry.get("result"))),
             "wall_time_s": entry.get("wall_time_s"), "provenance": entry.get("provenance"),
             "finished_at": entry.get("finished_at"), "error": o.error,
         })
@@ -921,6 +922,13 @@ def run_audit(
 
 
 MAX_LIST = 200  # longer raw arrays (spectra, loss histories) stay in the cache, not in results.json
+
+
+def _without_duplicates(result: Any) -> Any:
+    """A cell result without its own copies of the cell's config and provenance (kept once per cell record)."""
+    if isinstance(result, dict):
+        return {k: v for k, v in result.items() if k not in ("config", "provenance")}
+    return result
 
 
 def compact(value: Any) -> Any:

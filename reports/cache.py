@@ -113,6 +113,9 @@ def atomic_write_json(path: Path, value: Any) -> None:
     text = json.dumps(value, indent=1, sort_keys=True, default=_json_default, allow_nan=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; the result is an ordinary file
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

@@ -484,17 +484,20 @@ def _dependencies(results: dict) -> list[str]:
     for c in results["cells"]:
         cfg = c.get("config") or {}
         if c["kind"] in ("ntk", "flip"):
-            data, train = cfg.get("data", {}), cfg.get("train", {})
-            opts = {k: v for k, v in cfg.items() if k not in ("data", "train")}
+            data = {k: v for k, v in cfg.get("data", {}).items() if k != "seed"}
+            train = {k: v for k, v in cfg.get("train", {}).items() if k != "seed"}
+            opts = {k: v for k, v in cfg.items() if k not in ("data", "train", "seed", "model", "width", "attack", "adv_train")}
             key = (c["kind"], data.get("dataset"), str(data.get("classes")), data.get("n"), data.get("n_test"),
                    str(sorted(train.items())), str(sorted((k, v) for k, v in opts.items() if k not in ("width",))))
             if key in seen:
                 continue
             seen.add(key)
-            note = ""
-            if data.get("dataset") == "cifar10":
+            res = c.get("result") or {}
+            notes = (res.get("data") or {}).get("notes") if isinstance(res.get("data"), dict) else None
+            note = f" ({notes})" if notes else ""
+            if not note and data.get("dataset") == "cifar10":
                 note = " (CIFAR-10 here is the first-4000-image subset of the training set; test rows drawn from it)"
-            opts_text = ", ".join(f"{k}={v}" for k, v in sorted(opts.items()) if k not in ("width", "seed", "model"))
+            opts_text = ", ".join(f"{k}={v}" for k, v in sorted(opts.items()))
             items.append(f"{c['kind']}: {data.get('dataset')} classes={data.get('classes')} n={data.get('n')} "
                          f"n_test={data.get('n_test')}{note}; training protocol={train.get('protocol')} "
                          f"epochs={train.get('epochs')} loss={train.get('loss')} dtype={train.get('dtype')} "
