@@ -244,6 +244,7 @@ def plot_flip(results: dict, path: Path) -> bool:
         ax.set_xticks(range(len(groups)))
         ax.set_xticklabels([f"{t}\n{a}" for t, a in groups], fontsize=7)
         ax.set_ylabel("flip rate")
+        ax.set_ylim(bottom=0)  # t-intervals over few seeds can reach below 0; a rate cannot
         ax.set_title({"table2": "Table 2: 10-class", "table3": "Table 3: binary",
                       "table4": "Table 4: PGD, adversarial training"}[table])
         if ax.get_legend_handles_labels()[0]:
