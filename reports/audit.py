@@ -671,7 +671,14 @@ def verdicts(cells: list[dict], summary: dict, missing: list[dict]) -> list[dict
             paper_slope = math.log(paper[-1] / paper[0]) / math.log(4096 / 16)
             oks.append((s["slope"] > 0) == (paper_slope > 0))
         per_reading[reading] = all(oks) if oks else None
-        details.append(f"{reading}: {'agrees' if per_reading[reading] else 'disagrees' if oks else 'n/a'}")
+        details.append(f"{reading}: {'agrees' if per_reading[reading] else 'disagrees' if oks else 'n/a'} "
+                       f"({sum(oks)} of {len(oks)} model/data pairs)")
+    for s in ntk["slopes"]:  # the default reading's slopes, beside the paper's
+        paper = P.NTK_DISTANCE_TABLE["values"].get((s["model"], s["task"]))
+        if s["reading"] == PRIMARY_NTK_READING and paper and s["slope"] is not None:
+            paper_slope = math.log(paper[-1] / paper[0]) / math.log(4096 / 16)
+            details.append(f"{s['task']} {s['model']} slope ({PRIMARY_NTK_READING}): ours {s['slope']:+.2f}, "
+                           f"paper {paper_slope:+.2f}")
     verdict, holding = _combine(per_reading)
     judged_pairs = {(s["task"], s["model"]) for s in ntk["slopes"] if s["slope"] is not None
                     and (s["model"], s["task"]) in P.NTK_DISTANCE_TABLE["values"]}

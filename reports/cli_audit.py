@@ -54,15 +54,26 @@ def register(main: click.Group, bench: click.Group) -> None:
 
     @main.command("report")
     @click.argument("out_dir", metavar="DIR")
-    def report_cmd(out_dir):
+    @click.option("--resummarise", is_flag=True,
+                  help="Recompute the summaries and verdicts from the stored cells (no experiment reruns) and "
+                       "write them back into results.json.")
+    def report_cmd(out_dir, resummarise):
         """Re-render DIR/report.md, report.html and the plots from DIR/results.json (no recomputation)."""
-        from malleability.reports.audit import load_results, summarise
+        from pathlib import Path
+
+        from malleability.reports.audit import CRITERIA, load_results, summarise
+        from malleability.reports.cache import atomic_write_json
         from malleability.reports.render import render_report
 
         results = load_results(out_dir)
-        if "summary" not in results or "verdicts" not in results:
-            results["summary"], results["verdicts"] = summarise(results["cells"], results.get("missing", []),
-                                                                results.get("scale", {}).get("width_eps", 0.1))
+        if resummarise or "summary" not in results or "verdicts" not in results:
+            try:
+                results["summary"], results["verdicts"] = summarise(
+                    results["cells"], results.get("missing", []), results.get("scale", {}).get("width_eps", 0.1))
+            except (KeyError, TypeError) as exc:
+                raise MalleabilityError(f"{out_dir}/results.json: cells lack a field ({exc})") from None
+            results["criteria"] = CRITERIA
+            atomic_write_json(Path(out_dir) / "results.json", results)
         try:
             render_report(results, out_dir)
         except (KeyError, TypeError) as exc:

@@ -94,6 +94,13 @@ def test_report_command_rerenders_without_recomputing(tmp_path):
     assert r.exit_code == 0, r.output
     assert (tmp_path / "report.md").is_file() and (tmp_path / "ntk_distance.png").is_file()
     assert (tmp_path / "results.json").read_bytes() == before
+    # --resummarise recomputes verdicts from the stored cells (here: the same ones) and stores them
+    stale = {**results, "verdicts": [{**results["verdicts"][0], "verdict": "stale"}]}
+    (tmp_path / "results.json").write_text(json.dumps(stale))
+    r = CliRunner().invoke(main, ["report", str(tmp_path), "--resummarise"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "results.json").read_text())["verdicts"] == results["verdicts"]
+    assert "stale" not in (tmp_path / "report.md").read_text()
 
 
 def test_report_command_errors(tmp_path):
