@@ -876,6 +876,7 @@ def run_audit(
         uncached = [c for c in plan.cells if quiet.get(c.kind, c.config, code) is None]
     else:
         uncached = list(plan.cells)
+    _prefetch_data(uncached, say)
     est = estimate_seconds(uncached, workers)
     say(f"audit: {len(uncached)} cells to compute; rough estimate {est / 60:.1f} min on {workers} worker(s) "
         "(from cell timings on a 2-core CPU; a GPU is faster, a busy machine slower)")
@@ -951,6 +952,27 @@ def compact(value: Any) -> Any:
                     "note": "full list in the cell cache entry (see key)"}
         return [compact(v) for v in value]
     return value
+
+
+def _prefetch_data(cells: list[Cell], say: Callable[[str], None]) -> None:
+    """Load each data set once in this process before the workers start.
+
+    On a fresh machine this is where torchvision downloads (once, into the user cache),
+    instead of several workers racing to download the same files. A data set that cannot
+    be loaded is reported here and its cells fail with the same one-line reason.
+    """
+    seen = set()
+    for cell in cells:
+        data = getattr(cell.config, "data", None)
+        if data is None or (data.dataset, data.data_root) in seen:
+            continue
+        seen.add((data.dataset, data.data_root))
+        from malleability.empirics.data import DataConfig, load_dataset
+
+        try:
+            load_dataset(DataConfig(dataset=data.dataset, n=1, n_test=1, data_root=data.data_root))
+        except MalleabilityError as exc:
+            say(f"audit: data set {data.dataset} unavailable: {exc}")
 
 
 def load_results(out_dir: str | os.PathLike) -> dict:

@@ -242,3 +242,19 @@ def test_verdict_logic_on_handmade_cells():
     measured = [r for r in summary["widths"]["measured"] if r["reading"] == "rel"]
     assert measured == [] or all(r["width"] == pytest.approx(10.0) for r in measured)
     assert A.measured_width((-1.0, 0.0), 0.1) == pytest.approx(10.0) and A.measured_width((0.5, 0.0), 0.1) is None
+
+
+def test_missing_data_shows_cells_as_missing_with_why(tmp_path):
+    """No data set under --data-root: the theory still runs; every data cell is listed as missing, with the reason."""
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    r = CliRunner().invoke(main, ["audit", *TINY, "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c"),
+                                  "--data-root", str(empty)])
+    assert r.exit_code == 0, r.output
+    results = json.loads((tmp_path / "o" / "results.json").read_text())
+    statuses = {c["kind"]: c["status"] for c in results["cells"]}
+    assert statuses["theory"] == "computed"
+    assert all(s == "failed" for k, s in statuses.items() if k != "theory")
+    assert all(m["why"].startswith("failed: ") for m in results["missing"] if m["kind"] != "theory")
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "## Missing cells" in md and "failed: " in md
