@@ -52,8 +52,23 @@ class SerialExecutor(cf.Executor):
         self._shutdown = True
 
 
-def _init_worker(threads: int) -> None:
+def _exit_with_parent(parent_pid: int, interval_s: float = 1.0) -> None:
+    """Daemon thread: a worker whose parent was killed (kill -9) exits instead of computing for nobody."""
+    import threading
+
+    def watch():
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _init_worker(threads: int, parent_pid: int | None = None) -> None:
     """One torch/BLAS thread per worker: the workers already fill the cores, and results match serial runs."""
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     try:
@@ -76,7 +91,7 @@ def make_executor(workers: int, *, threads_per_worker: int = 1) -> cf.Executor:
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
-        initargs=(threads_per_worker,),
+        initargs=(threads_per_worker, os.getpid()),
     )
 
 
