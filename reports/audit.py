@@ -113,6 +113,8 @@ SCALES: dict[str, Scale] = {
         ntk_widths=(16, 64, 256, 1024, 4096),
         ntk_seeds=5,
         ntk_epochs=30,
+        # Fashion-MNIST: the paper's supplement (no numbers available); shown beside Table 2
+        flip_tasks_10class=("mnist", "cifar10", "fashion-mnist"),
         # n + n_test <= 762: the CIFAR-10 cars-vs-planes images of the offline 4000-image subset
         flip_n=600,
         flip_n_test=150,
@@ -130,6 +132,7 @@ SCALES: dict[str, Scale] = {
         ntk_widths=(4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
         ntk_seeds=5,
         ntk_epochs=500,
+        flip_tasks_10class=("mnist", "cifar10", "fashion-mnist"),
         flip_n=1000,
         flip_n_test=200,
         flip_width=1024,

@@ -390,6 +390,13 @@ def build_doc(results: dict, plots: dict[str, bool]) -> Doc:
                              mean_spread(st.get("flip_rate"), True) if st else "missing",
                              fmt(P_ratio(mean, vals[attack])), inside,
                              mean_spread(st.get("spearman")) if st else "—", mean_spread(st.get("topk_overlap")) if st else "—"])
+        # our cells the paper has no number for (e.g. Fashion-MNIST, other attacks): shown, never dropped
+        for r in flip["rows"]:
+            if r["table"] == table and r["adv_train"] == adv and (
+                    (r["task"], r["model"]) not in paper_table["values"] or r["attack"] not in P.ATTACKS):
+                rows.append([label(r["task"]), label(r["model"]), r["attack"].upper(), "—",
+                             mean_spread(r.get("flip_rate"), True), "—", "—", mean_spread(r.get("spearman")),
+                             mean_spread(r.get("topk_overlap"))])
         doc.table(["data", "model", "attack", "paper", "ours", "ours/paper", "paper in our 95% CI",
                    "Spearman ρ", "top-k overlap"], rows)
         doc.table(["data", "attack", "paper MLP-Attn/ReLU", "ours MLP-Attn/ReLU [bootstrap 95%]"],

@@ -41,6 +41,7 @@ def synthetic_results() -> dict:
         for attack in ("fgsm", "pgd", "mim"):
             cells.append(_flip("table2", "mnist", attack, False, "relu", seed, 0.04 * jitter))
             cells.append(_flip("table2", "mnist", attack, False, "mlp-attn", seed, 0.30 * jitter))
+    cells.append(_flip("table2", "fashion-mnist", "pgd", False, "relu", 0, 0.123))  # no paper number
     missing = [{"kind": "flip", "label": "flip cifar10 relu fgsm seed=0", "why": "not in this scale"}]
     summary, verdicts = summarise(cells, missing)
     return {"schema": SCHEMA, "scale": {"name": "synthetic", "description": "test", "flip_eps": 0.3},
@@ -81,6 +82,7 @@ def test_render_report_contents(tmp_path):
     assert verdict["table2"] == "reproduced (partial: 3 of 6 cells measured)"
     assert verdict["table4"] == "not run"
     assert "34.6%" in md and "45.1" in md  # the paper's numbers stand beside ours
+    assert "| Fashion-MNIST | 2L-ReLU | PGD | — | 12.3%" in md  # cells without a paper number are kept
     assert "missing" in md and "not in this scale" in md
     html = (tmp_path / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4
