@@ -120,7 +120,7 @@ SCALES: dict[str, Scale] = {
         flip_n_test=150,
         flip_width=256,
         flip_epochs=25,
-        flip_seeds=5,
+        flip_seeds=4,
     ),
     "paper": Scale(
         name="paper",
