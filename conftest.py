@@ -57,5 +57,15 @@ def data_root() -> Path:
     return root
 
 
+def pytest_collection_modifyitems(config, items):
+    """Full-size `slow` twins run only with MALLEABILITY_SLOW=1; CI runs their scaled-down versions."""
+    if os.environ.get("MALLEABILITY_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="full-size twin: set MALLEABILITY_SLOW=1 to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def pytest_report_header(config):
     return f"hypothesis profile: {_profile}; data root: {_default_data_root()}"
