@@ -44,9 +44,16 @@ steps, step 2.5 eps / steps, random start; MIM 10 steps, step eps / steps, decay
 step of eps. Adversarial training: PGD with ``adv_train_steps`` (10) at ``adv_train_eps``
 (None -> the cell's eps), same space.
 
+Control: ``attack='noise'`` (not in the paper) replaces the same rows by random-sign noise of the
+same budget (each coordinate +-eps, then the same clipping; seeded by the train seed; the model
+is never consulted). With ``recompute='retrain'`` any change of the data moves influences, so the
+noise flip rate is the floor an attack must clear; the summary reports each attack's
+``excess_over_noise`` (mean flip rate of the attack minus that of noise, same group).
+
 The summariser (:func:`summarise_flip_rates`) gives per group mean, std, a 95% t interval over
 seeds, and the MLP-Attn / ReLU ratio of mean flip rates with a seeded paired bootstrap interval
-over seeds (resampling seeds; both models of a seed share the same data subset).
+over seeds (resampling seeds; both models of a seed share the same data subset). Where the same
+group also has ``noise`` rows, every other attack's cell gets ``excess_over_noise``.
 """
 
 from __future__ import annotations
@@ -93,7 +100,7 @@ class FlipRateConfig:
     data: DataConfig = field(metadata=_help("data set, n, n_test, classes, subset seed"))
     train: TrainConfig = field(default_factory=TrainConfig, metadata=_help("training protocol; its seed seeds init, batches and attacks"))
     model: str = field(default="mlp-attn", metadata=_help("'mlp-attn' | 'relu'"))
-    attack: str = field(default="pgd", metadata=_help("'fgsm' | 'pgd' | 'mim'"))
+    attack: str = field(default="pgd", metadata=_help("'fgsm' | 'pgd' | 'mim' | 'noise' (the control: random signs, same budget)"))
     eps: float = field(default=0.3, metadata=_help("l-infinity budget (>= 0) in the attack space"))
     intervention: str = field(default="transformed", metadata=_help("'transformed' | 'curated' | 'adversarial'"))
     tau: float = field(default=0.1, metadata=_help("fraction of most influential training points, in (0, 1]"))
@@ -261,6 +268,10 @@ def _model_fn(model: TrainedModel, space: str):
 def attack_rows(model: TrainedModel, attack, rows: torch.Tensor, labels: torch.Tensor, space: str,
                 chunk: int = 2048) -> torch.Tensor:
     """Adversarial versions of ``rows`` (pixels or unit rows, by ``space``) against ``model``."""
+    if not getattr(attack, "uses_model", True):
+        # no gradients, so no memory reason to chunk; one call keeps the seeded signs independent
+        # across rows (chunks would each restart the generator and repeat the same sign pattern)
+        chunk = max(1, rows.shape[0])
     out = []
     for start in range(0, rows.shape[0], chunk):
         out.append(attack(_model_fn(model, space), rows[start : start + chunk], labels[start : start + chunk]))
@@ -537,10 +548,38 @@ def _group_key(row: dict) -> tuple:
             row.get("intervention", "transformed"), bool(row.get("adv_train", False)), readings)
 
 
+def excess_over_noise(by_group: dict, entry: dict) -> dict | None:
+    """How far an attack's flip rate sits above the noise control's in the same group.
+
+    Same data set, classes, eps, intervention, adv_train, readings and model, attack 'noise'.
+    ``excess`` = mean flip rate (attack) - mean flip rate (noise), each over its own seeds;
+    ``paired`` = mean/std/t-interval of the per-seed differences over the seeds both have.
+    None for the noise cells themselves and where the group has no noise rows.
+    """
+    if entry["attack"] == "noise":
+        return None
+    noise_key = (entry["dataset"], entry["classes"], "noise", entry["eps"], entry["intervention"],
+                 entry["adv_train"], entry["readings"])
+    noise = by_group.get(noise_key, {}).get(entry["model"])
+    own = by_group.get(noise_key[:2] + (entry["attack"],) + noise_key[3:], {}).get(entry["model"])
+    if not noise or not own:
+        return None
+    noise_mean = float(np.mean(list(noise.values())))
+    shared = sorted(set(noise) & set(own))
+    return {
+        "excess": float(np.mean(list(own.values()))) - noise_mean,
+        "noise_mean": noise_mean,
+        "noise_seeds": sorted(noise),
+        "paired": _stats([own[s] - noise[s] for s in shared]),
+        "definition": "mean flip rate (attack) - mean flip rate (noise control), same group and model",
+    }
+
+
 def summarise_flip_rates(rows: list[dict]) -> dict:
     """Per (dataset, classes, attack, eps, intervention, adv_train, readings, model): mean/std/t-interval of
-    flip rate, Spearman rho and top-k overlap over seeds; per group the MLP-Attn / ReLU ratio of
-    mean flip rates (paired bootstrap over seeds); and the adversarial-training ablation where
+    flip rate, Spearman rho and top-k overlap over seeds, and, where the group also has rows of the
+    ``noise`` control, ``excess_over_noise`` (:func:`excess_over_noise`); per group the MLP-Attn / ReLU
+    ratio of mean flip rates (paired bootstrap over seeds); and the adversarial-training ablation where
     rows with and without ``adv_train`` are both present."""
     cells: dict = {}
     for row in rows:
@@ -559,6 +598,8 @@ def summarise_flip_rates(rows: list[dict]) -> dict:
         }
         summary_cells.append(entry)
         by_group.setdefault(key[:-1], {})[model] = {int(r["seed"]): float(r["flip_rate"]) for r in group}
+    for entry in summary_cells:
+        entry["excess_over_noise"] = excess_over_noise(by_group, entry)
     ratios = []
     for gkey, models in sorted(by_group.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
         if "mlp-attn" in models and "relu" in models:

@@ -77,7 +77,9 @@ class Scale:
     ntk_protocol: str = field(default="paper", metadata=_h("'paper' (Adam) or 'lazy' (full-batch GD, NTK init)"))
     flip_tasks_10class: tuple[str, ...] = field(default=("mnist", "cifar10"), metadata=_h("Table 2 data sets"))
     flip_tasks_binary: tuple[str, ...] = field(default=("mnist-3v8", "cifar10-cars-planes"), metadata=_h("Table 3 tasks"))
-    flip_attacks: tuple[str, ...] = field(default=("fgsm", "pgd", "mim"), metadata=_h("attacks"))
+    flip_attacks: tuple[str, ...] = field(default=("fgsm", "pgd", "mim", "noise"), metadata=_h(
+        "attacks of Tables 2 and 3; 'noise' is our control (random signs of the same ℓ∞ budget, no model), "
+        "never part of a verdict"))
     flip_eps: float = field(default=0.3, metadata=_h("ℓ∞ budget ε (paper: 0.3)"))
     flip_n: int = field(default=500, metadata=_h("training samples of the flip-rate cells"))
     flip_n_test: int = field(default=100, metadata=_h("test samples of the flip-rate cells"))
@@ -154,7 +156,7 @@ SCALES: dict[str, Scale] = {
         ntk_epochs=1,
         flip_tasks_10class=("mnist",),
         flip_tasks_binary=(),
-        flip_attacks=("fgsm",),
+        flip_attacks=("fgsm", "noise"),
         flip_n=30,
         flip_n_test=6,
         flip_width=16,
@@ -553,7 +555,39 @@ def summarise_flip(cells: list[dict]) -> dict:
     for (table, task, attack, adv, model), metrics in sorted(groups.items()):
         out.append({"table": table, "task": task, "attack": attack, "adv_train": adv, "model": model,
                     **{m: describe(v) for m, v in metrics.items()}})
-    return {"rows": out}
+    flip = {"rows": out}
+    flip["noise_control"] = noise_control(flip)
+    return flip
+
+
+NOISE = "noise"
+NOISE_NOTE = ("noise control: the same rows replaced by random-sign noise of the same ℓ∞ budget (each coordinate "
+              "±ε, clipped to [0, 1]; the model is never consulted), then the same retrain; not in the paper and "
+              "never part of a verdict. excess = mean flip rate (attack) − mean flip rate (noise), same data set, "
+              "model and table")
+
+
+def noise_control(flip: dict) -> list[dict]:
+    """Per (table, task) with noise cells (standard training): the noise flip rate of each model, its
+    MLP-Attn/ReLU ratio, and each paper attack's excess over noise (difference of mean flip rates).
+
+    Pure function of ``flip['rows']`` (so ``report`` can recompute it for results written before it existed).
+    """
+    def mean(table, task, attack, model):
+        return describe(_flip_values(flip, table, task, attack, False, model))["mean"]
+
+    out = []
+    for table, task in sorted({(r["table"], r["task"]) for r in flip["rows"]
+                               if r["attack"] == NOISE and not r["adv_train"]}):
+        entry = {"table": table, "task": task, "noise": {}, "excess": {}}
+        for model in ("relu", "mlp-attn"):
+            noise = mean(table, task, NOISE, model)
+            entry["noise"][model] = noise
+            entry["excess"][model] = {a: (m - noise if m is not None and noise is not None else None)
+                                      for a in P.ATTACKS for m in [mean(table, task, a, model)]}
+        entry["noise_ratio"] = ratio(entry["noise"]["mlp-attn"], entry["noise"]["relu"])
+        out.append(entry)
+    return out
 
 
 def _flip_values(flip: dict, table: str, task: str, attack: str, adv: bool, model: str) -> list[float]:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from malleability.reports import paper_numbers as P
 
+NOISE = "noise"  # the control attack (random signs, same budget); see reports.audit.noise_control
+
 PLOTS = ("ntk_distance.png", "widths.png", "flip_rates.png", "kappa.png")
 
 
@@ -222,27 +224,39 @@ def plot_flip(results: dict, path: Path) -> bool:
     for ax, (table, adv, paper_table) in zip(axes, panels):
         groups = sorted({(task, attack) for (task, model), vals in paper_table["values"].items()
                          for attack in (P.ATTACKS if table != "table4" else ("pgd",))})
+        if table != "table4":  # the noise control beside the paper's attacks (no paper mark)
+            tasks = {t for (t, _a) in groups}
+            groups += sorted({(r["task"], NOISE) for r in flip["rows"] if r["table"] == table and r["attack"] == NOISE
+                              and not r["adv_train"] and r["task"] in tasks})
+            groups.sort(key=lambda g: (g[0], g[1] == NOISE, g[1]))
         for k, model in enumerate(("relu", "mlp-attn")):
-            xs, ms, errs, pv = [], [], [], []
+            bars = {False: ([], [], []), True: ([], [], [])}  # is-noise -> xs, means, errors
+            pv = []
             for g, (task, attack) in enumerate(groups):
                 row = next((r for r in flip["rows"] if (r["table"], r["task"], r["attack"], r["adv_train"], r["model"])
                             == (table, task, attack, adv, model)), None)
                 st = (row or {}).get("flip_rate")
                 x = g + (k - 0.5) * 0.38
                 if st and st.get("mean") is not None:
+                    xs, ms, errs = bars[attack == NOISE]
                     xs.append(x)
                     ms.append(st["mean"])
                     errs.append((st["ci95"][1] - st["mean"]) if st.get("ci95") else 0)
                 vals = paper_table["values"].get((task, model), {})
                 pv.append((x, vals.get("adversarial" if adv else attack)))
+            xs, ms, errs = bars[False]
             if xs:
                 ax.bar(xs, ms, width=0.38, yerr=errs, capsize=3, color=colors[model], alpha=0.7, label=f"ours {label(model)}")
+            xs, ms, errs = bars[True]
+            if xs:
+                ax.bar(xs, ms, width=0.38, yerr=errs, capsize=3, color="lightgray", edgecolor=colors[model], hatch="//",
+                       label=f"noise control {label(model)}")
             pts = [(x, v) for x, v in pv if v is not None]
             if pts:
                 ax.scatter([x for x, _ in pts], [v for _, v in pts], marker="_", s=300, color="black", zorder=5,
                            label="paper" if model == "relu" else None)
         ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels([f"{t}\n{a}" for t, a in groups], fontsize=7)
+        ax.set_xticklabels([f"{t}\n{'noise ctrl' if a == NOISE else a}" for t, a in groups], fontsize=7)
         ax.set_ylabel("flip rate")
         ax.set_ylim(bottom=0)  # t-intervals over few seeds can reach below 0; a rate cannot
         ax.set_title({"table2": "Table 2: 10-class", "table3": "Table 3: binary",
@@ -313,6 +327,9 @@ def build_doc(results: dict, plots: dict[str, bool]) -> Doc:
                                              if v["verdict"].startswith("holds only under a reading") and v.get("readings_holding") else ""),
                 by_text.get(v["criterion"], v["criterion"]), v.get("source", ""), v.get("detail") or ""]
                for v in results["verdicts"]])
+    control = _noise_verdict_sentence(results["summary"]["flip"])
+    if control:
+        doc.p(control)
     doc.p("Criteria (written down before looking at the numbers; 'not run' = no cell of this scale measured it):")
     doc.bullets([f"{name}: {text}" for name, text in criteria.items()])
 
@@ -374,7 +391,7 @@ def build_doc(results: dict, plots: dict[str, bool]) -> Doc:
     # flip tables
     flip = results["summary"]["flip"]
     if plots.get("flip_rates.png"):
-        doc.image("flip_rates.png", "flip rates with 95% intervals; black bars: paper")
+        doc.image("flip_rates.png", "flip rates with 95% intervals; black bars: paper; grey hatched: noise control")
     for table, adv, paper_table, title in (
         ("table2", False, P.FLIP_RATE_10CLASS, "Table 2: influence flip rate, 10-class"),
         ("table3", False, P.FLIP_RATE_BINARY, "Table 3: binary tasks"),
@@ -390,17 +407,22 @@ def build_doc(results: dict, plots: dict[str, bool]) -> Doc:
                              mean_spread(st.get("flip_rate"), True) if st else "missing",
                              fmt(P_ratio(mean, vals[attack])), inside,
                              mean_spread(st.get("spearman")) if st else "—", mean_spread(st.get("topk_overlap")) if st else "—"])
+            st = _flip_stats(flip, table, task, NOISE, adv, model)
+            if st:  # the control, right below the paper's attacks of the same data set and model
+                rows.append(_extra_row(st))
         # our cells the paper has no number for (e.g. Fashion-MNIST, other attacks): shown, never dropped
         for r in flip["rows"]:
             if r["table"] == table and r["adv_train"] == adv and (
-                    (r["task"], r["model"]) not in paper_table["values"] or r["attack"] not in P.ATTACKS):
-                rows.append([label(r["task"]), label(r["model"]), r["attack"].upper(), "—",
-                             mean_spread(r.get("flip_rate"), True), "—", "—", mean_spread(r.get("spearman")),
-                             mean_spread(r.get("topk_overlap"))])
+                    (r["task"], r["model"]) not in paper_table["values"] or r["attack"] not in P.ATTACKS) and not (
+                    r["attack"] == NOISE and (r["task"], r["model"]) in paper_table["values"]):
+                rows.append(_extra_row(r))
         doc.table(["data", "model", "attack", "paper", "ours", "ours/paper", "paper in our 95% CI",
                    "Spearman ρ", "top-k overlap"], rows)
         doc.table(["data", "attack", "paper MLP-Attn/ReLU", "ours MLP-Attn/ReLU [bootstrap 95%]"],
                   _ratio_rows(flip, table, paper_table))
+        sentence = _noise_table_sentence(flip, table)
+        if sentence:
+            doc.p(sentence)
     doc.h(2, "Table 4: PGD flip rate, standard vs adversarial training")
     rows = []
     for (task, model), vals in P.FLIP_RATE_ADV_TRAINING["values"].items():
@@ -483,7 +505,79 @@ def _ratio_rows(flip: dict, table: str, paper_table: dict) -> list[list[str]]:
             ci = ratio_interval(a.get("values", []), r.get("values", []))
             text = "missing" if ours is None else fmt(ours) + (f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "")
             rows.append([label(task), attack.upper(), fmt(paper), text])
+        rows.extend(_ratio_row(flip, table, task, NOISE, "—"))
+    for task in sorted({r["task"] for r in flip["rows"] if r["table"] == table and r["attack"] == NOISE}
+                       - {t for (t, _m) in paper_table["values"]}):
+        rows.extend(_ratio_row(flip, table, task, NOISE, "—"))
     return rows
+
+
+def _ratio_row(flip: dict, table: str, task: str, attack: str, paper_text: str) -> list[list[str]]:
+    from malleability.reports.audit import ratio, ratio_interval
+
+    a = (_flip_stats(flip, table, task, attack, False, "mlp-attn").get("flip_rate") or {})
+    r = (_flip_stats(flip, table, task, attack, False, "relu").get("flip_rate") or {})
+    if not a and not r:
+        return []
+    ours = ratio(a.get("mean"), r.get("mean"))
+    ci = ratio_interval(a.get("values", []), r.get("values", []))
+    text = "missing" if ours is None else fmt(ours) + (f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "")
+    return [[label(task), _attack_label(attack), paper_text, text]]
+
+
+def _attack_label(attack: str) -> str:
+    return "noise control" if attack == NOISE else attack.upper()
+
+
+def _extra_row(r: dict) -> list[str]:
+    """A table row for a cell the paper has no number for (other data sets, the noise control)."""
+    return [label(r["task"]), label(r["model"]), _attack_label(r["attack"]), "—",
+            mean_spread(r.get("flip_rate"), True), "—", "—", mean_spread(r.get("spearman")),
+            mean_spread(r.get("topk_overlap"))]
+
+
+def _noise_entries(flip: dict, table: str | None = None) -> list[dict]:
+    from malleability.reports.audit import noise_control
+
+    entries = flip.get("noise_control")
+    if entries is None:  # results.json written before the control existed
+        entries = noise_control(flip)
+    return [e for e in entries if table is None or e["table"] == table]
+
+
+def _points(x) -> str:
+    return "—" if x is None else f"{100 * x:+.1f}"
+
+
+def _noise_table_sentence(flip: dict, table: str) -> str | None:
+    """What the noise control shows for one table, computed from the numbers."""
+    parts = []
+    for e in _noise_entries(flip, table):
+        excess = "; ".join(
+            f"{label(model)} " + ", ".join(f"{a.upper()} {_points(e['excess'][model].get(a))}" for a in P.ATTACKS)
+            for model in ("relu", "mlp-attn"))
+        parts.append(f"{label(e['task'])}: noise flips {pct(e['noise']['relu'])} (2L-ReLU) and "
+                     f"{pct(e['noise']['mlp-attn'])} (MLP-Attn), MLP-Attn/ReLU ratio for noise {fmt(e['noise_ratio'])}; "
+                     f"flip rate above noise, in percentage points: {excess}")
+    if not parts:
+        return None
+    return ("Noise control (random signs of the same ℓ∞ budget on the same rows, same retrain; not in the paper, "
+            "not part of any verdict; an excess near 0 means the attack moves influences no more than any "
+            "perturbation of its size): " + ". ".join(parts) + ".")
+
+
+def _noise_verdict_sentence(flip: dict) -> str | None:
+    """One sentence under the verdict table: the control's ratio and PGD's excess, per 10-class data set."""
+    parts = []
+    for e in _noise_entries(flip, "table2"):
+        ex = {m: e["excess"][m].get("pgd") for m in ("relu", "mlp-attn")}
+        parts.append(f"{label(e['task'])}: MLP-Attn/ReLU ratio for noise {fmt(e['noise_ratio'])}, PGD flip rate "
+                     f"exceeds noise by {_points(ex['mlp-attn'])} points (MLP-Attn) and {_points(ex['relu'])} points "
+                     "(2L-ReLU)")
+    if not parts:
+        return None
+    return ("Noise control (information only, not a verdict; Table 2, random signs of the same budget): "
+            + "; ".join(parts) + ".")
 
 
 def _dependencies(results: dict) -> list[str]:

@@ -1,11 +1,11 @@
-"""FGSM / PGD / MIM: budget, clipping, determinism, exact gradient oracles, and PGD beats noise."""
+"""FGSM / PGD / MIM and the noise control: budget, clipping, determinism, exact gradient oracles, PGD beats noise."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from malleability.empirics.attacks import ATTACK_NAMES, FGSM, MIM, PGD, default_loss, make_attack
+from malleability.empirics.attacks import ATTACK_NAMES, FGSM, MIM, PAPER_ATTACKS, PGD, Noise, default_loss, make_attack
 from malleability.errors import MalleabilityError
 
 
@@ -154,3 +154,78 @@ def test_bad_inputs():
         FGSM(eps=0.1)(model_fn, x, y[:-1])
     with pytest.raises(MalleabilityError, match="NaN"):
         FGSM(eps=0.1)(model_fn, x * float("nan"), y)
+
+
+# ---------------------------------------------------------------------------------------------
+# the noise control
+
+
+def test_noise_is_a_clipped_vertex_of_the_budget_ball():
+    """Every coordinate moves by exactly +-eps unless clipping to [0, 1] stops it; both signs occur."""
+    x, y = batch(n=64, d=30)
+    eps = 0.3
+    x_noise = Noise(eps=eps, seed=4)(None, x, y)
+    delta = x_noise - x
+    assert float(delta.abs().max()) <= eps + 1e-12
+    assert float(x_noise.min()) >= 0.0 and float(x_noise.max()) <= 1.0
+    room = ((x + eps <= 1) & (x - eps >= 0))  # coordinates clipping cannot touch
+    assert bool(room.any())
+    torch.testing.assert_close(delta[room].abs(), torch.full_like(delta[room], eps), rtol=0, atol=1e-12)
+    up = float((delta[room] > 0).double().mean())
+    assert 0.35 < up < 0.65  # random signs, about half each
+    # the clipped coordinates are exactly the clipped +-eps move
+    signs = torch.where(delta > 0, 1.0, -1.0).double()
+    torch.testing.assert_close(x_noise[room], (x + eps * signs)[room], rtol=0, atol=0)
+    # same size as FGSM's perturbation where nothing is clipped
+    model_fn, _ = linear_model(d=30)
+    fgsm_delta = FGSM(eps=eps)(model_fn, x, y) - x
+    torch.testing.assert_close(fgsm_delta[room].abs(), delta[room].abs(), rtol=0, atol=1e-12)
+
+
+def test_noise_is_seeded():
+    x, y = batch()
+    a = Noise(eps=0.2, seed=1)(None, x, y)
+    b = make_attack("noise", 0.2, seed=1)(None, x, y)
+    c = Noise(eps=0.2, seed=2)(None, x, y)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(a, c)
+    # float32 in, float32 out, same signs
+    a32 = Noise(eps=0.2, seed=1)(None, x.float(), y)
+    assert a32.dtype == torch.float32
+    assert torch.equal(torch.sign(a32 - x.float()), torch.sign((a - x).float()))
+
+
+def test_noise_never_consults_the_model():
+    calls = []
+
+    def model_fn(z):  # would record any forward (and so any gradient) pass
+        calls.append(z.shape)
+        raise AssertionError("the noise control must not call the model")
+
+    x, y = batch()
+    Noise(eps=0.1)(model_fn, x, y)
+    layer = torch.nn.Linear(12, 4).double()
+    Noise(eps=0.1)(layer, x, y)
+    assert calls == [] and layer.weight.grad is None
+    assert Noise.uses_model is False and all(make_attack(a, 0.1).uses_model for a in PAPER_ATTACKS)
+    # the same output whatever the model
+    model_a, _ = linear_model(seed=0)
+    model_b, _ = linear_model(seed=9)
+    torch.testing.assert_close(Noise(eps=0.1, seed=3)(model_a, x, y), Noise(eps=0.1, seed=3)(model_b, x, y),
+                               rtol=0, atol=0)
+
+
+def test_noise_is_documented_as_a_control():
+    assert "noise" in ATTACK_NAMES and "noise" not in PAPER_ATTACKS
+    assert "CONTROL" in Noise.__doc__ and "Paper:" in Noise.__doc__ and "Shapes:" in Noise.__doc__
+    assert Noise(eps=0.3).params()["attack"] == "noise"
+
+
+def test_pgd_raises_the_loss_more_than_the_noise_control():
+    model_fn = small_mlp()
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(64, 20, generator=gen, dtype=torch.float64) * 0.6 + 0.2
+    y = model_fn(x).argmax(dim=1)
+    pgd_loss = default_loss(model_fn(PGD(eps=0.1, steps=20)(model_fn, x, y)), y)
+    noise_loss = default_loss(model_fn(Noise(eps=0.1, seed=5)(model_fn, x, y)), y)
+    assert pgd_loss.mean() > noise_loss.mean() > 0

@@ -72,11 +72,16 @@ def test_tiny_audit_end_to_end(uninterrupted):
             assert c["result"]["distance"] and c["config"]["width"] in (8, 32)
         if c["kind"] == "flip":
             assert 0.0 <= c["result"]["flip_rate"] <= 1.0
+    flip_attacks = {c["tags"]["attack"] for c in results["cells"] if c["kind"] == "flip"}
+    assert flip_attacks == {"fgsm", "noise"}  # the noise control runs beside the attacks, even at tiny
+    (control,) = results["summary"]["flip"]["noise_control"]
+    assert control["task"] == "mnist" and set(control["noise"]) == {"relu", "mlp-attn"}
     claims = [v["claim"] for v in results["verdicts"]]
     assert claims[:5] == list(A.CLAIM_IDS) and "headline-6-9x" in claims and "table4" in claims
     md = (out / "report.md").read_text()
     assert md.index("## Verdicts") < md.index("## Table 1")
     assert "thm4.1" in md and "45.1" in md and "34.6%" in md
+    assert "| MNIST | MLP-Attn | noise control | — |" in md and "ratio for noise" in md
     for name in ("report.html", "ntk_distance.png", "widths.png", "flip_rates.png", "kappa.png"):
         assert (out / name).stat().st_size > 0
     assert not (out / ".cache").exists()  # the cache lives outside the report folder
@@ -165,6 +170,23 @@ def test_scales_are_typed_frozen_and_documented():
     assert s.ntk_widths == (4, 8) and s.flip_adv_training is False and s.width_eps == 0.5
     with pytest.raises(MalleabilityError):
         A.get_scale("quick", ["flip_adv_training=maybe"])
+
+
+@pytest.mark.parametrize("name", ["quick", "default", "paper"])
+def test_every_scale_plans_the_noise_control_beside_each_attack(name):
+    scale = A.get_scale(name)
+    flips = [c for c in A.plan_cells(scale).cells if c.kind == "flip"]
+    if not flips:
+        pytest.skip("flip cells unavailable on this machine")
+    tasks = {("table2", t) for t in scale.flip_tasks_10class} | {("table3", t) for t in scale.flip_tasks_binary}
+    for table, task in tasks:
+        for model in ("relu", "mlp-attn"):
+            for attack in ("fgsm", "pgd", "mim", "noise"):
+                cells = [c for c in flips if (c.tags["table"], c.tags["task"], c.tags["model"], c.tags["attack"],
+                                              c.tags["adv_train"]) == (table, task, model, attack, False)]
+                assert len(cells) == scale.flip_seeds, (table, task, model, attack)
+                assert all(c.config.eps == 0.3 and not c.config.adv_train for c in cells)
+    assert not [c for c in flips if c.tags["attack"] == "noise" and c.tags["adv_train"]]  # Table 4 stays PGD
 
 
 def test_describe_against_hand_computation():

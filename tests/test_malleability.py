@@ -65,8 +65,8 @@ def test_topk_overlap_and_top_tau():
 # summary
 
 
-def _row(model, seed, fr, rho=0.5, adv=False):
-    return {"model": model, "dataset": "mnist", "classes": None, "attack": "pgd", "eps": 0.3, "seed": seed,
+def _row(model, seed, fr, rho=0.5, adv=False, attack="pgd"):
+    return {"model": model, "dataset": "mnist", "classes": None, "attack": attack, "eps": 0.3, "seed": seed,
             "intervention": "transformed", "adv_train": adv, "flip_rate": fr, "spearman": rho, "topk_overlap": 0.4}
 
 
@@ -90,6 +90,41 @@ def test_summary_mean_interval_ratio_and_ablation():
     assert abl["model"] == "relu" and abl["standard"]["mean"] == pytest.approx(0.05)
     assert abl["adversarial_training"]["mean"] == pytest.approx(0.4)
     assert json.dumps(out, allow_nan=False)
+
+
+def test_summary_excess_over_noise():
+    rows = [_row("relu", s, v) for s, v in enumerate([0.30, 0.34])]
+    rows += [_row("relu", s, v, attack="noise") for s, v in enumerate([0.28, 0.30])]
+    rows += [_row("mlp-attn", s, 0.5) for s in range(2)]  # no noise rows for this model
+    rows += [_row("relu", 0, 0.9, attack="fgsm", adv=True)]  # no noise rows with adv_train
+    out = summarise_flip_rates(rows)
+    by = {(c["attack"], c["model"], c["adv_train"]): c for c in out["cells"]}
+    ex = by[("pgd", "relu", False)]["excess_over_noise"]
+    assert ex["excess"] == pytest.approx(0.32 - 0.29) and ex["noise_mean"] == pytest.approx(0.29)
+    assert ex["noise_seeds"] == [0, 1] and ex["paired"]["n"] == 2
+    assert ex["paired"]["mean"] == pytest.approx(0.03)
+    assert by[("noise", "relu", False)]["excess_over_noise"] is None
+    assert by[("pgd", "mlp-attn", False)]["excess_over_noise"] is None
+    assert by[("fgsm", "relu", True)]["excess_over_noise"] is None
+    assert {r["attack"] for r in out["ratios"]} == {"pgd"}  # noise has no mlp-attn rows here
+    assert json.dumps(out, allow_nan=False)
+
+
+def test_noise_rows_are_not_chunked_into_repeats():
+    """attack_rows chunks gradient attacks for memory; the model-free noise gets one call, so the seeded
+    signs of row i and row i + chunk differ (each chunk would otherwise restart the generator)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from malleability.empirics.attacks import Noise
+    from malleability.empirics.malleability import attack_rows
+
+    model = SimpleNamespace(net=SimpleNamespace(W=torch.zeros(1, dtype=torch.float64)))
+    rows = torch.full((8, 50), 0.5, dtype=torch.float64)
+    out = attack_rows(model, Noise(eps=0.1, seed=0), rows, torch.zeros(8, dtype=torch.long), "pixel", chunk=4)
+    torch.testing.assert_close(out, Noise(eps=0.1, seed=0)(None, rows, torch.zeros(8, dtype=torch.long)))
+    assert not torch.equal(out[:4], out[4:])
 
 
 def test_ratio_undefined_when_relu_never_flips():
@@ -178,10 +213,40 @@ def test_cli_flip_rate_on_real_mnist(data_root):
     assert len(doc["summary"]["cells"]) == 2 and len(doc["summary"]["ratios"]) == 1
 
 
+def test_cli_flip_rate_noise_control(data_root):
+    """--attack noise runs like any attack; beside fgsm the summary carries fgsm's excess over noise."""
+    base = ["flip-rate", "--dataset", "mnist", "--n", "60", "--n-test", "20", "--eps", "0.3", "--seeds", "2",
+            "--epochs", "2", "--width", "16", "--data-root", str(data_root), "--device", "cpu"]
+    res = CliRunner().invoke(main, [*base, "--attack", "noise", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert len(doc["rows"]) == 4 and {r["attack"] for r in doc["rows"]} == {"noise"}
+    for row in doc["rows"]:
+        assert 0.0 <= row["flip_rate"] <= 1.0 and row["attack_params"]["attack"] == "noise"
+        assert row["n_attacked"] == 6  # tau = 0.1 of n = 60: the same rows an attack would replace
+    assert len(doc["summary"]["cells"]) == 2 and len(doc["summary"]["ratios"]) == 1
+    assert all(c["excess_over_noise"] is None for c in doc["summary"]["cells"])
+    again = json.loads(CliRunner().invoke(main, [*base, "--attack", "noise", "--json"]).stdout)
+    assert [r["flip_rate"] for r in again["rows"]] == [r["flip_rate"] for r in doc["rows"]]  # seeded
+
+    res = CliRunner().invoke(main, [*base, "--attack", "fgsm,noise", "--seeds", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    doc2 = json.loads(res.stdout)
+    by = {(c["attack"], c["model"]): c for c in doc2["summary"]["cells"]}
+    noise_rows = {r["model"]: r["flip_rate"] for r in doc2["rows"] if r["attack"] == "noise"}
+    assert {r["model"]: r["flip_rate"] for r in doc["rows"] if r["seed"] == 0} == noise_rows
+    for model in ("relu", "mlp-attn"):
+        ex = by[("fgsm", model)]["excess_over_noise"]
+        assert ex["excess"] == pytest.approx(by[("fgsm", model)]["flip_rate"]["mean"] - noise_rows[model])
+    res = CliRunner().invoke(main, [*base, "--attack", "fgsm,noise", "--seeds", "1"])  # the table output
+    assert res.exit_code == 0 and "- noise" in res.stdout and " pt" in res.stdout
+
+
 @pytest.mark.parametrize(
     "extra, match",
     [
         (["--attack", "cw"], "unknown attack"),
+        (["--attack", "pgd,cw"], "unknown attack"),
         (["--attack", "pgd", "--eps", "-0.1"], "eps"),
         (["--attack", "pgd", "--tau", "0"], "tau"),
         (["--attack", "pgd", "--tau", "1.5"], "tau"),

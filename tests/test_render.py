@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from malleability.reports import paper_numbers as P
@@ -41,6 +42,9 @@ def synthetic_results() -> dict:
         for attack in ("fgsm", "pgd", "mim"):
             cells.append(_flip("table2", "mnist", attack, False, "relu", seed, 0.04 * jitter))
             cells.append(_flip("table2", "mnist", attack, False, "mlp-attn", seed, 0.30 * jitter))
+        # the noise control: below every attack (relu 0.03, mlp-attn 0.10 -> ratio 3.33)
+        cells.append(_flip("table2", "mnist", "noise", False, "relu", seed, 0.03 * jitter))
+        cells.append(_flip("table2", "mnist", "noise", False, "mlp-attn", seed, 0.10 * jitter))
     cells.append(_flip("table2", "fashion-mnist", "pgd", False, "relu", 0, 0.123))  # no paper number
     missing = [{"kind": "flip", "label": "flip cifar10 relu fgsm seed=0", "why": "not in this scale"}]
     summary, verdicts = summarise(cells, missing)
@@ -84,6 +88,23 @@ def test_render_report_contents(tmp_path):
     assert "34.6%" in md and "45.1" in md  # the paper's numbers stand beside ours
     assert "| Fashion-MNIST | 2L-ReLU | PGD | — | 12.3%" in md  # cells without a paper number are kept
     assert "missing" in md and "not in this scale" in md
+    # the noise control: a row per model right after the paper's attacks, no paper number, no verdict change
+    assert "| MNIST | 2L-ReLU | noise control | — | 3.1%" in md and "| MNIST | MLP-Attn | noise control | — | 10.5%" in md
+    assert md.index("| MNIST | 2L-ReLU | MIM |") < md.index("| MNIST | 2L-ReLU | noise control |")
+    assert "| MNIST | noise control | — | 3.33" in md  # its MLP-Attn/ReLU ratio, beside the attacks'
+    noise = results["summary"]["flip"]["noise_control"]
+    assert noise == [{"table": "table2", "task": "mnist", "noise": {"relu": pytest.approx(0.0315),
+                      "mlp-attn": pytest.approx(0.105)}, "excess": {
+                          "relu": {a: pytest.approx(0.042 - 0.0315) for a in ("fgsm", "pgd", "mim")},
+                          "mlp-attn": {a: pytest.approx(0.315 - 0.105) for a in ("fgsm", "pgd", "mim")}},
+                      "noise_ratio": pytest.approx(0.105 / 0.0315)}]
+    # one sentence under the verdict table, one under Table 2, both computed from the numbers
+    verdict_part = md[md.index("## Verdicts"):md.index("## Table 1")]
+    assert ("MNIST: MLP-Attn/ReLU ratio for noise 3.33, PGD flip rate exceeds noise by +21.0 points (MLP-Attn) "
+            "and +1.1 points (2L-ReLU)") in verdict_part
+    table2_part = md[md.index("## Table 2"):md.index("## Table 3")]
+    assert "Noise control (random signs" in table2_part and "MLP-Attn FGSM +21.0, PGD +21.0, MIM +21.0" in table2_part
+    assert "Noise control" not in md[md.index("## Table 3"):md.index("## Table 4")]  # no binary noise cells here
     html = (tmp_path / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4
 
@@ -126,3 +147,15 @@ def test_paper_numbers_cover_every_table():
     assert {r["dataset"] for r in rows if r["quantity"] == "kappa_G"} == {"mnist", "cifar10"}
     assert P.paper_ntk_distance("mlp-attn", "cifar10", 4096) == 12.6 and P.paper_ntk_distance("relu", "mnist", 64) is None
     assert Scale.__dataclass_fields__["ntk_widths"].metadata["help"]
+
+
+def test_noise_control_changes_no_verdict_and_old_results_still_render(tmp_path):
+    """The control is information: verdicts with and without the noise cells are the same; a results.json
+    written before the control existed (no noise_control key) still renders."""
+    results = synthetic_results()
+    without = [c for c in results["cells"] if c["tags"].get("attack") != "noise"]
+    _summary, verdicts = summarise(without, results["missing"])
+    assert verdicts == results["verdicts"]
+    old = {**results, "summary": {**results["summary"], "flip": {"rows": results["summary"]["flip"]["rows"]}}}
+    render_report(old, tmp_path)
+    assert "ratio for noise 3.33" in (tmp_path / "report.md").read_text()

@@ -62,6 +62,7 @@ class Attack:
     loss_fn: Callable | None = field(default=None, repr=False, compare=False)
     seed: int = 0
     name = "attack"
+    uses_model = True  # False for the noise control (it never calls model_fn)
 
     def __post_init__(self):
         try:
