@@ -51,6 +51,15 @@ def register(main: click.Group, bench: click.Group) -> None:
         counts = results["counts"]
         click.echo(f"wrote {out_dir}/report.md ({counts['computed']} cells computed, {counts['cached']} cached, "
                    f"{counts['failed']} failed, {counts['missing']} not run)")
+        failed = [c for c in results["cells"] if c.get("status") == "failed"]
+        if failed:
+            # The report is written (failed cells are listed in it), but an incomplete audit must not look
+            # like a finished one to a script: exit 2 when every failure is bad input (e.g. a missing data
+            # set), 1 otherwise. A rerun retries only the failed cells.
+            first = " ".join(str(failed[0].get("error") or "unknown error").split())
+            bad_input = all(str(c.get("error") or "").startswith("MalleabilityError") for c in failed)
+            click.echo(f"error: audit incomplete, {len(failed)} cell(s) failed; first: {first}", err=True)
+            raise click.exceptions.Exit(2 if bad_input else 1)
 
     @main.command("report")
     @click.argument("out_dir", metavar="DIR")

@@ -272,7 +272,9 @@ def test_missing_data_shows_cells_as_missing_with_why(tmp_path):
     empty.mkdir()
     r = CliRunner().invoke(main, ["audit", *TINY, "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c"),
                                   "--data-root", str(empty)])
-    assert r.exit_code == 0, r.output
+    # the report is still written, but a missing data set is a non-zero exit with one error line
+    assert r.exit_code == 2, r.output
+    assert r.output.count("error: audit incomplete") == 1 and "not found" in r.output.split("error:")[-1]
     results = json.loads((tmp_path / "o" / "results.json").read_text())
     statuses = {c["kind"]: c["status"] for c in results["cells"]}
     assert statuses["theory"] == "computed"
