@@ -87,6 +87,13 @@ class Scale:
     flip_epochs: int = field(default=10, metadata=_h("training epochs of the flip-rate cells (paper: 500)"))
     flip_seeds: int = field(default=3, metadata=_h("seeds per flip-rate cell"))
     flip_adv_training: bool = field(default=True, metadata=_h("run Table 4 (PGD adversarial training vs standard)"))
+    flip_eps_sweep: tuple[float, ...] = field(default=(0.1, 0.2, 0.3, 0.5), metadata=_h(
+        "ℓ∞ budgets ε of the ε sweep (paper's protocol: 0.1, 0.2, 0.3, 0.5; the paper reports no numbers for it); "
+        "standard training, flip_seeds seeds, the flip_* sizes; information only, never part of a verdict; empty: "
+        "no sweep"))
+    flip_eps_sweep_tasks: tuple[str, ...] = field(default=("mnist",), metadata=_h("data sets of the ε sweep"))
+    flip_eps_sweep_attacks: tuple[str, ...] = field(default=("pgd", "noise"), metadata=_h(
+        "attacks of the ε sweep ('noise': the control, so PGD's excess over noise can be read per ε)"))
     dtype: str = field(default="float32", metadata=_h("training precision"))
 
 
@@ -123,6 +130,9 @@ SCALES: dict[str, Scale] = {
         flip_width=256,
         flip_epochs=25,
         flip_seeds=4,
+        # ε sweep: 3 new budgets (ε = 0.3 is Table 2's cells) x pgd,noise x 2 models x 4 seeds x 2 data sets
+        # = 96 cells, about 0.6 s (MNIST) / 2.7 s (CIFAR-10) each in the reference run: ~1.5 min on 2 cores
+        flip_eps_sweep_tasks=("mnist", "cifar10"),
     ),
     "paper": Scale(
         name="paper",
@@ -140,6 +150,7 @@ SCALES: dict[str, Scale] = {
         flip_width=1024,
         flip_epochs=500,
         flip_seeds=5,
+        flip_eps_sweep_tasks=("mnist", "cifar10"),
     ),
     # Hidden (not in --help): the smallest audit that still runs every real cell, for tests.
     "tiny": Scale(
@@ -163,6 +174,8 @@ SCALES: dict[str, Scale] = {
         flip_epochs=1,
         flip_seeds=1,
         flip_adv_training=False,
+        flip_eps_sweep=(0.1, 0.3),  # 0.3 is already a Table 2 cell: one new cell per model
+        flip_eps_sweep_attacks=("noise",),
     ),
 }
 PUBLIC_SCALES = ("quick", "default", "paper")
@@ -187,6 +200,8 @@ def _coerce(value: str, current: Any, name: str) -> Any:
             items = [v.strip() for v in value.split(",") if v.strip()]
             if current and isinstance(current[0], int):
                 return tuple(int(v) for v in items)
+            if current and isinstance(current[0], float) or name.endswith("_sweep"):
+                return tuple(float(v) for v in items)
             if name.endswith(("_n", "_widths")):
                 return tuple(int(v) for v in items)
             return tuple(items)
@@ -215,13 +230,23 @@ def get_scale(name: str, overrides: tuple[str, ...] | list[str] = ()) -> Scale:
 def validate_scale(scale: Scale) -> None:
     for claim in scale.theory_claims:
         require(claim in CLAIM_IDS, f"unknown claim id {claim!r}: choose from {', '.join(CLAIM_IDS)}")
-    for task in (*scale.kappa_tasks, *scale.ntk_tasks, *scale.flip_tasks_10class, *scale.flip_tasks_binary):
+    for task in (*scale.kappa_tasks, *scale.ntk_tasks, *scale.flip_tasks_10class, *scale.flip_tasks_binary,
+                 *scale.flip_eps_sweep_tasks):
         require(task in TASKS, f"unknown task {task!r}: choose from {', '.join(TASKS)}")
     for name in ("ntk_n", "ntk_seeds", "ntk_epochs", "flip_n", "flip_width", "flip_epochs", "flip_seeds"):
         require(getattr(scale, name) >= 1, f"{name} must be >= 1, got {getattr(scale, name)}")
     require(all(m >= 1 for m in scale.ntk_widths), "widths must be >= 1")
     require(all(n >= 2 for n in scale.kappa_n), "kappa_n values must be >= 2")
-    require(scale.flip_eps >= 0, f"flip_eps must be >= 0, got {scale.flip_eps}")
+    require(math.isfinite(scale.flip_eps) and scale.flip_eps >= 0, f"flip_eps must be >= 0 and finite, got {scale.flip_eps}")
+    for eps in scale.flip_eps_sweep:
+        require(math.isfinite(eps) and eps >= 0, f"flip_eps_sweep values must be finite and >= 0, got {eps}")
+    require(len(set(scale.flip_eps_sweep)) == len(scale.flip_eps_sweep), f"repeated ε in flip_eps_sweep {scale.flip_eps_sweep}")
+    if scale.flip_eps_sweep_attacks:
+        from malleability.empirics.attacks import ATTACK_NAMES
+
+        for attack in scale.flip_eps_sweep_attacks:
+            require(attack in ATTACK_NAMES, f"unknown attack {attack!r} in flip_eps_sweep_attacks: choose from "
+                    f"{', '.join(ATTACK_NAMES)}")
     require(scale.width_eps > 0, f"width_eps must be > 0, got {scale.width_eps}")
     require(scale.theory_profile in ("quick", "thorough"), f"theory_profile must be quick or thorough, got {scale.theory_profile!r}")
     require(scale.ntk_protocol in ("paper", "lazy"), f"ntk_protocol must be paper or lazy, got {scale.ntk_protocol!r}")
@@ -380,26 +405,44 @@ def plan_cells(scale: Scale, *, device: str = "cpu", data_root: str | None = Non
         for task in scale.flip_tasks_10class:
             combos.extend(("table4", task, "pgd", True, model, s) for model in ("relu", "mlp-attn")
                           for s in range(scale.flip_seeds))
-    labels = [f"flip {task} {model} {attack}{' adv-train' if adv else ''} seed={s}"
-              for _t, task, attack, adv, model, s in combos]
+    combos = [(*c, scale.flip_eps) for c in combos]
+    # the ε sweep (standard training; no paper numbers): its ε = flip_eps cells of Table 2's tasks and attacks
+    # are Table 2's own cells (same config, same cache key), so they are planned once, under Table 2
+    for task in scale.flip_eps_sweep_tasks:
+        for eps in scale.flip_eps_sweep:
+            for attack in scale.flip_eps_sweep_attacks:
+                combos.extend(("eps-sweep", task, attack, False, model, s, float(eps)) for model in ("relu", "mlp-attn")
+                              for s in range(scale.flip_seeds))
+    seen: set = set()
+    unique = []
+    for c in combos:
+        ident = c[1:]  # (task, attack, adv, model, seed, eps) fixes the config; the table is only a tag
+        if ident not in seen:
+            seen.add(ident)
+            unique.append(c)
+    combos = unique
+    labels = [f"flip {task} {model} {attack}{' adv-train' if adv else ''}"
+              f"{f' eps={eps:g}' if table == 'eps-sweep' else ''} seed={s}"
+              for table, task, attack, adv, model, s, eps in combos]
     if combos and not unavailable("flip", labels):
         from malleability.empirics.malleability import FlipRateConfig
 
-        for (table, task, attack, adv, model, s), label in zip(combos, labels):
-            cfg = _flip_config(FlipRateConfig, scale, task, attack, adv, model, s, device, data_root)
+        for (table, task, attack, adv, model, s, eps), label in zip(combos, labels):
+            cfg = _flip_config(FlipRateConfig, scale, task, attack, adv, model, s, device, data_root, eps)
             cells.append(Cell("flip", cfg, run_flip_cell, label, tags={
-                "table": table, "task": task, "attack": attack, "adv_train": adv, "model": model, "seed": s}))
+                "table": table, "task": task, "attack": attack, "adv_train": adv, "model": model, "seed": s,
+                "eps": eps}))
     return Plan(cells, missing)
 
 
-def _flip_config(cls, scale, task, attack, adv, model, seed, device, data_root):
+def _flip_config(cls, scale, task, attack, adv, model, seed, device, data_root, eps=None):
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = dict(
         data=_data_config(task, scale.flip_n, scale.flip_n_test, seed, data_root),
         train=_train_config(scale, scale.flip_epochs, seed, device),
         model=model,
         attack=attack,
-        eps=scale.flip_eps,
+        eps=scale.flip_eps if eps is None else eps,
     )
     if "adv_train" in names:
         kwargs["adv_train"] = adv
@@ -545,6 +588,8 @@ def summarise_flip(cells: list[dict]) -> dict:
     groups: dict[tuple, dict[str, list[float]]] = {}
     for c in rows:
         t = c["tags"]
+        if t["table"] == EPS_SWEEP:  # several ε per group: summarised by summarise_eps_sweep
+            continue
         key = (t["table"], t["task"], t["attack"], bool(t["adv_train"]), t["model"])
         res = c["result"]
         for metric in ("flip_rate", "spearman", "topk_overlap"):
@@ -558,6 +603,59 @@ def summarise_flip(cells: list[dict]) -> dict:
     flip = {"rows": out}
     flip["noise_control"] = noise_control(flip)
     return flip
+
+
+EPS_SWEEP = "eps-sweep"
+EPS_SWEEP_NOTE = ("ε sweep (the paper's protocol lists ε ∈ {0.1, 0.2, 0.3, 0.5} but reports no numbers for it): "
+                  "standard training, same sizes and seeds as Table 2; the ε = 0.3 points are Table 2's own cells. "
+                  "Information only, never part of a verdict")
+
+
+def _cell_eps(c: dict) -> float | None:
+    eps = c["tags"].get("eps")
+    if eps is None:
+        eps = (c.get("config") or {}).get("eps")
+    return _as_float(eps)
+
+
+def summarise_eps_sweep(cells: list[dict]) -> dict:
+    """Flip rate against ε per (task, attack, model), standard training, from the cells tagged ``eps-sweep``
+    plus the Table 2/3 cells (ε = flip_eps) of the same task and attack (planned once, under their table).
+
+    Rows: mean ± spread over seeds per ε; ratios: MLP-Attn/ReLU per (task, attack, ε) with a bootstrap
+    interval; excess: each attack's mean flip rate minus that of the noise control, per (task, model, ε).
+    Pure function of the cell records (``report`` recomputes it for results written before the sweep).
+    """
+    flips = [c for c in cells if c["kind"] == "flip" and c["status"] != "failed" and c.get("result")
+             and not c["tags"].get("adv_train")]
+    sweep = {(c["tags"]["task"], c["tags"]["attack"]) for c in flips if c["tags"]["table"] == EPS_SWEEP}
+    values: dict[tuple, list[float]] = {}
+    for c in flips:
+        t = c["tags"]
+        if (t["task"], t["attack"]) not in sweep or t["table"] not in (EPS_SWEEP, "table2", "table3"):
+            continue
+        eps, v = _cell_eps(c), c["result"].get("flip_rate")
+        if eps is None or not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        values.setdefault((t["task"], t["attack"], t["model"], eps), []).append(float(v))
+    rows = [{"task": task, "attack": attack, "model": model, "eps": eps, "flip_rate": describe(vals)}
+            for (task, attack, model, eps), vals in sorted(values.items())]
+    ratios, excess = [], []
+    for task, attack, eps in sorted({(k[0], k[1], k[3]) for k in values}):
+        num, den = values.get((task, attack, "mlp-attn", eps), []), values.get((task, attack, "relu", eps), [])
+        if num and den:
+            ratios.append({"task": task, "attack": attack, "eps": eps,
+                           "ratio": ratio(describe(num)["mean"], describe(den)["mean"]),
+                           "ci95": ratio_interval(num, den)})
+        if attack == NOISE:
+            continue
+        for model in ("relu", "mlp-attn"):
+            a, n = values.get((task, attack, model, eps)), values.get((task, NOISE, model, eps))
+            if a and n:
+                excess.append({"task": task, "attack": attack, "model": model, "eps": eps,
+                               "excess": describe(a)["mean"] - describe(n)["mean"]})
+    return {"eps": sorted({k[3] for k in values}), "rows": rows, "ratios": ratios, "excess_over_noise": excess,
+            "note": EPS_SWEEP_NOTE}
 
 
 NOISE = "noise"
@@ -853,7 +951,8 @@ def summarise_widths(ntk: dict, kappa: dict, eps: float) -> dict:
 
 def summarise(cells: list[dict], missing: list[dict], eps: float = 0.1) -> tuple[dict, list[dict]]:
     """Pure: the summaries and verdicts from the cell records (used by audit and by `report`)."""
-    summary = {"ntk": summarise_ntk(cells), "flip": summarise_flip(cells), "kappa": summarise_kappa(cells)}
+    summary = {"ntk": summarise_ntk(cells), "flip": summarise_flip(cells), "kappa": summarise_kappa(cells),
+               "eps_sweep": summarise_eps_sweep(cells)}
     summary["widths"] = summarise_widths(summary["ntk"], summary["kappa"], eps)
     return summary, verdicts(cells, summary, missing)
 

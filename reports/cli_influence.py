@@ -1,6 +1,6 @@
 """CLI commands for the influence part (registered into the root group by reports.cli).
 
-    malleability flip-rate --dataset D --n N --attack fgsm|pgd|mim|noise[,...] --eps E --seeds S
+    malleability flip-rate --dataset D --n N --attack fgsm|pgd|mim|noise[,...] --eps E[,...] --seeds S
         [--intervention transformed|curated|adversarial] [--adv-train] [--ablation]
         [--classes A,B] [--epochs E] [--n-test T] [--width M] [--tau T] [--lam L]
         [--space pixel|feature] [--recompute retrain|kernel] [--models mlp-attn,relu]
@@ -11,7 +11,9 @@
 subset, the initialisation, the batch order and the attacks. ``--attack`` takes one name or a
 comma list (``pgd,noise``); ``noise`` is the control (random signs of the same budget, no model):
 with it beside an attack, each summary cell of that attack carries ``excess_over_noise`` (mean flip
-rate of the attack minus that of noise; see summarise_flip_rates). JSON of ``flip-rate``:
+rate of the attack minus that of noise; see summarise_flip_rates). ``--eps`` takes one budget or a comma list
+(``0.1,0.2,0.3,0.5``, the paper's sweep); every row carries its ``eps`` and the summary groups by it (cells,
+ratios and the noise excess are per ε). JSON of ``flip-rate``:
 ``{"rows": [...one row per attack x model x seed, see run_flip_rate_cell...], "summary": ...}``.
 Bad input raises MalleabilityError (exit 2, one line, from the root group). Progress on stderr.
 """
@@ -68,6 +70,23 @@ def parse_attacks(spec: str) -> list[str]:
     return list(dict.fromkeys(attacks))
 
 
+def parse_eps(spec) -> list[float]:
+    """'0.3' -> [0.3]; '0.1,0.2,0.3,0.5' -> [0.1, 0.2, 0.3, 0.5] (order kept, repeats dropped); each finite, >= 0."""
+    import math
+
+    parts = [p.strip() for p in str(spec).split(",") if p.strip()]
+    require(parts, f"--eps is empty: give a budget or a comma list (0.1,0.2,0.3,0.5), got {spec!r}")
+    values = []
+    for p in parts:
+        try:
+            v = float(p)
+        except ValueError:
+            raise MalleabilityError(f"--eps must be a number or a comma list of numbers, got {p!r} in {spec!r}") from None
+        require(math.isfinite(v) and v >= 0, f"--eps values must be finite and >= 0, got {p!r}")
+        values.append(v)
+    return list(dict.fromkeys(values))
+
+
 def parse_models(spec: str) -> list[str]:
     from malleability.empirics.models import MODEL_KINDS
 
@@ -93,7 +112,8 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--n-test", type=int, default=DEFAULT_N_TEST, show_default=True, help="test samples")
     @click.option("--attack", required=True,
                   help="fgsm | pgd | mim | noise (control: random signs, same budget), or a comma list (pgd,noise)")
-    @click.option("--eps", type=float, default=0.3, show_default=True, help="l-infinity budget (>= 0)")
+    @click.option("--eps", default="0.3", show_default=True,
+                  help="l-infinity budget (finite, >= 0), or a comma list for a sweep (0.1,0.2,0.3,0.5)")
     @click.option("--seeds", default="3", show_default=True, help="count (0..S-1) or comma list of seeds")
     @click.option("--intervention", default="transformed", show_default=True, help="transformed | curated | adversarial")
     @click.option("--adv-train", is_flag=True, help="PGD adversarial training (instead of standard training)")
@@ -124,18 +144,19 @@ def register(main: click.Group, bench: click.Group) -> None:
 
         seed_list = parse_seeds(seeds)
         attack_list = parse_attacks(attack)
+        eps_list = parse_eps(eps)
         model_list = parse_models(models)
         class_tuple = parse_classes(classes, dataset)
         require(epochs >= 0, f"--epochs must be >= 0, got {epochs}")
         dev = resolve_device(device)
         adv_modes = [False, True] if ablation else [bool(adv_train)]
         configs = []
-        for adv, atk, s, model in itertools.product(adv_modes, attack_list, seed_list, model_list):
+        for adv, e, atk, s, model in itertools.product(adv_modes, eps_list, attack_list, seed_list, model_list):
             configs.append(FlipRateConfig(
                 data=DataConfig(dataset=dataset, n=n, n_test=n_test, classes=class_tuple, seed=s,
                                 data_root=data_root),
                 train=TrainConfig(epochs=epochs, seed=s, device=dev, dtype=dtype),
-                model=model, attack=atk, eps=eps, intervention=intervention, tau=tau,
+                model=model, attack=atk, eps=e, intervention=intervention, tau=tau,
                 adv_train=adv, recompute=recompute, space=space, lam=lam, width=width, ntk_at=ntk_at,
                 attention_c=attention_c, pgd_steps=pgd_steps, adv_train_steps=adv_train_steps))
         rows = []
@@ -143,23 +164,24 @@ def register(main: click.Group, bench: click.Group) -> None:
             row = run_flip_rate_cell(cfg)
             rows.append(row)
             rho = "-" if row["spearman"] is None else f"{row['spearman']:.3f}"
-            click.echo(f"[{i}/{len(configs)}] {cfg.attack} {cfg.model} seed={cfg.train.seed}"
+            click.echo(f"[{i}/{len(configs)}] {cfg.attack} eps={cfg.eps:g} {cfg.model} seed={cfg.train.seed}"
                        f"{' adv-train' if cfg.adv_train else ''}: flip_rate={row['flip_rate']:.3f} "
                        f"spearman={rho} topk={row['topk_overlap']:.3f} ({row['timing_s']['total']:.1f} s)", err=True)
         summary = summarise_flip_rates(rows)
         if as_json:
             click.echo(_dump({"rows": rows, "summary": summary, "provenance": provenance(dev)}))
             return
-        click.echo(f"{dataset} {','.join(attack_list)} eps={eps} intervention={intervention} space={space} "
-                   f"recompute={recompute}")
-        click.echo(f"{'attack':<7}{'model':<10}{'adv':<5}{'seeds':>6}{'flip rate':>12}{'95% CI':>20}{'spearman':>10}"
-                   f"{'top-k':>8}{'- noise':>10}")
+        click.echo(f"{dataset} {','.join(attack_list)} eps={','.join(f'{e:g}' for e in eps_list)} "
+                   f"intervention={intervention} space={space} recompute={recompute}")
+        click.echo(f"{'attack':<7}{'eps':>6} {'model':<10}{'adv':<5}{'seeds':>6}{'flip rate':>12}{'95% CI':>20}"
+                   f"{'spearman':>10}{'top-k':>8}{'- noise':>10}")
         for c in summary["cells"]:
             ci = c["flip_rate"]["ci95"]
             ci_txt = "-" if ci is None else f"[{_fmt(ci[0], True)}, {_fmt(ci[1], True)}]"
             ex = c.get("excess_over_noise")
             ex_txt = "-" if ex is None else f"{100 * ex['excess']:+.1f} pt"
-            click.echo(f"{c['attack']:<7}{c['model']:<10}{'yes' if c['adv_train'] else 'no':<5}{c['flip_rate']['n']:>6}"
+            click.echo(f"{c['attack']:<7}{float(c['eps']):>6g} {c['model']:<10}{'yes' if c['adv_train'] else 'no':<5}"
+                       f"{c['flip_rate']['n']:>6}"
                        f"{_fmt(c['flip_rate']['mean'], True):>12}{ci_txt:>20}{_fmt(c['spearman']['mean']):>10}"
                        f"{_fmt(c['topk_overlap']['mean']):>8}{ex_txt:>10}")
         for r in summary["ratios"]:
@@ -167,7 +189,8 @@ def register(main: click.Group, bench: click.Group) -> None:
             ci_txt = "" if ci is None else f" 95% CI [{ci[0]:.2f}, {ci[1]:.2f}]"
             ratio = "undefined" if r["ratio"] is None else f"{r['ratio']:.2f}"
             reason = f" ({r['reason']})" if r["reason"] else ""
-            click.echo(f"MLP-Attn / ReLU {r['attack']}{' (adv-train)' if r['adv_train'] else ''}: {ratio}{ci_txt}{reason}")
+            click.echo(f"MLP-Attn / ReLU {r['attack']} eps={float(r['eps']):g}{' (adv-train)' if r['adv_train'] else ''}: "
+                       f"{ratio}{ci_txt}{reason}")
 
     @bench.command("influence")
     @click.option("--n", "n", type=int, default=500, show_default=True, help="training points")

@@ -19,6 +19,7 @@ from malleability.reports import paper_numbers as P
 NOISE = "noise"  # the control attack (random signs, same budget); see reports.audit.noise_control
 
 PLOTS = ("ntk_distance.png", "widths.png", "flip_rates.png", "kappa.png")
+EPS_PLOT = "eps_sweep.png"  # only where the results hold ε-sweep cells
 
 
 # --------------------------------------------------------------------------- formatting
@@ -269,6 +270,85 @@ def plot_flip(results: dict, path: Path) -> bool:
     return True
 
 
+def eps_sweep_summary(results: dict) -> dict:
+    """summary['eps_sweep'], recomputed from the cells for results.json written before the sweep existed."""
+    from malleability.reports.audit import summarise_eps_sweep
+
+    sweep = results.get("summary", {}).get("eps_sweep")
+    return sweep if sweep is not None else summarise_eps_sweep(results.get("cells", []))
+
+
+def plot_eps_sweep(results: dict, path: Path) -> bool:
+    """Flip rate against ε, one panel per data set, one line per (model, attack), 95% intervals as bars."""
+    sweep = eps_sweep_summary(results)
+    tasks = sorted({r["task"] for r in sweep["rows"]})
+    if not tasks:
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)
+    colors = {"relu": "tab:blue", "mlp-attn": "tab:red"}
+    for ax, task in zip(axes[0], tasks):
+        for model, attack in sorted({(r["model"], r["attack"]) for r in sweep["rows"] if r["task"] == task}):
+            pts = sorted((r["eps"], r["flip_rate"]) for r in sweep["rows"]
+                         if (r["task"], r["model"], r["attack"]) == (task, model, attack) and r["flip_rate"]["mean"] is not None)
+            if not pts:
+                continue
+            xs = [e for e, _ in pts]
+            ms = [st["mean"] for _, st in pts]
+            errs = [(st["ci95"][1] - st["mean"]) if st.get("ci95") else 0 for _, st in pts]
+            ax.errorbar(xs, ms, yerr=errs, capsize=3, marker="o", color=colors.get(model, "black"),
+                        linestyle="--" if attack == NOISE else "-", label=f"{label(model)} {_attack_label(attack)}")
+        ax.set_xlabel("ε (ℓ∞)")
+        ax.set_ylabel("flip rate")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"ε sweep: {label(task)} (no paper numbers)")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return True
+
+
+def _eps_sweep_section(doc: "Doc", results: dict, plots: dict[str, bool]) -> None:
+    sweep = eps_sweep_summary(results)
+    doc.h(2, "ε sweep (no paper numbers)")
+    if not sweep["rows"]:
+        doc.p("Not run: this results.json holds no ε-sweep cells (scale field flip_eps_sweep).")
+        return
+    doc.p(sweep.get("note", "") + ". Ours: mean ± std [95% t-interval] over seeds (s).")
+    if plots.get(EPS_PLOT):
+        doc.image(EPS_PLOT, "flip rate vs ε with 95% intervals; dashed: noise control")
+    eps_list = sweep["eps"]
+    rows = []
+    for task, attack, model in sorted({(r["task"], r["attack"], r["model"]) for r in sweep["rows"]},
+                                      key=lambda k: (k[0], k[1] == NOISE, k[1], k[2])):
+        by_eps = {r["eps"]: r["flip_rate"] for r in sweep["rows"] if (r["task"], r["attack"], r["model"]) == (task, attack, model)}
+        rows.append([label(task), _attack_label(attack), label(model),
+                     *[mean_spread(by_eps[e], True) if e in by_eps else "—" for e in eps_list]])
+    doc.table(["data", "attack", "model", *[f"ε = {fmt(e)}" for e in eps_list]], rows)
+    ratio_cells = {(r["task"], r["attack"], r["eps"]): r for r in sweep["ratios"]}
+    rows = []
+    for task, attack in sorted({(k[0], k[1]) for k in ratio_cells}, key=lambda k: (k[0], k[1] == NOISE, k[1])):
+        cells = []
+        for e in eps_list:
+            r = ratio_cells.get((task, attack, e))
+            ci = (r or {}).get("ci95")
+            cells.append("—" if not r or r["ratio"] is None else fmt(r["ratio"]) + (f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else ""))
+        rows.append([label(task), _attack_label(attack), *cells])
+    if rows:
+        doc.p("MLP-Attn / 2L-ReLU ratio of mean flip rates per ε [bootstrap 95% over seeds]:")
+        doc.table(["data", "attack", *[f"ε = {fmt(e)}" for e in eps_list]], rows)
+    excess = {(r["task"], r["attack"], r["model"], r["eps"]): r["excess"] for r in sweep["excess_over_noise"]}
+    if excess:
+        rows = []
+        for task, attack, model in sorted({k[:3] for k in excess}):
+            rows.append([label(task), _attack_label(attack), label(model),
+                         *[_points(excess.get((task, attack, model, e))) for e in eps_list]])
+        doc.p("Flip rate above the noise control of the same ε, in percentage points (mean attack − mean noise):")
+        doc.table(["data", "attack", "model", *[f"ε = {fmt(e)}" for e in eps_list]], rows)
+
+
 def plot_kappa(results: dict, path: Path) -> bool:
     rows = results["summary"]["kappa"]["rows"]
     plt = _plt()
@@ -432,6 +512,7 @@ def build_doc(results: dict, plots: dict[str, bool]) -> Doc:
                      mean_spread(st_std.get("flip_rate"), True) if st_std else "missing", pct(vals["adversarial"]),
                      mean_spread(st_adv.get("flip_rate"), True) if st_adv else "missing"])
     doc.table(["data", "model", "paper standard", "ours standard", "paper adv. training", "ours adv. training"], rows)
+    _eps_sweep_section(doc, results, plots)
 
     # dependencies
     doc.h(2, "What the numbers depend on")
@@ -629,6 +710,12 @@ def render_report(results: dict, out_dir: str | os.PathLike) -> dict[str, bool]:
         except Exception as exc:  # a plot must never cost the report; say so in it
             plots[name] = False
             results.setdefault("render_warnings", []).append(f"{name}: {type(exc).__name__}: {exc}")
+    if eps_sweep_summary(results)["rows"]:  # older results (no sweep) keep their four plots
+        try:
+            plots[EPS_PLOT] = plot_eps_sweep(results, out / EPS_PLOT)
+        except Exception as exc:
+            plots[EPS_PLOT] = False
+            results.setdefault("render_warnings", []).append(f"{EPS_PLOT}: {type(exc).__name__}: {exc}")
     doc = build_doc(results, plots)
     if results.get("render_warnings"):
         doc.h(2, "Rendering warnings")

@@ -189,6 +189,52 @@ def test_every_scale_plans_the_noise_control_beside_each_attack(name):
     assert not [c for c in flips if c.tags["attack"] == "noise" and c.tags["adv_train"]]  # Table 4 stays PGD
 
 
+@pytest.mark.parametrize("name", ["tiny", "quick", "default", "paper"])
+def test_every_scale_plans_the_eps_sweep_once(name):
+    """Each (task, attack, model, seed, ε) of the sweep is planned exactly once: the ε = flip_eps points of
+    Table 2's tasks and attacks are Table 2's own cells (same config, same cache key), not new ones."""
+    from malleability.reports.cache import config_to_jsonable
+
+    scale = A.get_scale(name)
+    flips = [c for c in A.plan_cells(scale).cells if c.kind == "flip"]
+    if not flips:
+        pytest.skip("flip cells unavailable on this machine")
+    configs = [json.dumps(config_to_jsonable(c.config), sort_keys=True, default=str) for c in flips]
+    assert len(configs) == len(set(configs))  # no cell twice
+    assert scale.flip_eps_sweep and scale.flip_eps_sweep_tasks and scale.flip_eps_sweep_attacks
+    for task in scale.flip_eps_sweep_tasks:
+        for attack in scale.flip_eps_sweep_attacks:
+            for model in ("relu", "mlp-attn"):
+                for eps in scale.flip_eps_sweep:
+                    cells = [c for c in flips if (c.tags["task"], c.tags["attack"], c.tags["model"], c.config.eps,
+                                                  c.config.adv_train) == (task, attack, model, eps, False)]
+                    assert len(cells) == scale.flip_seeds, (task, attack, model, eps)
+                    tables = {c.tags["table"] for c in cells}
+                    if eps == scale.flip_eps and task in scale.flip_tasks_10class and attack in scale.flip_attacks:
+                        assert tables == {"table2"}
+                    else:
+                        assert tables == {"eps-sweep"}
+                    assert all(c.tags["eps"] == eps and c.config.data.n == scale.flip_n
+                               and c.config.train.epochs == scale.flip_epochs for c in cells)
+    if name in ("default", "paper"):
+        assert scale.flip_eps_sweep == (0.1, 0.2, 0.3, 0.5) and scale.flip_eps_sweep_tasks == ("mnist", "cifar10")
+        assert scale.flip_eps_sweep_attacks == ("pgd", "noise")
+    if name == "default":  # the CPU reference run stays about where it was (estimate is deliberately rough)
+        sweep = [c for c in A.plan_cells(scale).cells if c.tags.get("table") == "eps-sweep"]
+        assert A.estimate_seconds(sweep, 2) < 6 * 60
+
+
+def test_eps_sweep_overrides_and_validation():
+    s = A.get_scale("quick", ["flip_eps_sweep=0.05,0.4", "flip_eps_sweep_tasks=fashion-mnist",
+                              "flip_eps_sweep_attacks=fgsm"])
+    assert s.flip_eps_sweep == (0.05, 0.4) and s.flip_eps_sweep_tasks == ("fashion-mnist",)
+    assert A.get_scale("quick", ["flip_eps_sweep="]).flip_eps_sweep == ()
+    for bad, match in (("flip_eps_sweep=0.1,-1", "flip_eps_sweep"), ("flip_eps_sweep=0.1,nan", "flip_eps_sweep"),
+                       ("flip_eps_sweep_tasks=svhn", "unknown task"), ("flip_eps_sweep_attacks=cw", "unknown attack")):
+        with pytest.raises(MalleabilityError, match=match):
+            A.get_scale("quick", [bad])
+
+
 def test_describe_against_hand_computation():
     d = A.describe([1.0, 2.0, 3.0])
     assert d["mean"] == 2.0 and d["std"] == 1.0

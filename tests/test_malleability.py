@@ -242,9 +242,43 @@ def test_cli_flip_rate_noise_control(data_root):
     assert res.exit_code == 0 and "- noise" in res.stdout and " pt" in res.stdout
 
 
+def test_cli_flip_rate_eps_list(data_root):
+    """--eps 0.1,0.3: one row per eps x attack x model x seed, each carrying its eps; the summary is per eps."""
+    base = ["flip-rate", "--dataset", "mnist", "--n", "60", "--n-test", "20", "--eps", "0.1,0.3", "--seeds", "1",
+            "--epochs", "2", "--width", "16", "--data-root", str(data_root), "--device", "cpu", "--attack", "pgd,noise"]
+    res = CliRunner().invoke(main, [*base, "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert len(doc["rows"]) == 8
+    assert sorted({(r["eps"], r["attack"], r["model"]) for r in doc["rows"]}) == sorted(
+        (e, a, m) for e in (0.1, 0.3) for a in ("pgd", "noise") for m in ("mlp-attn", "relu"))
+    cells = doc["summary"]["cells"]
+    assert len(cells) == 8 and {c["eps"] for c in cells} == {0.1, 0.3}
+    assert {(r["eps"], r["attack"]) for r in doc["summary"]["ratios"]} == {(e, a) for e in (0.1, 0.3) for a in ("pgd", "noise")}
+    for c in cells:  # the noise excess pairs pgd with the noise of the same eps
+        if c["attack"] == "pgd":
+            noise = next(r["flip_rate"] for r in doc["rows"]
+                         if (r["attack"], r["eps"], r["model"]) == ("noise", c["eps"], c["model"]))
+            assert c["excess_over_noise"]["excess"] == pytest.approx(c["flip_rate"]["mean"] - noise)
+    single = json.loads(CliRunner().invoke(main, [*base[:-2], "--attack", "pgd", "--eps", "0.3", "--json"]).stdout)
+    assert [r["flip_rate"] for r in single["rows"]] == [
+        r["flip_rate"] for r in doc["rows"] if r["eps"] == 0.3 and r["attack"] == "pgd"]  # same cells as a single eps
+    res = CliRunner().invoke(main, base)  # the table output shows each row's eps
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert "eps=0.1,0.3" in lines[0] and " eps " in lines[1]
+    assert any(line.split()[:2] == ["pgd", "0.1"] for line in lines) and any(line.split()[:2] == ["noise", "0.3"] for line in lines)
+    assert "MLP-Attn / ReLU pgd eps=0.1:" in res.stdout
+
+
 @pytest.mark.parametrize(
     "extra, match",
     [
+        (["--attack", "pgd", "--eps", "0.1,x"], "--eps"),
+        (["--attack", "pgd", "--eps", "0.1,-0.2"], "--eps"),
+        (["--attack", "pgd", "--eps", "0.1,nan"], "--eps"),
+        (["--attack", "pgd", "--eps", "inf"], "--eps"),
+        (["--attack", "pgd", "--eps", ","], "--eps"),
         (["--attack", "cw"], "unknown attack"),
         (["--attack", "pgd,cw"], "unknown attack"),
         (["--attack", "pgd", "--eps", "-0.1"], "eps"),

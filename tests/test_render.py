@@ -159,3 +159,57 @@ def test_noise_control_changes_no_verdict_and_old_results_still_render(tmp_path)
     old = {**results, "summary": {**results["summary"], "flip": {"rows": results["summary"]["flip"]["rows"]}}}
     render_report(old, tmp_path)
     assert "ratio for noise 3.33" in (tmp_path / "report.md").read_text()
+
+
+def _sweep_cell(task, attack, model, seed, eps, rate):
+    c = _flip("eps-sweep", task, attack, False, model, seed, rate)
+    c["tags"]["eps"] = eps
+    c["config"]["eps"] = eps
+    return c
+
+
+def test_eps_sweep_section_changes_no_verdict_and_old_results_still_render(tmp_path):
+    """The ε sweep: per ε the mean ± spread per model and attack, the MLP-Attn/ReLU ratio and PGD's excess over
+    noise; the ε = 0.3 points come from Table 2's cells; verdicts are the same with and without it."""
+    base = synthetic_results()
+    cells = list(base["cells"])
+    for seed, jitter in ((0, 1.0), (1, 1.1)):
+        for eps in (0.1, 0.5):
+            cells.append(_sweep_cell("mnist", "pgd", "relu", seed, eps, 0.1 * eps * jitter))
+            cells.append(_sweep_cell("mnist", "pgd", "mlp-attn", seed, eps, 0.5 * eps * jitter))
+            cells.append(_sweep_cell("mnist", "noise", "relu", seed, eps, 0.05 * eps * jitter))
+            cells.append(_sweep_cell("mnist", "noise", "mlp-attn", seed, eps, 0.2 * eps * jitter))
+    summary, verdicts = summarise(cells, base["missing"])
+    assert verdicts == base["verdicts"]  # information only
+    assert summary["flip"] == base["summary"]["flip"]  # the sweep does not leak into Tables 2-4
+    sweep = summary["eps_sweep"]
+    assert sweep["eps"] == [0.1, 0.3, 0.5]
+    row = next(r for r in sweep["rows"] if (r["task"], r["attack"], r["model"], r["eps"]) == ("mnist", "pgd", "relu", 0.3))
+    assert row["flip_rate"]["mean"] == pytest.approx(0.042)  # Table 2's cells
+    ratios = {(r["attack"], r["eps"]): r["ratio"] for r in sweep["ratios"]}
+    assert ratios[("pgd", 0.1)] == pytest.approx(5.0) and ratios[("pgd", 0.3)] == pytest.approx(7.5)
+    assert ratios[("noise", 0.5)] == pytest.approx(4.0)
+    excess = {(r["model"], r["eps"]): r["excess"] for r in sweep["excess_over_noise"]}
+    assert excess[("mlp-attn", 0.5)] == pytest.approx(0.3 * 0.5 * 1.05) and excess[("relu", 0.3)] == pytest.approx(0.042 - 0.0315)
+    assert {r["attack"] for r in sweep["excess_over_noise"]} == {"pgd"}  # not the fgsm/mim of Table 2 (not swept)
+
+    results = {**base, "cells": cells, "summary": summary, "verdicts": verdicts}
+    plots = render_report(results, tmp_path)
+    assert plots["eps_sweep.png"] and (tmp_path / "eps_sweep.png").read_bytes()[:8] == PNG_MAGIC
+    md = (tmp_path / "report.md").read_text()
+    part = md[md.index("## ε sweep (no paper numbers)"):md.index("## What the numbers depend on")]
+    assert "| data | attack | model | ε = 0.1 | ε = 0.3 | ε = 0.5 |" in part
+    assert "| MNIST | PGD | MLP-Attn | 5.3% ± 0.4% [2.1%, 8.4%] (s=2) | 31.5% ± 2.1%" in part
+    assert "| MNIST | PGD | 5 [" in part and "| 7.5 [" in part  # ratio per ε with its bootstrap interval
+    assert "| MNIST | PGD | MLP-Attn | +3.1 | +21.0 | +15.8 |" in part  # excess over noise per ε, in points
+    assert (tmp_path / "report.html").read_text().count("data:image/png;base64,") == 5
+
+    # results.json from before the sweep: no summary key, no sweep cells -> still renders, section says not run
+    old = {**base, "summary": {k: v for k, v in base["summary"].items() if k != "eps_sweep"}}
+    plots = render_report(old, tmp_path / "old")
+    assert "eps_sweep.png" not in plots and all(plots.values())
+    assert "Not run: this results.json holds no ε-sweep cells" in (tmp_path / "old" / "report.md").read_text()
+    # an old summary but new cells (e.g. `report` without --resummarise): recomputed from the cells
+    stale = {**results, "summary": {k: v for k, v in summary.items() if k != "eps_sweep"}}
+    render_report(stale, tmp_path / "stale")
+    assert "| MNIST | PGD | MLP-Attn | +3.1 | +21.0 | +15.8 |" in (tmp_path / "stale" / "report.md").read_text()
