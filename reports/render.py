@@ -145,6 +145,14 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path: Path) -> bool:
+    """Lay out, write and close a figure (every plot is saved the same way)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return True
+
+
 def plot_ntk(results: dict, path: Path) -> bool:
     ntk = results["summary"]["ntk"]
     reading = ntk["primary_reading"] if ntk["primary_reading"] in ntk["readings"] else (ntk["readings"] or [None])[0]
@@ -181,10 +189,7 @@ def plot_ntk(results: dict, path: Path) -> bool:
         ax.set_title(label(task))
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
 
 
 def plot_widths(results: dict, path: Path) -> bool:
@@ -209,10 +214,7 @@ def plot_widths(results: dict, path: Path) -> bool:
     ax.set_xticklabels([lab for lab, *_x in items], rotation=90, fontsize=6)
     ax.set_ylabel(f"log10 width (ε = {w.get('eps')})")
     ax.set_title("Predicted (paper's formulas on our κ) vs measured widths; gray: paper's stated bounds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
 
 
 def plot_flip(results: dict, path: Path) -> bool:
@@ -264,10 +266,7 @@ def plot_flip(results: dict, path: Path) -> bool:
                       "table4": "Table 4: PGD, adversarial training"}[table])
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
 
 
 def eps_sweep_summary(results: dict) -> dict:
@@ -304,10 +303,7 @@ def plot_eps_sweep(results: dict, path: Path) -> bool:
         ax.set_title(f"ε sweep: {label(task)} (no paper numbers)")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
 
 
 def _eps_sweep_section(doc: "Doc", results: dict, plots: dict[str, bool]) -> None:
@@ -375,10 +371,7 @@ def plot_kappa(results: dict, path: Path) -> bool:
     ax.set_title("Condition number of G = XXᵀ of each data set (missing bar: G singular)")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
 
 
 # --------------------------------------------------------------------------- the report
