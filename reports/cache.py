@@ -15,7 +15,7 @@ so a run killed at any instant (Ctrl-C, ``kill -9``, power loss after the fsync)
 either the complete old state or the complete new entry, never half a file.
 
 The code version (:func:`code_version`) is the package version plus a hash of the source
-of the packages that compute results (``core``, ``theory``, ``properties``, ``empirics``)
+of the packages that compute results (``malleability``, ``theory``, ``properties``, ``empirics``)
 and :data:`CELL_PROTOCOL` (bumped when the audit's cell wrappers change what they store).
 Report rendering code is deliberately *not* part of it: re-rendering never invalidates
 finished experiments.
