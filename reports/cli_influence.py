@@ -192,22 +192,3 @@ def register(main: click.Group, bench: click.Group) -> None:
             click.echo(f"MLP-Attn / ReLU {r['attack']} eps={float(r['eps']):g}{' (adv-train)' if r['adv_train'] else ''}: "
                        f"{ratio}{ci_txt}{reason}")
 
-    @bench.command("influence")
-    @click.option("--n", "n", type=int, default=500, show_default=True, help="training points")
-    @click.option("--n-test", type=int, default=100, show_default=True, help="test points")
-    @click.option("--outputs", type=int, default=10, show_default=True, help="KRR outputs (classes)")
-    @click.option("--repeats", type=int, default=5, show_default=True, help="closed-form timing: best of R")
-    @click.option("--json", "as_json", is_flag=True, help="print JSON")
-    def bench_influence(n, n_test, outputs, repeats, as_json):
-        """Closed-form leave-one-out influence against brute-force refits (targets at n=500: >= 100x, <= 1e-8)."""
-        from malleability.empirics.influence import benchmark_loo
-
-        require(n <= 5000, f"--n {n} is too large for n brute-force refits; use n <= 5000")
-        click.echo(f"timing the closed form and {n} refits ...", err=True)
-        res = benchmark_loo(n, n_test, outputs, repeats=repeats)
-        if as_json:
-            click.echo(_dump(res))
-            return
-        click.echo(f"n={res['n']} n_test={res['n_test']} outputs={res['outputs']}: closed form "
-                   f"{res['closed_form_s'] * 1e3:.1f} ms, refits {res['bruteforce_s']:.2f} s, "
-                   f"speedup {res['speedup']:.0f}x, max_rel_diff {res['max_rel_diff']:.2e}")

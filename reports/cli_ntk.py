@@ -169,34 +169,6 @@ def register(main: click.Group, bench: click.Group) -> None:
                         click.echo(f"measured ({ds_name}, {model}) {name}: log10 width {_fmt(e['log10_width'])}"
                                    + (f"  [{e['note']}]" if e["note"] else ""))
 
-    @bench.command("ntk")
-    @click.option("--n", "n", default=1024, type=int, show_default=True)
-    @click.option("--d", "d", default=784, type=int, show_default=True)
-    @click.option("--m", "m", default=1024, type=int, show_default=True)
-    @click.option("--dtype", default="float64", type=click.Choice(["float32", "float64"]), show_default=True)
-    @click.option("--repeats", default=3, type=int, show_default=True)
-    @click.option("--reference-budget", default=60.0, type=float, show_default=True,
-                  help="seconds: above this predicted time the reference is timed on 128 rows and scaled")
-    @click.option("--json", "as_json", is_flag=True)
-    def bench_ntk(n, d, m, dtype, repeats, reference_budget, as_json):
-        """Closed-form NTK vs the torch.func Jacobian contraction (same inputs, one process)."""
-        from malleability.empirics.ntk import benchmark_ntk
-        from malleability.provenance import provenance
-
-        require(min(n, d, m) >= 1, "--n, --d and --m must be >= 1")
-        require(repeats >= 1, "--repeats must be >= 1")
-        res = benchmark_ntk(n, d, m, dtype, repeats=repeats, reference_budget_s=reference_budget)
-        res["provenance"] = provenance()
-        if as_json:
-            click.echo(json.dumps(res, indent=1))
-            return
-        scaled = (f" (scaled from {res['reference_scaled_from_rows']} rows)" if res["reference_scaled_from_rows"] else "")
-        click.echo(f"n={n} d={d} m={m} {dtype}, {res['threads']} threads")
-        click.echo(f"closed form {res['closed_form_s']:.4f} s; reference {res['reference_s']:.2f} s{scaled}; "
-                   f"speedup {res['speedup']:.1f}x; max_rel_diff {res['max_rel_diff']:.2e}")
-        click.echo(f"matmul floor {res['matmul_floor_s']:.4f} s at {res['gemm_gflops']:.1f} GFLOP/s; "
-                   f"closed form / floor = {res['closed_form_over_floor']:.2f}")
-
 
 def _read_rows(path: str) -> list[dict]:
     require(os.path.isfile(path), f"rows file not found: {path}")

@@ -1,0 +1,69 @@
+"""CLI ``bench`` commands: each fast implementation against its reference, in one process.
+
+Every benchmark prints a ratio against a reference timed in the same process, never an
+absolute time judged against a threshold.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from malleability.errors import require
+
+
+def _dump(obj) -> str:
+    return json.dumps(obj, indent=1, allow_nan=False, default=str)
+
+
+def register(main: click.Group, bench: click.Group) -> None:
+    """Add the benchmark commands to the `bench` group."""
+
+    @bench.command("ntk")
+    @click.option("--n", "n", default=1024, type=int, show_default=True)
+    @click.option("--d", "d", default=784, type=int, show_default=True)
+    @click.option("--m", "m", default=1024, type=int, show_default=True)
+    @click.option("--dtype", default="float64", type=click.Choice(["float32", "float64"]), show_default=True)
+    @click.option("--repeats", default=3, type=int, show_default=True)
+    @click.option("--reference-budget", default=60.0, type=float, show_default=True,
+                  help="seconds: above this predicted time the reference is timed on 128 rows and scaled")
+    @click.option("--json", "as_json", is_flag=True)
+    def bench_ntk(n, d, m, dtype, repeats, reference_budget, as_json):
+        """Closed-form NTK vs the torch.func Jacobian contraction (same inputs, one process)."""
+        from malleability.empirics.ntk import benchmark_ntk
+        from malleability.provenance import provenance
+
+        require(min(n, d, m) >= 1, "--n, --d and --m must be >= 1")
+        require(repeats >= 1, "--repeats must be >= 1")
+        res = benchmark_ntk(n, d, m, dtype, repeats=repeats, reference_budget_s=reference_budget)
+        res["provenance"] = provenance()
+        if as_json:
+            click.echo(json.dumps(res, indent=1))
+            return
+        scaled = (f" (scaled from {res['reference_scaled_from_rows']} rows)" if res["reference_scaled_from_rows"] else "")
+        click.echo(f"n={n} d={d} m={m} {dtype}, {res['threads']} threads")
+        click.echo(f"closed form {res['closed_form_s']:.4f} s; reference {res['reference_s']:.2f} s{scaled}; "
+                   f"speedup {res['speedup']:.1f}x; max_rel_diff {res['max_rel_diff']:.2e}")
+        click.echo(f"matmul floor {res['matmul_floor_s']:.4f} s at {res['gemm_gflops']:.1f} GFLOP/s; "
+                   f"closed form / floor = {res['closed_form_over_floor']:.2f}")
+
+    @bench.command("influence")
+    @click.option("--n", "n", type=int, default=500, show_default=True, help="training points")
+    @click.option("--n-test", type=int, default=100, show_default=True, help="test points")
+    @click.option("--outputs", type=int, default=10, show_default=True, help="KRR outputs (classes)")
+    @click.option("--repeats", type=int, default=5, show_default=True, help="closed-form timing: best of R")
+    @click.option("--json", "as_json", is_flag=True, help="print JSON")
+    def bench_influence(n, n_test, outputs, repeats, as_json):
+        """Closed-form leave-one-out influence against brute-force refits (targets at n=500: >= 100x, <= 1e-8)."""
+        from malleability.empirics.influence import benchmark_loo
+
+        require(n <= 5000, f"--n {n} is too large for n brute-force refits; use n <= 5000")
+        click.echo(f"timing the closed form and {n} refits ...", err=True)
+        res = benchmark_loo(n, n_test, outputs, repeats=repeats)
+        if as_json:
+            click.echo(_dump(res))
+            return
+        click.echo(f"n={res['n']} n_test={res['n_test']} outputs={res['outputs']}: closed form "
+                   f"{res['closed_form_s'] * 1e3:.1f} ms, refits {res['bruteforce_s']:.2f} s, "
+                   f"speedup {res['speedup']:.0f}x, max_rel_diff {res['max_rel_diff']:.2e}")
