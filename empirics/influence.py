@@ -77,6 +77,7 @@ class InfluenceResult:
     test_loss: np.ndarray  # (n_test,): L_t(f) of the full KRR fit
     alpha: np.ndarray  # (n, K) dual coefficients
     lam: float
+    predictions: np.ndarray | None = None  # (n_test, K): the full KRR fit on the test points
 
     def to_json(self) -> dict:
         return {
@@ -146,7 +147,8 @@ def loo_influence(K, K_test, Y, Y_test, lam: float = 1e-3) -> InfluenceResult:
     alpha_sq = np.einsum("ik,ik->i", alpha, alpha)
     per_test = -scale * cross + 0.5 * scale**2 * alpha_sq[None, :]
     test_loss = 0.5 * np.einsum("tk,tk->t", residual, residual)
-    return InfluenceResult(per_test=per_test, total=per_test.sum(axis=0), test_loss=test_loss, alpha=alpha, lam=lam)
+    return InfluenceResult(per_test=per_test, total=per_test.sum(axis=0), test_loss=test_loss, alpha=alpha, lam=lam,
+                           predictions=residual + Y_test)
 
 
 def loo_influence_bruteforce(K, K_test, Y, Y_test, lam: float = 1e-3) -> InfluenceResult:

@@ -29,8 +29,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from malleability.empirics.data import unit_rows
-from malleability.empirics.models import TwoLayerReLU, attention_matrix, check_kind, embed
+from malleability.empirics.models import FeatureModel, State, get_model, unit
+from malleability.empirics.network import TwoLayerReLU
 from malleability.errors import MalleabilityError, require
 
 PROTOCOLS = ("paper", "lazy")
@@ -130,21 +130,25 @@ def make_loss_fn(loss: str, num_classes: int) -> Callable[[torch.Tensor, torch.T
 class TrainedModel:
     """A trained network with everything needed to recompute its NTK and features."""
 
-    kind: str
+    model: FeatureModel
     net: TwoLayerReLU
     W0: torch.Tensor
-    C: torch.Tensor | None
+    state: State
     config: TrainConfig
     history: list[float]
     num_classes: int = 2
     loss: str = "mse"  # the resolved loss actually used
 
+    @property
+    def kind(self) -> str:
+        return self.model.name
+
     def features(self, x_unit: torch.Tensor) -> torch.Tensor:
-        return embed(self.kind, x_unit, self.C)
+        return self.model.features(x_unit, self.state)
 
     def logits_from_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``net(embed(unit_rows(pixels)))``, differentiable w.r.t. the pixels."""
-        return self.net(self.features(unit_rows(pixels)))
+        """``net(features(unit(pixels)))``, differentiable w.r.t. the pixels."""
+        return self.net(self.features(unit(pixels)))
 
     def loss_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         return make_loss_fn(self.loss, self.num_classes)
@@ -156,17 +160,18 @@ class TrainedModel:
         return (out[:, 0] > 0).long() if out.shape[1] == 1 else out.argmax(dim=1)
 
 
-def train_model(kind: str, x_train_unit, y_train, num_classes: int, cfg: TrainConfig, *,
-                C=None, batch_transform=None, width: int = 1024) -> TrainedModel:
-    """Train ``kind`` on unit rows; returns the trained net, W at init and the loss history.
+def train_model(model: FeatureModel | str, x_train_unit, y_train, num_classes: int, cfg: TrainConfig, *,
+                state: State | None = None, batch_transform=None, width: int = 1024) -> TrainedModel:
+    """Train ``model`` (a registered model or its name) on unit rows: the trained net, W at init, the loss history.
 
-    ``C=None`` -> ``attention_matrix(x_train_unit)`` for mlp-attn (the clean training set's C;
-    transformed batches are embedded with this same C). ``batch_transform(model, x_batch_unit,
+    ``state=None`` -> ``model.fit(x_train_unit)`` (the clean training set's state, e.g. C;
+    transformed batches are embedded with this same state). ``batch_transform(model, x_batch_unit,
     y_batch) -> x_batch_unit'`` is called each step with the TrainedModel under training (its
     ``net`` is the current network); gradients it leaves on W are discarded.
     ``width`` is the hidden width m (keyword, default 1024).
     """
-    check_kind(kind)
+    if isinstance(model, str):
+        model = get_model(model)
     dev = cfg.device if cfg.device != "auto" else resolve_device("auto")
     dtype = getattr(torch, cfg.dtype)
     settings = cfg.resolved()
@@ -176,16 +181,13 @@ def train_model(kind: str, x_train_unit, y_train, num_classes: int, cfg: TrainCo
     require(x.ndim == 2 and x.shape[0] == y.shape[0], f"x {tuple(x.shape)} and y {tuple(y.shape)} do not match")
     require(x.shape[0] >= 1, "empty training set")
     require(int(y.min()) >= 0 and int(y.max()) < num_classes, f"labels must lie in 0..{num_classes - 1}")
-    if kind == "mlp-attn":
-        C = attention_matrix(x) if C is None else torch.as_tensor(C).to(device=dev, dtype=dtype)
-    else:
-        C = None
+    state = model.fit(x) if state is None else {k: v.to(device=dev, dtype=dtype) for k, v in state.items()}
     net = TwoLayerReLU(x.shape[1], int(width), num_outputs_for(loss_name, num_classes), init=settings["init"],
                        init_std=settings["init_std"], seed=int(cfg.seed), dtype=dtype, device=dev)
-    model = TrainedModel(kind=kind, net=net, W0=net.W.detach().clone(), C=C, config=cfg, history=[],
-                         num_classes=int(num_classes), loss=loss_name)
-    loss_fn = model.loss_fn()
-    feats = model.features(x) if batch_transform is None else None
+    trained = TrainedModel(model=model, net=net, W0=net.W.detach().clone(), state=state, config=cfg, history=[],
+                           num_classes=int(num_classes), loss=loss_name)
+    loss_fn = trained.loss_fn()
+    feats = trained.features(x) if batch_transform is None else None
     n = x.shape[0]
     bs = n if settings["batch_size"] is None else min(int(settings["batch_size"]), n)
     if settings["optimizer"] == "adam":
@@ -202,9 +204,9 @@ def train_model(kind: str, x_train_unit, y_train, num_classes: int, cfg: TrainCo
             if batch_transform is None:
                 zb = feats[idx]
             else:
-                xb = batch_transform(model, x[idx], yb)
+                xb = batch_transform(trained, x[idx], yb)
                 opt.zero_grad(set_to_none=True)
-                zb = model.features(xb.detach())
+                zb = trained.features(xb.detach())
             losses = loss_fn(net(zb), yb)
             obj = losses.mean()
             opt.zero_grad(set_to_none=True)
@@ -212,9 +214,5 @@ def train_model(kind: str, x_train_unit, y_train, num_classes: int, cfg: TrainCo
             opt.step()
             total += float(losses.detach().sum())
             count += int(losses.shape[0])
-        model.history.append(total / count)
-    return model
-
-
-def config_dict(cfg: TrainConfig) -> dict:
-    return dataclasses.asdict(cfg)
+        trained.history.append(total / count)
+    return trained

@@ -5,7 +5,7 @@ Each family of commands lives in its own module and registers itself here:
 * ``reports.cli_theory``    ``theory check | inspect | sensitivity``
 * ``reports.cli_ntk``       ``ntk-distance``, ``widths``
 * ``reports.cli_bench``     ``bench ntk``, ``bench influence``
-* ``reports.cli_influence`` ``flip-rate``
+* ``reports.cli_flip_rate`` ``flip-rate``
 * ``reports.cli_audit``     ``audit``, ``report``
 
 Bad input raises :class:`malleability.errors.MalleabilityError`; this module turns it
@@ -68,9 +68,9 @@ def bench() -> None:
 
 
 def _register_all() -> None:
-    from malleability.reports import cli_audit, cli_bench, cli_influence, cli_ntk, cli_theory
+    from malleability.reports import cli_audit, cli_bench, cli_flip_rate, cli_ntk, cli_theory
 
-    for module in (cli_theory, cli_ntk, cli_influence, cli_audit, cli_bench):
+    for module in (cli_theory, cli_ntk, cli_flip_rate, cli_audit, cli_bench):
         module.register(main, bench)
 
 

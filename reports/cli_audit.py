@@ -9,7 +9,7 @@ Finished cells are cached in ``--cache-dir`` (default ``$MALLEABILITY_CACHE_DIR`
 ``~/.cache/malleability/audit-cells``), outside the output folder, so ``--out`` holds only
 the report files (small enough to commit). Rerunning the same command resumes an
 interrupted audit. Hidden options for tests and experiments: ``--scale tiny`` and
-``--override FIELD=VALUE`` (any field of the Scale dataclass; tuples as comma lists).
+``--override PART.FIELD=VALUE`` (any field of the Scale dataclasses; tuples as comma lists).
 """
 
 from __future__ import annotations
@@ -70,19 +70,17 @@ def register(main: click.Group, bench: click.Group) -> None:
         """Re-render DIR/report.md, report.html and the plots from DIR/results.json (no recomputation)."""
         from pathlib import Path
 
-        from malleability.reports.audit import CRITERIA, load_results, summarise
-        from malleability.reports.cache import atomic_write_json
-        from malleability.reports.render import render_report
+        from malleability.reports.audit import analyse, load_results
+        from malleability.reports.audit.results import write_results
+        from malleability.reports.report import render_report
 
         results = load_results(out_dir)
         if resummarise or "summary" not in results or "verdicts" not in results:
             try:
-                results["summary"], results["verdicts"] = summarise(
-                    results["cells"], results.get("missing", []), results.get("scale", {}).get("width_eps", 0.1))
+                results.update(analyse(results))
             except (KeyError, TypeError) as exc:
                 raise MalleabilityError(f"{out_dir}/results.json: cells lack a field ({exc})") from None
-            results["criteria"] = CRITERIA
-            atomic_write_json(Path(out_dir) / "results.json", results)
+            write_results(Path(out_dir), results)
         try:
             render_report(results, out_dir)
         except (KeyError, TypeError) as exc:

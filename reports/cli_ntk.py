@@ -1,7 +1,11 @@
-"""CLI commands for the NTK part: ``ntk-distance``, ``widths``, ``bench ntk``.
+"""CLI ``ntk-distance`` and ``widths``: thin clients of :mod:`malleability.empirics.experiments`.
 
-Registered into the root group by reports.cli. Heavy imports (torch) happen inside the
-commands. Bad input raises MalleabilityError (one line, exit 2).
+Seeds of ``ntk-distance``: seed s draws data subset ``--data-seed + s`` and init s (the audit's
+grid, :func:`ntk_distance.sweep`). JSON of ``ntk-distance``: ``{"rows", "summary": {"cells",
+"slopes"}, "slopes", "provenance"}`` (+ ``measured_widths`` with ``--eps``); every row carries
+``accuracy`` (train, test, krr_test, chance, learned), ``weight_change`` and
+``pattern_flip_share``. JSON of ``widths``: the width report, with ``kappa_G``,
+``pseudo_kappa_G`` and ``kappa_d`` of the first n at the top level beside ``per_n``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,16 @@ import os
 import click
 
 from malleability.errors import MalleabilityError, require
+from malleability.reports.cli_common import (
+    attention_input_option,
+    data_config,
+    dump,
+    fmt,
+    interval,
+    model_options,
+    parse_models,
+    parse_seeds,
+)
 
 _SHORT = {
     "after_vs_init_absolute": "T-0 abs",
@@ -25,29 +39,10 @@ _SHORT = {
 def _data_options(f):
     f = click.option("--data-root", default=None, help="data folder (default: $MALLEABILITY_DATA, then the user cache)")(f)
     f = click.option("--classes", default=None, help="e.g. 3,8 or automobile,airplane (CIFAR-10); default all")(f)
-    f = click.option("--data-seed", default=0, type=int, show_default=True, help="seed of the subset draw")(f)
+    f = click.option("--data-seed", default=0, type=int, show_default=True, help="seed of the subset draw (seed s draws data-seed + s)")(f)
     f = click.option("--n-test", default=500, type=int, show_default=True, help="test samples")(f)
     f = click.option("--dataset", required=True, help="mnist | fashion-mnist | cifar10 | PATH.npz")(f)
     return f
-
-
-def _data_config(dataset, n, n_test, classes, data_seed, data_root):
-    from malleability.empirics.data import DataConfig, parse_classes
-
-    require(n >= 1, f"--n must be >= 1, got {n}")
-    require(n_test >= 0, f"--n-test must be >= 0, got {n_test}")
-    return DataConfig(dataset=dataset, n=n, n_test=n_test, classes=parse_classes(classes, dataset), seed=data_seed,
-                      data_root=data_root)
-
-
-def _parse_models(spec: str) -> tuple[str, ...]:
-    from malleability.empirics.models import check_kind
-
-    models = tuple(p.strip() for p in spec.split(",") if p.strip())
-    require(models, f"empty --models list {spec!r}")
-    for m in models:
-        check_kind(m)
-    return models
 
 
 def _parse_ns(spec: str) -> tuple[int, ...]:
@@ -61,19 +56,22 @@ def _parse_ns(spec: str) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.4g}"
+def _positive_eps(eps):
+    import math
+
+    require(eps is None or (math.isfinite(eps) and eps > 0), f"--eps must be finite and > 0, got {eps}")
 
 
 def register(main: click.Group, bench: click.Group) -> None:
-    """Add this module's commands to the root group and the `bench` group."""
+    """Add this module's commands to the root group."""
 
     @main.command("ntk-distance")
     @_data_options
     @click.option("--n", "n", default=1000, type=int, show_default=True, help="training samples")
     @click.option("--widths", default="default", show_default=True, help="comma list of widths; 'default' = 4..4096 (powers of 2)")
-    @click.option("--seeds", default=1, type=int, show_default=True, help="training seeds 0..S-1 per width")
-    @click.option("--models", default="relu,mlp-attn", show_default=True, help="relu, mlp-attn")
+    @click.option("--seeds", default="1", show_default=True, help="count (0..S-1) or comma list of seeds")
+    @click.option("--models", default="relu,mlp-attn", show_default=True, help="comma list of registered models")
+    @attention_input_option
     @click.option("--epochs", default=None, type=int, help="override the protocol's epochs (scaled-down runs)")
     @click.option("--protocol", default="paper", type=click.Choice(["paper", "lazy"]), show_default=True)
     @click.option("--loss", default="auto", type=click.Choice(["auto", "ce", "mse-ovr", "mse"]), show_default=True)
@@ -81,93 +79,92 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--dtype", default="float32", type=click.Choice(["float32", "float64"]), show_default=True)
     @click.option("--kernel-points", default=None, type=int, help="kernels on the first k training rows (default all)")
     @click.option("--function-kernel", default="infinite", type=click.Choice(["infinite", "init"]), show_default=True)
-    @click.option("--eps", default=None, type=float, help="also report the measured width where each distance reaches eps")
-    @click.option("--json", "as_json", is_flag=True, help="print JSON {rows, slopes, summary, ...}")
-    def ntk_distance(dataset, n, n_test, classes, data_seed, data_root, widths, seeds, models, epochs, protocol, loss,
-                     device, dtype, kernel_points, function_kernel, eps, as_json):
-        """NTK distance vs width for both models (all named distances, slopes of log d vs log m)."""
-        from malleability.empirics.ntk_distance import fit_slopes, parse_widths, run_sweep, summarise, sweep_configs
+    @click.option("--eps", default=None, type=float, help="also report the width where each fitted distance reaches eps")
+    @click.option("--json", "as_json", is_flag=True, help="print JSON {rows, summary, slopes, ...}")
+    def ntk_distance(dataset, n, n_test, classes, data_seed, data_root, widths, seeds, models, attention_input, epochs,
+                     protocol, loss, device, dtype, kernel_points, function_kernel, eps, as_json):
+        """NTK distance vs width (all named distances, log-log slopes with 95% intervals)."""
+        from malleability.empirics.data import load_dataset
+        from malleability.empirics.experiments import ntk_distance as experiment
+        from malleability.empirics.experiments.widths import measured_widths
         from malleability.empirics.training import TrainConfig, resolve_device
         from malleability.provenance import provenance
 
-        require(seeds >= 1, f"--seeds must be >= 1, got {seeds}")
-        require(eps is None or eps > 0, f"--eps must be > 0, got {eps}")
-        data = _data_config(dataset, n, n_test, classes, data_seed, data_root)
-        from malleability.empirics.data import load_dataset
-
-        load_dataset(data)  # fail fast on bad data before any training
+        _positive_eps(eps)
+        model_list = parse_models(models)
+        data = data_config(dataset, n, n_test, classes, data_seed, data_root)
         train = TrainConfig(protocol=protocol, epochs=epochs, loss=loss, device=resolve_device(device), dtype=dtype)
-        configs = sweep_configs(data, train, _parse_models(models), parse_widths(widths), seeds,
-                                kernel_points=kernel_points, function_kernel=function_kernel)
+        configs = experiment.sweep(data, train, model_list, experiment.parse_widths(widths), parse_seeds(seeds),
+                                   model_options=model_options(model_list, attention_input=attention_input),
+                                   kernel_points=kernel_points, function_kernel=function_kernel)
+        load_dataset(configs[0].data)  # fail fast on bad data before any training
 
         def progress(i, total, cfg):
             click.echo(f"[{i + 1}/{total}] {cfg.model} width={cfg.width} seed={cfg.train.seed}", err=True)
 
-        rows = run_sweep(configs, progress=progress)
-        out = {"rows": rows, "slopes": fit_slopes(rows), "summary": summarise(rows), "provenance": provenance()}
+        rows = experiment.run_sweep(configs, progress=progress)
+        summary = experiment.summarise(rows)
+        out = {"rows": rows, "summary": summary, "slopes": summary["slopes"], "provenance": provenance()}
         if eps is not None:
-            from malleability.empirics.widths import measured_widths
-
-            out["measured_widths"] = measured_widths(out["slopes"], eps)
+            out["measured_widths"] = measured_widths(summary, eps)
             out["eps"] = eps
         if as_json:
-            click.echo(json.dumps(out, indent=1))
+            click.echo(dump(out))
             return
         names = list(_SHORT)
-        click.echo(f"{'model':9} {'width':>6}  " + "  ".join(f"{_SHORT[k]:>17}" for k in names))
+        click.echo(f"{'model':34} {'width':>6}  " + "  ".join(f"{_SHORT[k]:>11}" for k in names) + "  test acc  learned")
         table: dict = {}
-        for s in out["summary"]:
-            table.setdefault((s["model"], s["width"]), {})[s["distance"]] = s
+        for c in summary["cells"]:
+            table.setdefault((c["model"], c["width"]), {})[c["distance"]] = c
         for (model, width), by in table.items():
-            cells = [f"{_fmt(by[k]['mean']) if k in by else '-'}±{_fmt(by[k]['std']) if k in by else '-'}" for k in names]
-            click.echo(f"{model:9} {width:>6}  " + "  ".join(f"{c:>17}" for c in cells))
-        for ds_name, by_model in out["slopes"].items():
-            for model, fits in by_model.items():
-                parts = ", ".join(f"{_SHORT[k]} {_fmt(v['slope'])}" for k, v in fits.items())
-                click.echo(f"slope of ln d vs ln m ({ds_name}, {model}): {parts}   (NTK theory: -0.5)")
-        for ds_name, by_model in out.get("measured_widths", {}).items():
-            for model, by_name in by_model.items():
-                parts = ", ".join(f"{_SHORT[k]} {_fmt(e['log10_width'])}" for k, e in by_name.items())
-                click.echo(f"log10 width where d = {eps} ({ds_name}, {model}, from the fit): {parts}")
+            first = next(iter(by.values()))
+            click.echo(f"{model:34} {width:>6}  " + "  ".join(f"{fmt(by[k]['mean']) if k in by else '-':>11}" for k in names)
+                       + f"  {fmt(first['accuracy_test']):>8}  {first['learned_seeds']}/{first['seeds']}")
+        for s in summary["slopes"]:
+            click.echo(f"slope of ln d vs ln m ({s['dataset']}, {s['model']}, {_SHORT.get(s['distance'], s['distance'])}): "
+                       f"{fmt(s['slope'])} 95% {interval(s['ci95'])} -> {s['class'] or '-'}   (NTK theory: -0.5)")
+        for e in out.get("measured_widths", []):
+            width = "-" if e["log10_width"] is None else f"10^{e['log10_width']:.2f}"
+            click.echo(f"width where d = {eps} ({e['dataset']}, {e['model']}, {_SHORT.get(e['distance'])}): "
+                       f"{width} [{e['label']}]")
 
     @main.command("widths")
     @_data_options
     @click.option("--n", "n", default="1000", show_default=True,
                   help="training samples; a comma list for several n (a single N also reports N // 10)")
     @click.option("--eps", default=0.1, type=float, show_default=True, help="target distance ε")
+    @click.option("--models", default="relu,mlp-attn", show_default=True, help="views: comma list of registered models")
     @click.option("--rows", "rows_path", default=None, help="JSON from `ntk-distance --json` (or JSONL rows) for measured widths")
     @click.option("--json", "as_json", is_flag=True, help="print JSON")
-    def widths_cmd(dataset, n, n_test, classes, data_seed, data_root, eps, rows_path, as_json):
+    def widths_cmd(dataset, n, n_test, classes, data_seed, data_root, eps, models, rows_path, as_json):
         """κ(G), pseudo-κ, κ_d of the data as each model sees it; predicted vs measured widths."""
-        from malleability.empirics.widths import width_report
+        from malleability.empirics.experiments.widths import width_report
 
         ns = _parse_ns(n)
         if len(ns) == 1 and ns[0] >= 20:
             ns = (ns[0] // 10, ns[0])
-        require(eps > 0, f"--eps must be > 0, got {eps}")
-        data = _data_config(dataset, max(ns), n_test, classes, data_seed, data_root)
+        _positive_eps(eps)
+        data = data_config(dataset, max(ns), n_test, classes, data_seed, data_root)
         rows = _read_rows(rows_path) if rows_path else None
-        report = width_report(data, eps, rows=rows, ns=ns)
+        report = width_report(data, eps, rows=rows, ns=ns, models=tuple(parse_models(models)))
         if as_json:
-            click.echo(json.dumps(report, indent=1, default=str))
+            click.echo(dump(report))
             return
         for entry in report["per_n"]:
             for kind, view in entry["views"].items():
                 c = view["conditioning"]
+                col = view.get("collinearity") or {}
                 click.echo(
-                    f"{report['dataset']} n={entry['n']} {kind:8}: rank {c['rank']}, log10 kappa_G {_fmt(c['log10_kappa_G'])}, "
-                    f"pseudo {_fmt(c['log10_pseudo_kappa_G'])}, kappa_d {_fmt(c['log10_kappa_d'])}, "
-                    f"G^3 {_fmt(c['log10_kappa_G3'])}"
-                )
+                    f"{report['dataset']} n={entry['n']} {kind:8}: rank {c['rank']}, log10 kappa_G {fmt(c['log10_kappa_G'])}, "
+                    f"pseudo {fmt(c['log10_pseudo_kappa_G'])}, kappa_d {fmt(c['log10_kappa_d'])}, "
+                    f"G^3 {fmt(c['log10_kappa_G3'])} ({c.get('precision')}); top-eigenvalue share "
+                    f"{fmt(col.get('top_eigenvalue_share'))}, mean cosine {fmt(col.get('mean_cosine'))}")
                 for reading, pred in view["predicted"].items():
-                    click.echo(f"    predicted log10 width from {reading}: v1 {_fmt(pred['v1']['log10_width'])}, "
-                               f"v2 {_fmt(pred['v2']['log10_width'])}")
-        if report.get("measured"):
-            for ds_name, by_model in report["measured"].items():
-                for model, by_name in by_model.items():
-                    for name, e in by_name.items():
-                        click.echo(f"measured ({ds_name}, {model}) {name}: log10 width {_fmt(e['log10_width'])}"
-                                   + (f"  [{e['note']}]" if e["note"] else ""))
+                    click.echo(f"    predicted log10 width from {reading}: v1 {fmt(pred['v1']['log10_width'])}, "
+                               f"v2 {fmt(pred['v2']['log10_width'])}")
+        for e in report.get("measured") or []:
+            click.echo(f"measured ({e['dataset']}, {e['model']}) {e['distance']}: log10 width {fmt(e['log10_width'])}"
+                       f"  [{e['label']}]")
 
 
 def _read_rows(path: str) -> list[dict]:

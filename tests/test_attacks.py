@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from malleability.empirics.attacks import ATTACK_NAMES, FGSM, MIM, PAPER_ATTACKS, PGD, Noise, default_loss, make_attack
+from malleability.empirics.attacks import ATTACK_NAMES, PAPER_ATTACKS, default_loss, make_attack
+from malleability.empirics.attacks.fgsm import FGSM
+from malleability.empirics.attacks.mim import MIM
+from malleability.empirics.attacks.noise import Noise
+from malleability.empirics.attacks.pgd import PGD
 from malleability.errors import MalleabilityError
 
 

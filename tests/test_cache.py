@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from malleability.reports.cache import (
+from malleability.reports.audit.cache import (
     CellCache,
     atomic_write_json,
     cell_key,

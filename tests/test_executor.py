@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from malleability.reports.cache import CellCache
-from malleability.reports.executor import Cell, SerialExecutor, make_executor, run_cells
+from malleability.reports.audit.cache import CellCache
+from malleability.reports.audit.executor import Cell, SerialExecutor, make_executor, run_cells
 
 CALLS: list[int] = []
 

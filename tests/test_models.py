@@ -1,4 +1,4 @@
-"""The two networks: the output formula, seeded inits, and the attention embedding."""
+"""The shared network, the model registry and the feature maps against direct implementations."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from malleability.empirics.models import TwoLayerReLU, attention_matrix, embed
+from malleability.empirics.models import MODELS, check_model, get_model, register
+from malleability.empirics.models.base import FeatureModel
+from malleability.empirics.network import TwoLayerReLU
 from malleability.errors import MalleabilityError
 
 
@@ -52,15 +54,77 @@ def test_bad_arguments(kwargs, match):
 
 def test_attention_embedding_is_normalised_rows_of_XXtX():
     x = rows(6, 4, seed=1)
-    C = attention_matrix(x)
-    z = embed("mlp-attn", x, C)
+    model = get_model("mlp-attn")
+    state = model.fit(x)
+    z = model.features(x, state)
     f_att = x @ x.T @ x
     assert torch.allclose(z, f_att / f_att.norm(dim=1, keepdim=True), atol=1e-14)
     # test points use the training C
     x_new = rows(3, 4, seed=9)
-    assert torch.allclose(embed("mlp-attn", x_new, C), (x_new @ C) / (x_new @ C).norm(dim=1, keepdim=True))
-    assert torch.equal(embed("relu", x, None), x)
+    C = x.T @ x
+    assert torch.allclose(model.features(x_new, state), (x_new @ C) / (x_new @ C).norm(dim=1, keepdim=True))
+    relu = get_model("relu")
+    assert torch.equal(relu.features(x, relu.fit(x)), x)
     with pytest.raises(MalleabilityError, match="unknown model"):
-        embed("softmax", x, C)
+        get_model("no-such-model")
     with pytest.raises(MalleabilityError, match="attention matrix"):
-        embed("mlp-attn", x, None)
+        model.features(x, {})
+
+
+def test_centred_attention_uses_training_statistics_only():
+    x = rows(8, 5, seed=3)
+    x_test = rows(4, 5, seed=4)
+    for reading in ("center", "standardize"):
+        model = get_model("mlp-attn", {"attention_input": reading})
+        state = model.fit(x)
+        mu = x.mean(dim=0, keepdim=True)
+        sd = x.std(dim=0, keepdim=True, unbiased=False)
+        u = x - mu if reading == "center" else (x - mu) / sd
+        C = u.T @ u
+        ut = x_test - mu if reading == "center" else (x_test - mu) / sd
+        direct = ut @ C
+        assert torch.allclose(model.features(x_test, state), direct / direct.norm(dim=1, keepdim=True), atol=1e-12)
+        # fitting on other rows changes the statistics, so the test features change too
+        other = model.fit(rows(8, 5, seed=11))
+        assert not torch.allclose(model.features(x_test, other), model.features(x_test, state))
+    with pytest.raises(MalleabilityError, match="attention input"):
+        get_model("mlp-attn", {"attention_input": "whiten"})
+    with pytest.raises(MalleabilityError, match="no option"):
+        get_model("relu", {"attention_input": "center"})
+
+
+def test_centring_removes_the_collinearity_of_non_negative_rows():
+    from malleability.empirics.experiments.widths import collinearity
+
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.rand(60, 30, generator=g, dtype=torch.float64)
+    x = pixels / pixels.norm(dim=1, keepdim=True)
+    raw, cen = get_model("mlp-attn"), get_model("mlp-attn", {"attention_input": "center"})
+    share_raw = collinearity(raw.features(x, raw.fit(x)).numpy())["top_eigenvalue_share"]
+    share_cen = collinearity(cen.features(x, cen.fit(x)).numpy())["top_eigenvalue_share"]
+    assert share_raw > 0.95 and share_cen < 0.5
+
+
+def test_collinearity_closed_forms():
+    from malleability.empirics.experiments.widths import collinearity
+
+    same = np.ones((4, 3)) / np.sqrt(3)
+    assert collinearity(same) == {"top_eigenvalue_share": pytest.approx(1.0), "mean_cosine": pytest.approx(1.0)}
+    assert collinearity(np.eye(3)) == {"top_eigenvalue_share": pytest.approx(1 / 3), "mean_cosine": pytest.approx(0.0)}
+
+
+def test_a_new_model_is_one_registered_class():
+    @register
+    class Doubled(FeatureModel):
+        name = "test-doubled"
+        label = "2x"
+
+        def embed(self, x_unit, state):
+            return 2 * x_unit
+
+    try:
+        assert check_model("test-doubled") == "test-doubled"
+        x = rows(3, 2)
+        assert torch.equal(get_model("test-doubled").features(x, {}), 2 * x)
+    finally:
+        MODELS.pop("test-doubled")

@@ -12,15 +12,15 @@ import torch
 from click.testing import CliRunner
 
 from malleability.empirics.data import DataConfig
-from malleability.empirics.ntk_distance import (
+from malleability.empirics.experiments.ntk_distance import (
     DISTANCE_NAMES,
     NTKDistanceConfig,
-    fit_slopes,
+    find_slope,
     kernel_regression,
     parse_widths,
     run_ntk_distance_cell,
     summarise,
-    sweep_configs,
+    sweep,
 )
 from malleability.empirics.training import TrainConfig
 from malleability.errors import MalleabilityError
@@ -38,7 +38,10 @@ def test_cell_row_has_every_named_distance_and_is_deterministic(cfg):
     assert (row["model"], row["dataset"], row["width"], row["seed"]) == ("mlp-attn", "mnist", 32, 1)
     assert set(row["distance"]) == set(DISTANCE_NAMES)
     assert all(v is not None and math.isfinite(v) and v >= 0 for v in row["distance"].values())
-    assert row["readings"]["loss"] == "mse" and row["config"]["width"] == 32
+    assert row["readings"]["loss"] == "mse" and row["width"] == 32
+    acc = row["accuracy"]
+    assert set(acc) >= {"train", "test", "krr_test", "chance", "learned"} and isinstance(acc["learned"], bool)
+    assert row["weight_change"] > 0 and 0 <= row["pattern_flip_share"] <= 1
     assert 0 <= row["function_space_agreement"] <= 1
     json.dumps(row)  # JSON-ready
     again = run_ntk_distance_cell(NTKDistanceConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))))
@@ -49,6 +52,7 @@ def test_untrained_network_has_zero_after_vs_init_distance(cfg):
     row = run_ntk_distance_cell(dataclasses.replace(cfg, train=TrainConfig(epochs=0), model="relu"))
     d = row["distance"]
     assert d["after_vs_init_absolute"] == 0 and d["after_vs_init_relative"] == 0
+    assert row["weight_change"] == 0 and row["pattern_flip_share"] == 0
     assert d["after_vs_infinite_relative"] == d["init_vs_infinite_relative"]
     # NTK init and the paper's N(0, 0.01²) init give the same K_0 (activation signs are scale-free)
     lazy = run_ntk_distance_cell(dataclasses.replace(cfg, train=TrainConfig(protocol="lazy", epochs=0), model="relu"))
@@ -76,31 +80,48 @@ def _rows(law):
             for w in (4, 16, 64, 256) for s in range(3)]
 
 
-def test_fit_slopes_recovers_an_exact_power_law():
-    fit = fit_slopes(_rows(lambda w, s: 3.0 * w ** -0.5))["d"]["relu"]["x"]
+def test_slope_recovers_an_exact_power_law():
+    fit = find_slope(summarise(_rows(lambda w, s: 3.0 * w ** -0.5)), distance="x")
     assert fit["slope"] == pytest.approx(-0.5, abs=1e-12) and fit["intercept"] == pytest.approx(math.log(3), abs=1e-12)
     assert fit["n_points"] == 12 and fit["widths"] == [4, 16, 64, 256] and fit["stderr"] < 1e-10
-    one = fit_slopes([r for r in _rows(lambda w, s: 1.0) if r["width"] == 4])["d"]["relu"]["x"]
-    assert one["slope"] is None
+    assert fit["class"] == "falls"
+    one = find_slope(summarise([r for r in _rows(lambda w, s: 1.0) if r["width"] == 4]), distance="x")
+    assert one["slope"] is None and one["class"] is None
 
 
-def test_summarise_mean_and_spread():
+def test_flat_and_noisy_slopes_are_classed_flat():
+    rng = np.random.default_rng(0)
+    flat = find_slope(summarise(_rows(lambda w, s: 40.0 * w ** 0.01)), distance="x")
+    assert flat["class"] == "flat"  # |slope| < 0.05
+    noisy = find_slope(summarise(_rows(lambda w, s: float(np.exp(rng.normal(0, 2.0))) * w ** 0.2)), distance="x")
+    assert noisy["ci95"][0] < 0 < noisy["ci95"][1] and noisy["class"] == "flat"
+    rises = find_slope(summarise(_rows(lambda w, s: w ** 0.3 * (1 + 0.01 * s))), distance="x")
+    assert rises["class"] == "rises"
+
+
+def test_summarise_mean_and_interval_in_range():
     s = summarise(_rows(lambda w, s: float(w + s)))
-    first = next(e for e in s if e["width"] == 4 and e["distance"] == "x")
+    first = next(e for e in s["cells"] if e["width"] == 4 and e["distance"] == "x")
     assert first["mean"] == 5.0 and first["std"] == pytest.approx(1.0) and first["n_seeds"] == 3
-    assert (first["min"], first["max"]) == (4.0, 6.0)
+    half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, 2)
+    assert first["ci95"] == pytest.approx([5.0 - half, 5.0 + half])
+    wide = summarise(_rows(lambda w, s: [0.1, 50.0, 100.0][s]))  # a norm: the interval never goes below 0
+    assert all(c["ci95"][0] >= 0 for c in wide["cells"] if c["ci95"])
+    assert any(c["ci95"] for c in wide["cells"])
 
 
-def test_parse_widths_and_sweep_configs():
+def test_parse_widths_and_sweep():
     assert parse_widths("16, 64") == (16, 64)
     assert parse_widths("default") == tuple(2**k for k in range(2, 13))
     for bad, match in [("16,x", "not an integer"), ("0", ">= 1"), ("4,4", "repeated"), ("", "not an integer")]:
         with pytest.raises(MalleabilityError, match=match):
             parse_widths(bad)
-    cfgs = sweep_configs(DataConfig("mnist"), TrainConfig(), ["relu", "mlp-attn"], (4, 8), 3)
+    cfgs = sweep(DataConfig("mnist", seed=10), TrainConfig(), ["relu", "mlp-attn"], (4, 8), 3)
     assert len(cfgs) == 12 and {c.train.seed for c in cfgs} == {0, 1, 2}
+    # one protocol: seed s draws data subset data.seed + s and init s
+    assert all(c.data.seed == 10 + c.train.seed for c in cfgs)
     with pytest.raises(MalleabilityError, match="seeds"):
-        sweep_configs(DataConfig("mnist"), TrainConfig(), ["relu"], (4,), 0)
+        sweep(DataConfig("mnist"), TrainConfig(), ["relu"], (4,), 0)
     with pytest.raises(MalleabilityError, match="unknown model"):
         NTKDistanceConfig(data=DataConfig("mnist"), train=TrainConfig(), model="cnn")
 
@@ -113,14 +134,18 @@ def test_cli_ntk_distance_json(data_root):
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert len(out["rows"]) == 4 and set(out["rows"][0]["distance"]) == set(DISTANCE_NAMES)
-    assert "init_vs_infinite_relative" in out["slopes"]["mnist"]["relu"]
-    assert "measured_widths" in out and out["summary"]
+    assert any(sl["distance"] == "init_vs_infinite_relative" and sl["model"] == "relu" for sl in out["slopes"])
+    assert "measured_widths" in out and out["summary"]["cells"]
+    for row in out["rows"]:
+        assert {"train", "test", "krr_test", "chance", "learned"} <= set(row["accuracy"])
+        assert "weight_change" in row and "pattern_flip_share" in row
 
 
 @pytest.mark.parametrize("args, match", [
     (["--dataset", "imagenet"], "unknown dataset"),
     (["--dataset", "mnist", "--n", "0"], "--n must be >= 1"),
     (["--dataset", "mnist", "--seeds", "0"], "--seeds must be >= 1"),
+    (["--dataset", "mnist", "--eps", "inf"], "--eps"),
     (["--dataset", "mnist", "--widths", "8,zero"], "bad --widths"),
     (["--dataset", "mnist", "--widths", "0"], "width must be >= 1"),
     (["--dataset", "mnist", "--models", "relu,cnn"], "unknown model"),

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from malleability.empirics.data import DataConfig, load_dataset
-from malleability.empirics.widths import measured_widths, predicted_widths, view_features, width_report
+from malleability.empirics.experiments.widths import measured_widths, predicted_widths, view_features, width_report
 from malleability.errors import MalleabilityError
 from malleability.reports.cli import main
 
@@ -27,17 +27,23 @@ def test_predicted_widths_exact_logs_and_overflow():
         predicted_widths(1.0, 10, 0.0)
 
 
-def test_measured_widths_from_fits():
-    slopes = {"d": {"relu": {
-        "a": {"slope": -0.5, "intercept": 0.0, "widths": [4, 1024]},
-        "b": {"slope": 0.1, "intercept": 0.0, "widths": [4, 1024]},
-        "c": {"slope": None, "intercept": None, "widths": [4]},
-    }}}
-    out = measured_widths(slopes, eps=0.1)["d"]["relu"]
-    assert out["a"]["log10_width"] == pytest.approx(2.0) and out["a"]["width"] == pytest.approx(100.0)
-    assert out["a"]["note"] is None
-    assert out["b"]["width"] is None and "does not shrink" in out["b"]["note"]
-    assert out["c"]["width"] is None and "no fit" in out["c"]["note"]
+def _fit(slope, ci, widths=(4, 1024)):
+    return {"dataset": "d", "model": "relu", "protocol": "paper", "distance": "a", "slope": slope, "intercept": 0.0,
+            "ci95": ci, "x_range": list(widths)}
+
+
+def test_measured_widths_only_from_a_slope_whose_interval_is_below_zero():
+    out = measured_widths({"slopes": [_fit(-0.5, [-0.6, -0.4])]}, eps=0.1)[0]
+    assert out["log10_width"] == pytest.approx(2.0) and out["width"] == pytest.approx(100.0)
+    assert out["extrapolated"] is False and out["label"].startswith("measured from slope -0.500")
+    far = measured_widths({"slopes": [_fit(-0.03, [-0.05, -0.01], widths=(16, 64))]}, eps=0.1)[0]
+    assert far["extrapolated"] is True and "extrapolated from slope -0.030 (95%: -0.050..-0.010) over widths 16..64" \
+        in far["label"]
+    for fit in (_fit(0.1, [0.05, 0.2]), _fit(-0.5, [-1.0, 0.1]), _fit(-0.5, None)):
+        e = measured_widths({"slopes": [fit]}, eps=0.1)[0]
+        assert e["width"] is None and e["label"] == "no trend"
+    e = measured_widths({"slopes": [{**_fit(None, None), "reason": "x"}]}, eps=0.1)[0]
+    assert e["width"] is None and e["label"] == "no fit"
 
 
 def test_width_report_on_mnist_matches_direct_eigenvalues(data_root):
@@ -67,16 +73,18 @@ def test_width_report_with_rows_and_singular_gram(tmp_path):
     p = tmp_path / "small.npz"
     rng = np.random.default_rng(0)
     np.savez(p, x=rng.random((12, 5)) + 0.1, y=np.arange(12) % 2)
-    rows = [{"dataset": "small.npz", "model": m, "width": w, "seed": 0,
-             "distance": {"init_vs_infinite_relative": 2.0 * w ** -0.5}} for m in ("relu", "mlp-attn") for w in (4, 64)]
+    rows = [{"dataset": "small.npz", "model": m, "width": w, "seed": s,
+             "distance": {"init_vs_infinite_relative": 2.0 * w ** -0.5}} for m in ("relu", "mlp-attn")
+            for w in (4, 16, 64) for s in range(2)]
     rep = width_report(DataConfig(str(p), n=10, n_test=2), 0.1, rows=rows)
     relu = rep["per_n"][0]["views"]["relu"]
     assert relu["conditioning"]["kappa_G"] is None  # n = 10 > d = 5: G is singular
     assert relu["conditioning"]["pseudo_kappa_G"] is not None
     assert relu["predicted"]["kappa_G"]["v1"]["log10_width"] is None
-    m = rep["measured"]["small.npz"]["relu"]["init_vs_infinite_relative"]
+    m = next(e for e in rep["measured"] if e["model"] == "relu" and e["distance"] == "init_vs_infinite_relative")
     assert m["log10_width"] == pytest.approx(2 * math.log10(20), abs=1e-9)  # 2 m^-1/2 = 0.1 at m = 400
-    json.dumps(rep, default=str)
+    assert m["extrapolated"] is True
+    json.dumps(rep, allow_nan=False)
 
 
 def test_cli_widths(data_root, tmp_path):
@@ -86,6 +94,10 @@ def test_cli_widths(data_root, tmp_path):
     out = json.loads(res.stdout)
     assert [e["n"] for e in out["per_n"]] == [15, 30]
     assert {"kappa_G", "pseudo_kappa_G", "kappa_d"} <= set(out["per_n"][0]["views"]["relu"]["conditioning"])
+    # the first n's κ of the data stays at the top level
+    assert out["kappa_G"] == out["per_n"][0]["views"]["relu"]["conditioning"]["kappa_G"]
+    assert {"pseudo_kappa_G", "kappa_d", "paper_kappa_match"} <= set(out)
+    assert 0 < out["per_n"][0]["views"]["mlp-attn"]["collinearity"]["top_eigenvalue_share"] <= 1
     for args, match in [(["--n", "0"], "--n must be >= 1"), (["--n", "1,x"], "bad --n"), (["--eps", "0"], "--eps"),
                         (["--rows", str(tmp_path / "none.json")], "rows file not found")]:
         bad = CliRunner().invoke(main, ["widths", "--dataset", "mnist", "--data-root", str(data_root), *args])

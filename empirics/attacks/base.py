@@ -32,7 +32,6 @@ import torch
 from malleability.errors import MalleabilityError, require
 
 SPACES = ("pixel", "feature")
-NORMS = ("linf",)
 
 DOC_TEMPLATE = """{name}: {summary}
 

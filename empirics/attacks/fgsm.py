@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from malleability.empirics.attacks import register
 from malleability.empirics.attacks.base import DOC_TEMPLATE, Attack
 
 
+@register
 @dataclass
 class FGSM(Attack):
     name = "fgsm"

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from malleability.empirics.attacks import register
 from malleability.empirics.attacks.base import DOC_TEMPLATE, Attack
 from malleability.errors import require
 
 
+@register
 @dataclass
 class MIM(Attack):
-    steps: int = 10
-    step_size: float | None = None
-    decay: float = 1.0
+    steps: int = field(default=10, metadata={"help": "MIM iterations"})
+    step_size: float | None = field(default=None, metadata={"help": "per-step size; None -> eps / steps"})
+    decay: float = field(default=1.0, metadata={"help": "momentum decay"})
     name = "mim"
 
     def __post_init__(self):

@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 import torch
 
+from malleability.empirics.attacks import register
 from malleability.empirics.attacks.base import DOC_TEMPLATE, Attack
 
 
+@register
 @dataclass
 class Noise(Attack):
     name = "noise"

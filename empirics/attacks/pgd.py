@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from malleability.empirics.attacks import register
 from malleability.empirics.attacks.base import DOC_TEMPLATE, Attack
 from malleability.errors import require
 
 
+@register
 @dataclass
 class PGD(Attack):
-    steps: int = 40
-    step_size: float | None = None
-    random_start: bool = True
+    steps: int = field(default=40, metadata={"help": "PGD iterations"})
+    step_size: float | None = field(default=None, metadata={"help": "per-step size; None -> 2.5 eps / steps"})
+    random_start: bool = field(default=True, metadata={"help": "start uniformly in the eps-ball (seeded)"})
     name = "pgd"
 
     def __post_init__(self):

@@ -15,10 +15,10 @@ so a run killed at any instant (Ctrl-C, ``kill -9``, power loss after the fsync)
 either the complete old state or the complete new entry, never half a file.
 
 The code version (:func:`code_version`) is the package version plus a hash of the source
-of the packages that compute results (``malleability``, ``theory``, ``properties``, ``empirics``)
-and :data:`CELL_PROTOCOL` (bumped when the audit's cell wrappers change what they store).
-Report rendering code is deliberately *not* part of it: re-rendering never invalidates
-finished experiments.
+of the modules listed in :data:`RESULT_MODULES` (everything that computes a cell's result,
+including the audit's cell wrappers) and :data:`CELL_PROTOCOL`. Summaries, verdicts and
+report rendering are deliberately *not* part of it: re-summarising or re-rendering never
+invalidates finished experiments.
 """
 
 from __future__ import annotations
@@ -34,11 +34,18 @@ from typing import Any, Callable
 
 from malleability import __version__
 
-# Bump when reports/audit.py changes what a cell wrapper stores for the same config.
-CELL_PROTOCOL = 1
+# Bump when a cell's stored form changes in a way the source hash cannot see.
+CELL_PROTOCOL = 2
 
-# The folders (relative to the repository / install root) whose source defines the numbers.
-_COMPUTATIONAL_PACKAGES = ("malleability", "malleability.theory", "malleability.properties", "malleability.empirics")
+# The modules and packages (every .py file below a package) whose source defines a cell's result.
+RESULT_MODULES = (
+    "malleability.errors",
+    "malleability.validation",
+    "malleability.theory",
+    "malleability.properties",
+    "malleability.empirics",
+    "malleability.reports.audit.cells",
+)
 
 
 def config_to_jsonable(config: Any) -> Any:
@@ -66,31 +73,33 @@ def canonical_json(value: Any) -> str:
     return json.dumps(config_to_jsonable(value), sort_keys=True, separators=(",", ":"), allow_nan=True)
 
 
-def _package_dirs() -> list[Path]:
+def _source_files() -> list[tuple[str, Path]]:
+    """(stable name, path) of every source file of :data:`RESULT_MODULES`."""
     import importlib
 
-    dirs = []
-    for name in _COMPUTATIONAL_PACKAGES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        dirs.append(Path(module.__file__).resolve().parent)
-    return dirs
+    out = []
+    for name in RESULT_MODULES:
+        module = importlib.import_module(name)
+        path = Path(module.__file__).resolve()
+        if path.name == "__init__.py":
+            root = path.parent
+            out += [(f"{name}/{p.relative_to(root).as_posix()}", p) for p in sorted(root.rglob("*.py"))
+                    if "__pycache__" not in p.parts]
+        else:
+            out.append((name, path))
+    return out
 
 
 def source_hash() -> str:
-    """SHA-256 over the (relative path, bytes) of every .py file of the computational packages.
+    """SHA-256 over the (name, bytes) of every source file of :data:`RESULT_MODULES`.
 
     Recomputed on every call (a few milliseconds): a long-lived process must see edits.
     Callers compute :func:`code_version` once per run and pass it down."""
     digest = hashlib.sha256()
-    for root in _package_dirs():
-        files = sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
-        for path in files:
-            digest.update(f"{root.name}/{path.relative_to(root).as_posix()}\0".encode())
-            digest.update(path.read_bytes())
-            digest.update(b"\0")
+    for name, path in _source_files():
+        digest.update(f"{name}\0".encode())
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
     return digest.hexdigest()
 
 

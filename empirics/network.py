@@ -1,17 +1,8 @@
-"""The paper's two networks: 2L-ReLU on unit rows and MLP-Attn on linearized-attention features.
+"""The two-layer network every model shares: ``f(z) = (1/sqrt(m)) relu(z Wᵀ) a``.
 
-Both are ``f(z) = (1/sqrt(m)) relu(z Wᵀ) a`` with only ``W`` trained and ``a`` fixed ±1. They
-differ only in the input ``z``:
-
-* ``relu``: ``z = x`` (the unit-norm row).
-* ``mlp-attn``: ``z = normalize(C x)`` with ``C = XᵀX`` of the (unit-row) *training* set. Row i
-  of ``f_att(X) = X Xᵀ X`` is ``(C x_i)ᵀ`` (C is symmetric), so the paper's transductive
-  attention over the whole training set is exactly this map; test points (and perturbed
-  points) are embedded with the same training ``C`` — the paper does not say how test points
-  are embedded, this is the reading that keeps ``f_att`` a fixed feature map.
-
-Multi-class output (not stated in the paper): ``a`` is an (m, K) matrix of fixed ±1 signs, one
-column per output, drawn independently per column.
+Only ``W`` is trained; ``a`` is fixed ±1. Models differ only in their features ``z``
+(:mod:`malleability.empirics.models`). Multi-class output (not stated in the paper): ``a`` is
+an (m, K) matrix of fixed ±1 signs, one column per output, drawn independently per column.
 """
 
 from __future__ import annotations
@@ -20,32 +11,9 @@ import math
 
 import torch
 
-from malleability.empirics.data import unit_rows
-from malleability.errors import MalleabilityError, require
+from malleability.errors import require
 
-MODEL_KINDS = ("relu", "mlp-attn")
 INIT_SCHEMES = ("paper", "ntk")
-
-
-def check_kind(kind: str) -> str:
-    if kind not in MODEL_KINDS:
-        raise MalleabilityError(f"unknown model {kind!r}: choose one of {', '.join(MODEL_KINDS)}")
-    return kind
-
-
-def attention_matrix(x_train_unit: torch.Tensor) -> torch.Tensor:
-    """``C = XᵀX`` (d, d) from the unit-norm training rows."""
-    require(x_train_unit.ndim == 2, f"expected (n, d) training rows, got shape {tuple(x_train_unit.shape)}")
-    return x_train_unit.T @ x_train_unit
-
-
-def embed(kind: str, x_unit: torch.Tensor, C: torch.Tensor | None) -> torch.Tensor:
-    """The model's input features: ``x_unit`` for relu, ``normalize(x_unit C)`` for mlp-attn."""
-    check_kind(kind)
-    if kind == "relu":
-        return x_unit
-    require(C is not None, "mlp-attn needs the attention matrix C = XᵀX of the training rows")
-    return unit_rows(x_unit @ C.to(dtype=x_unit.dtype, device=x_unit.device))
 
 
 class TwoLayerReLU(torch.nn.Module):

@@ -1,11 +1,15 @@
 """κ of real data as each model sees it, the widths Thm 4.7 predicts, and the widths measured.
 
-Views (the data "as the model sees it"):
+Views (the data "as the model sees it"; one per registered model asked for, default the
+paper's two):
 
 * ``relu``: the unit rows X; G = X Xᵀ.
 * ``mlp-attn``: the normalised attention features Z = normalize(X C), C = XᵀX; its Gram
   G̃ = D G³ D (D the row normalisation). Also reported: κ of G³ itself (= κ(G)³ exactly,
   from the singular values of X), the quantity of Thm 4.7.
+
+Each view also reports its feature collinearity: the top eigenvalue's share of Z Zᵀ and the
+mean cosine between distinct rows (near 1: every row is nearly the same vector).
 
 κ readings (from ``malleability.theory.conditioning.condition_numbers``: singular values of
 X in float64, escalated to mpmath when float64 cannot resolve them; a singular value of X
@@ -22,11 +26,13 @@ null beyond, never a silent inf), for each κ reading of each view:
 * ``v2`` = κ⁶ · n · ln n      (Thm 4.7, v2; the paper writes it with κ_d, applied here to
   every reading for the side-by-side table; ``ε`` does not enter v2).
 
-Measured widths: from a fitted line ``ln d = intercept + slope · ln m`` of each distance
-(``ntk_distance.fit_slopes``), the width at which ``d = ε``:
-``m_ε = exp((ln ε − intercept)/slope)`` when the slope is negative; a nonnegative slope
-means the fit never reaches ε (reported as null with the reason); a distance already below
-ε at the smallest swept width is still extrapolated (flagged ``extrapolated: below range``).
+Measured widths: from the log-log slope of each distance over all (width, seed) points
+(:func:`malleability.stats.loglog_slope`), the width at which the fit reaches ε
+(:func:`malleability.stats.crossing`): only when the slope's whole 95% interval lies below 0,
+labelled *extrapolated* outside the measured widths; otherwise *no trend*.
+
+Matching the paper's κ: :func:`paper_kappa_match` finds, per view and κ reading, the n of the
+measured grid whose κ is closest (in log10) to the paper's reported κ(G).
 """
 
 from __future__ import annotations
@@ -37,9 +43,13 @@ import numpy as np
 import torch
 
 from malleability.empirics.data import DataConfig, load_dataset, unit_rows
-from malleability.empirics.models import MODEL_KINDS, attention_matrix, embed
+from malleability.empirics.models import PAPER_MODELS, get_model
 from malleability.errors import require
-from malleability.provenance import provenance
+from malleability.stats import crossing
+
+NAME = "widths"
+PAPER_KAPPA = {"mnist": 1.2e3, "cifar10": 8.7e3}
+KAPPA_READINGS = ("kappa_G", "pseudo_kappa_G", "kappa_d")
 
 _LOG10_FLOAT_MAX = math.log10(np.finfo(np.float64).max)
 
@@ -94,39 +104,62 @@ def conditioning_of(x: np.ndarray) -> dict:
     return info
 
 
-def view_features(kind: str, x_unit: np.ndarray) -> np.ndarray:
-    """The rows as ``kind`` sees them (float64)."""
+def view_features(model: str, x_unit: np.ndarray, options: dict | None = None) -> np.ndarray:
+    """The rows as ``model`` sees them (float64)."""
+    m = get_model(model, options)
     xt = torch.from_numpy(np.ascontiguousarray(x_unit, dtype=np.float64))
-    C = attention_matrix(xt) if kind == "mlp-attn" else None
-    return embed(kind, xt, C).numpy()
+    return m.features(xt, m.fit(xt)).numpy()
 
 
-def measured_widths(slopes: dict, eps: float) -> dict:
-    """``{dataset: {model: {distance: {...}}}}`` widths where each fitted distance reaches eps."""
-    out: dict = {}
-    for dataset, by_model in slopes.items():
-        for model, by_name in by_model.items():
-            for name, fit in by_name.items():
-                entry = {"log10_width": None, "width": None, "slope": fit.get("slope"), "note": None}
-                slope, icpt = fit.get("slope"), fit.get("intercept")
-                if slope is None:
-                    entry["note"] = "fewer than two widths: no fit"
-                elif slope >= 0:
-                    entry["note"] = "fitted slope >= 0: the distance does not shrink with width"
-                else:
-                    ln_m = (math.log(eps) - icpt) / slope
-                    lw = ln_m / math.log(10)
-                    entry.update(log10_width=lw, width=width_from_log10(lw))
-                    widths = fit.get("widths") or []
-                    if widths and lw < math.log10(min(widths)):
-                        entry["note"] = "extrapolated: below range"
-                    elif widths and lw > math.log10(max(widths)):
-                        entry["note"] = "extrapolated: above range"
-                out.setdefault(dataset, {}).setdefault(model, {})[name] = entry
+def collinearity(z: np.ndarray) -> dict:
+    """Top-eigenvalue share of Z Zᵀ and the mean cosine between distinct rows."""
+    z = np.asarray(z, dtype=np.float64)
+    s = np.linalg.svd(z, compute_uv=False)
+    energy = float(np.sum(s**2))
+    norms = np.linalg.norm(z, axis=1)
+    u = z[norms > 0] / norms[norms > 0, None]
+    k = u.shape[0]
+    total = u.sum(axis=0)
+    mean_cos = float((total @ total - k) / (k * (k - 1))) if k > 1 else None
+    return {"top_eigenvalue_share": float(s[0] ** 2 / energy) if energy > 0 else None, "mean_cosine": mean_cos}
+
+
+def measured_widths(ntk_summary: dict, eps: float) -> list[dict]:
+    """Per slope of an NTK-distance summary: the width at which the fitted distance reaches ``eps``."""
+    out = []
+    for fit in ntk_summary.get("slopes", []):
+        hit = crossing(fit, float(eps))
+        out.append({"dataset": fit["dataset"], "model": fit["model"], "protocol": fit.get("protocol"),
+                    "distance": fit["distance"], "eps": float(eps), "slope": fit.get("slope"),
+                    "slope_ci95": fit.get("ci95"), "log10_width": hit["log10_x"],
+                    "width": width_from_log10(hit["log10_x"]), "extrapolated": hit["extrapolated"],
+                    "label": hit["label"]})
     return out
 
 
-def width_report(data_cfg: DataConfig, eps: float, rows=None, ns=None) -> dict:
+def paper_kappa_match(report: dict) -> list[dict]:
+    """Per view and κ reading: the measured n whose κ is closest to the paper's κ(G) (log10 distance)."""
+    paper = PAPER_KAPPA.get(report.get("dataset"))
+    if paper is None:
+        return []
+    out = []
+    views = sorted({v for e in report["per_n"] for v in e["views"]})
+    for view in views:
+        for reading in KAPPA_READINGS:
+            pts = [(e["n"], e["views"][view]["conditioning"].get(f"log10_{reading}")) for e in report["per_n"]
+                   if view in e["views"]]
+            pts = [(n, lk) for n, lk in pts if lk is not None]
+            if not pts:
+                out.append({"view": view, "reading": reading, "n": None, "log10_kappa": None,
+                            "paper_kappa": paper, "note": "κ infinite at every n (G singular)"})
+                continue
+            n, lk = min(pts, key=lambda p: abs(p[1] - math.log10(paper)))
+            out.append({"view": view, "reading": reading, "n": n, "log10_kappa": lk, "paper_kappa": paper,
+                        "log10_gap": lk - math.log10(paper)})
+    return out
+
+
+def width_report(data_cfg: DataConfig, eps: float, rows=None, ns=None, models=PAPER_MODELS) -> dict:
     """κ(G), pseudo-κ, κ_d per view and per n, predicted widths (v1, v2), measured widths from rows.
 
     ``ns``: sample sizes to evaluate (each a prefix of the seeded subset); None -> (n // 10, n)
@@ -144,10 +177,12 @@ def width_report(data_cfg: DataConfig, eps: float, rows=None, ns=None) -> dict:
     for n in ns:
         x = unit_rows(ds.pixels_train[:n])
         views = {}
-        for kind in MODEL_KINDS:
-            cond = conditioning_of(view_features(kind, x))
+        for kind in models:
+            z = view_features(kind, x)
+            cond = conditioning_of(z)
             views[kind] = {
                 "conditioning": cond,
+                "collinearity": collinearity(z),
                 "predicted": {
                     reading: predicted_widths(cond[f"log10_{reading}"], n, float(eps))
                     for reading in ("kappa_G", "pseudo_kappa_G", "kappa_d")
@@ -160,19 +195,20 @@ def width_report(data_cfg: DataConfig, eps: float, rows=None, ns=None) -> dict:
         "eps": float(eps),
         "per_n": per_n,
         "formulas": {"v1": "kappa^6 / eps^2", "v2": "kappa^6 * n * ln(n)"},
-        "paper_reported": {"kappa_G": {"mnist": 1.2e3, "cifar10": 8.7e3},
+        "paper_reported": {"kappa_G": PAPER_KAPPA,
                            "log10_width_v1_lower": {"mnist": 18, "cifar10": 24},
                            "log10_width_v2_lower": {"mnist": 24, "cifar10": 29}},
         "data": ds.describe(),
         "config": {**data_cfg.__dict__, "classes": list(data_cfg.classes) if data_cfg.classes else None},
-        "provenance": provenance(),
     }
+    first = per_n[0]["views"].get("relu") or next(iter(per_n[0]["views"].values()))
+    for key in KAPPA_READINGS:  # the first n's κ of the data, at the top level (the command's original keys)
+        report[key] = first["conditioning"].get(key)
+    report["paper_kappa_match"] = paper_kappa_match(report)
     if rows:
-        from malleability.empirics.ntk_distance import fit_slopes
+        from malleability.empirics.experiments.ntk_distance import summarise
 
-        slopes = fit_slopes(rows)
-        report["slopes"] = slopes
-        report["measured"] = measured_widths(slopes, float(eps))
+        report["measured"] = measured_widths(summarise(rows), float(eps))
     else:
         report["measured"] = None
     return report

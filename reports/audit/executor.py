@@ -25,7 +25,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from malleability.reports.cache import CellCache, code_version, config_to_jsonable
+from malleability.reports.audit.cache import CellCache, code_version, config_to_jsonable
 
 
 class SerialExecutor(cf.Executor):
@@ -179,7 +179,7 @@ def run_cells(
     with ``stop_on_error`` the first failure is re-raised. Outcomes come back in the order
     of ``cells``.
     """
-    from malleability.reports.cache import cell_key
+    from malleability.reports.audit.cache import cell_key
 
     cells = list(cells)
     code = code_version() if code is None else code

@@ -1,4 +1,4 @@
-"""Malleability metrics on hand-made cases, the summariser, and scaled-down real-data cells."""
+"""The flip-rate experiment: metrics on hand-made cases, the summariser, and scaled-down real-data cells."""
 
 from __future__ import annotations
 
@@ -11,20 +11,20 @@ import scipy.stats
 from click.testing import CliRunner
 
 from malleability.empirics.data import DataConfig
-from malleability.empirics.malleability import (
+from malleability.empirics.experiments.flip_rate import (
     FlipRateConfig,
     flip_rate,
-    ratio_with_interval,
     run_flip_rate_cell,
     spearman,
-    summarise_flip_rates,
     top_tau_indices,
     topk_overlap,
 )
+from malleability.empirics.experiments.flip_rate import summarise as summarise_flip_rates
 from malleability.empirics.training import TrainConfig
 from malleability.errors import MalleabilityError
 from malleability.reports.cli import main
-from malleability.reports.cli_influence import parse_seeds
+from malleability.reports.cli_common import parse_seeds
+from malleability.stats import paired_ratio as ratio_with_interval
 
 # ---------------------------------------------------------------------------------------------
 # metrics
@@ -65,9 +65,11 @@ def test_topk_overlap_and_top_tau():
 # summary
 
 
-def _row(model, seed, fr, rho=0.5, adv=False, attack="pgd"):
+def _row(model, seed, fr, rho=0.5, adv=False, attack="pgd", learned=True):
     return {"model": model, "dataset": "mnist", "classes": None, "attack": attack, "eps": 0.3, "seed": seed,
-            "intervention": "transformed", "adv_train": adv, "flip_rate": fr, "spearman": rho, "topk_overlap": 0.4}
+            "intervention": "transformed", "adv_train": adv, "flip_rate": fr, "spearman": rho, "topk_overlap": 0.4,
+            "n_flip_set": 100, "accuracy": {"train": 0.9, "test": 0.8, "krr_test": 0.85, "chance": 0.1,
+                                             "learned": learned}}
 
 
 def test_summary_mean_interval_ratio_and_ablation():
@@ -78,8 +80,13 @@ def test_summary_mean_interval_ratio_and_ablation():
     cell = next(c for c in out["cells"] if c["model"] == "mlp-attn")
     assert cell["flip_rate"]["mean"] == pytest.approx(0.25)
     assert cell["flip_rate"]["std"] == pytest.approx(np.std(attn, ddof=1))
-    half = scipy.stats.t.ppf(0.975, 2) * np.std(attn, ddof=1) / math.sqrt(3)
-    assert cell["flip_rate"]["ci95"] == pytest.approx([0.25 - half, 0.25 + half])
+    # Wilson over the pooled counts: 75 flips of 300
+    wilson = scipy.stats.binomtest(75, 300).proportion_ci(method="wilson")
+    assert cell["flip_rate"]["ci95"] == pytest.approx([wilson.low, wilson.high])
+    assert cell["flip_rate"]["successes"] == 75 and cell["flip_rate"]["trials"] == 300
+    half = scipy.stats.t.ppf(0.975, 2) * 0.1 / math.sqrt(3)  # top-k overlap: constant 0.4, t-interval of width 0
+    assert cell["topk_overlap"]["ci95"] == pytest.approx([0.4, 0.4]) and half > 0
+    assert cell["accuracy"]["learned"] and cell["accuracy"]["test"]["mean"] == pytest.approx(0.8)
     adv_cell = next(c for c in out["cells"] if c["adv_train"])
     assert adv_cell["spearman"]["n"] == 0 and adv_cell["spearman_undefined"] == 2
     (ratio,) = [r for r in out["ratios"] if not r["adv_train"]]
@@ -100,9 +107,8 @@ def test_summary_excess_over_noise():
     out = summarise_flip_rates(rows)
     by = {(c["attack"], c["model"], c["adv_train"]): c for c in out["cells"]}
     ex = by[("pgd", "relu", False)]["excess_over_noise"]
-    assert ex["excess"] == pytest.approx(0.32 - 0.29) and ex["noise_mean"] == pytest.approx(0.29)
-    assert ex["noise_seeds"] == [0, 1] and ex["paired"]["n"] == 2
-    assert ex["paired"]["mean"] == pytest.approx(0.03)
+    assert ex["mean"] == pytest.approx(0.32 - 0.29) and ex["seeds"] == [0, 1] and ex["n"] == 2
+    assert -1.0 <= ex["ci95"][0] <= ex["ci95"][1] <= 1.0
     assert by[("noise", "relu", False)]["excess_over_noise"] is None
     assert by[("pgd", "mlp-attn", False)]["excess_over_noise"] is None
     assert by[("fgsm", "relu", True)]["excess_over_noise"] is None
@@ -117,8 +123,8 @@ def test_noise_rows_are_not_chunked_into_repeats():
 
     import torch
 
-    from malleability.empirics.attacks import Noise
-    from malleability.empirics.malleability import attack_rows
+    from malleability.empirics.attacks.noise import Noise
+    from malleability.empirics.experiments.flip_rate import attack_rows
 
     model = SimpleNamespace(net=SimpleNamespace(W=torch.zeros(1, dtype=torch.float64)))
     rows = torch.full((8, 50), 0.5, dtype=torch.float64)
@@ -130,7 +136,7 @@ def test_noise_rows_are_not_chunked_into_repeats():
 def test_ratio_undefined_when_relu_never_flips():
     r = ratio_with_interval({0: 0.2, 1: 0.3}, {0: 0.0, 1: 0.0})
     assert r["ratio"] is None and "undefined" in r["reason"]
-    assert ratio_with_interval({0: 0.2}, {1: 0.1})["reason"] == "no seed has both models"
+    assert ratio_with_interval({0: 0.2}, {1: 0.1})["reason"] == "no seed has both"
     assert ratio_with_interval({0: 0.2, 1: 0.4}, {0: 0.1, 1: 0.1}) == ratio_with_interval({0: 0.2, 1: 0.4}, {0: 0.1, 1: 0.1})
 
 
@@ -140,10 +146,11 @@ def test_ratio_undefined_when_relu_never_flips():
 
 def tiny(data_root, model="relu", dataset="mnist", **kw):
     data_kw = {k: kw.pop(k) for k in ("classes",) if k in kw}
+    attack = kw.pop("attack", "pgd")
     return FlipRateConfig(
         data=DataConfig(dataset=dataset, n=60, n_test=20, seed=1, data_root=str(data_root), **data_kw),
         train=TrainConfig(epochs=kw.pop("epochs", 2), seed=1),
-        model=model, width=16, pgd_steps=kw.pop("pgd_steps", 5), **kw,
+        model=model, width=16, attack=attack, attack_options={"steps": 5} if attack in ("pgd", "mim") else {}, **kw,
     )
 
 
@@ -164,7 +171,11 @@ def test_cell_is_a_pure_function_of_its_config(data_root):
         assert a[key] == b[key]
     assert a["n_flip_set"] == 6 and a["n_attacked"] == 6
     assert a["attack_params"]["attack"] == "mim" and a["attack_params"]["decay"] == 1.0
-    assert FlipRateConfig.from_json(a["config"]) == cfg
+    assert FlipRateConfig.from_json(cfg.to_json()) == cfg
+    acc = a["accuracy"]
+    assert set(acc) >= {"train", "test", "krr_test", "chance", "learned"} and isinstance(acc["learned"], bool)
+    assert 0 <= acc["test"] <= 1 and 0 <= acc["krr_test"] <= 1 and acc["chance"] >= 0.1
+    assert a["weight_change"] > 0 and 0 <= a["pattern_flip_share"] <= 1
     assert json.dumps(a, allow_nan=False)
 
 
@@ -237,7 +248,7 @@ def test_cli_flip_rate_noise_control(data_root):
     assert {r["model"]: r["flip_rate"] for r in doc["rows"] if r["seed"] == 0} == noise_rows
     for model in ("relu", "mlp-attn"):
         ex = by[("fgsm", model)]["excess_over_noise"]
-        assert ex["excess"] == pytest.approx(by[("fgsm", model)]["flip_rate"]["mean"] - noise_rows[model])
+        assert ex["mean"] == pytest.approx(by[("fgsm", model)]["flip_rate"]["mean"] - noise_rows[model])
     res = CliRunner().invoke(main, [*base, "--attack", "fgsm,noise", "--seeds", "1"])  # the table output
     assert res.exit_code == 0 and "- noise" in res.stdout and " pt" in res.stdout
 
@@ -259,7 +270,7 @@ def test_cli_flip_rate_eps_list(data_root):
         if c["attack"] == "pgd":
             noise = next(r["flip_rate"] for r in doc["rows"]
                          if (r["attack"], r["eps"], r["model"]) == ("noise", c["eps"], c["model"]))
-            assert c["excess_over_noise"]["excess"] == pytest.approx(c["flip_rate"]["mean"] - noise)
+            assert c["excess_over_noise"]["mean"] == pytest.approx(c["flip_rate"]["mean"] - noise)
     single = json.loads(CliRunner().invoke(main, [*base[:-2], "--attack", "pgd", "--eps", "0.3", "--json"]).stdout)
     assert [r["flip_rate"] for r in single["rows"]] == [
         r["flip_rate"] for r in doc["rows"] if r["eps"] == 0.3 and r["attack"] == "pgd"]  # same cells as a single eps
@@ -268,7 +279,7 @@ def test_cli_flip_rate_eps_list(data_root):
     lines = res.stdout.splitlines()
     assert "eps=0.1,0.3" in lines[0] and " eps " in lines[1]
     assert any(line.split()[:2] == ["pgd", "0.1"] for line in lines) and any(line.split()[:2] == ["noise", "0.3"] for line in lines)
-    assert "MLP-Attn / ReLU pgd eps=0.1:" in res.stdout
+    assert "mlp-attn / relu pgd eps=0.1:" in res.stdout
 
 
 @pytest.mark.parametrize(
@@ -322,3 +333,36 @@ def test_summary_never_pools_different_readings():
     rows[1]["readings"] = {"space": "pixel", "recompute": "kernel", "ntk_at": "trained"}
     cells = summarise_flip_rates(rows)["cells"]
     assert len(cells) == 2 and all(c["flip_rate"]["n"] == 1 for c in cells)
+
+
+def test_numerical_floor_is_measured_and_small(data_root):
+    row = run_flip_rate_cell(tiny(data_root, "relu", attack="fgsm", null_eps=1e-6, epochs=3))
+    floor = row["numerical_floor"]
+    assert floor["null_eps"] == 1e-6 and floor["n_flip_set"] == row["n_flip_set"]
+    assert 0.0 <= floor["flip_rate"] <= row["flip_rate"] + 0.5
+
+
+def test_centred_attention_learns_mnist_well_above_chance(data_root):
+    """Raw attention input makes every MLP-Attn feature nearly the same vector; centring fixes that."""
+    cfg = FlipRateConfig(data=DataConfig("mnist", n=300, n_test=100, seed=0, data_root=str(data_root)),
+                         train=TrainConfig(epochs=15, seed=0), model="mlp-attn",
+                         model_options={"attention_input": "center"}, attack="noise", width=64)
+    acc = run_flip_rate_cell(cfg)["accuracy"]
+    assert acc["learned"] and acc["test"] >= 0.5, acc
+
+
+def test_gate_marks_a_network_that_did_not_learn():
+    rows = [_row("relu", s, 0.3, learned=False) for s in range(2)] + [_row("mlp-attn", s, 0.3) for s in range(2)]
+    by = {c["model"]: c for c in summarise_flip_rates(rows)["cells"]}
+    assert by["relu"]["accuracy"]["learned"] is False and by["relu"]["accuracy"]["learned_seeds"] == 0
+    assert by["mlp-attn"]["accuracy"]["learned"] is True
+
+
+def test_cli_attack_options_come_from_the_attack_dataclass(data_root):
+    res = CliRunner().invoke(main, ["flip-rate", "--help"])
+    assert "--pgd-steps" in res.output and "--mim-decay" in res.output and "--pgd-random-start" in res.output
+    base = ["flip-rate", "--dataset", "mnist", "--data-root", str(data_root), "--attack", "pgd"]
+    res = CliRunner().invoke(main, [*base, "--pgd-steps", "0"])
+    assert res.exit_code == 2 and "--pgd-steps" in res.stderr
+    with pytest.raises(MalleabilityError, match="no option"):
+        FlipRateConfig(data=DataConfig("mnist"), attack="fgsm", attack_options={"steps": 3})

@@ -26,26 +26,33 @@ output block, which is the same for every output because the output weights are 
 the signs of ``W z``, so K_0 is the same as under N(0, 1) with the same draw and still
 estimates K∞ (its distance shrinks like m^-1/2 either way; tested).
 
-Seeds: a row's ``seed`` is the training seed (init and batch order); the data subset comes
-from ``data.seed`` and is shared by all rows of a sweep.
+Seeds (:func:`sweep`, used by the CLI and the audit alike): seed ``s`` draws the data subset
+``data_seed + s`` and the initialisation and batch order ``s``.
+
+Every row also carries the network's ``accuracy`` (with the ``learned`` gate, see
+:mod:`malleability.empirics.experiments.quality`), ``weight_change`` = ‖W_T − W_0‖/‖W_0‖ and
+``pattern_flip_share``, the share of ReLU activation patterns on the training rows that
+training flipped: under the ``lazy`` protocol both shrink with width.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from malleability.empirics.data import DataConfig, load_dataset
-from malleability.empirics.models import MODEL_KINDS, attention_matrix, check_kind, embed
+from malleability.empirics.experiments.flip_rate.summary import model_key
+from malleability.empirics.experiments.quality import model_quality, pattern_flip_share, predicted_classes, weight_change
+from malleability.empirics.models import get_model
 from malleability.empirics.ntk import empirical_ntk, infinite_ntk
-from malleability.empirics.training import TrainConfig, resolve_loss, targets_for, train_model
+from malleability.empirics.training import TrainConfig, targets_for, train_model
 from malleability.errors import MalleabilityError, require
-from malleability.provenance import provenance
+from malleability.stats import loglog_slope, mean_interval, slope_class
+
+NAME = "ntk-distance"
 
 DISTANCE_NAMES = (
     "after_vs_init_absolute",
@@ -63,7 +70,8 @@ class NTKDistanceConfig:
 
     data: DataConfig = field(metadata={"help": "data set, n, n_test, classes, subset seed"})
     train: TrainConfig = field(metadata={"help": "protocol, epochs, loss, training seed, device, dtype"})
-    model: str = field(default="relu", metadata={"help": "'relu' | 'mlp-attn'"})
+    model: str = field(default="relu", metadata={"help": "a registered model (see malleability.empirics.models)"})
+    model_options: dict = field(default_factory=dict, metadata={"help": "the model's options"})
     width: int = field(default=1024, metadata={"help": "hidden width m"})
     kernel_points: int | None = field(default=None, metadata={"help": "kernels on the first k training rows; None = all"})
     function_kernel: str = field(default="infinite", metadata={"help": "kernel of the function-space reference: 'infinite' | 'init'"})
@@ -74,7 +82,7 @@ class NTKDistanceConfig:
             object.__setattr__(self, "data", DataConfig(**self.data))
         if isinstance(self.train, dict):
             object.__setattr__(self, "train", TrainConfig(**self.train))
-        check_kind(self.model)
+        get_model(self.model, self.model_options)
         require(int(self.width) >= 1, f"width must be >= 1, got {self.width}")
         require(self.kernel_points is None or int(self.kernel_points) >= 1, "kernel_points must be >= 1")
         require(self.function_kernel in FUNCTION_KERNELS,
@@ -116,23 +124,20 @@ def kernel_regression(K_train: torch.Tensor, K_cross: torch.Tensor, T: torch.Ten
     return K_cross @ torch.cholesky_solve(T, L)
 
 
-def _predict(out: torch.Tensor) -> torch.Tensor:
-    return (out[:, 0] > 0).long() if out.shape[1] == 1 else out.argmax(dim=1)
-
-
 def run_ntk_distance_cell(cfg: NTKDistanceConfig) -> dict:
     """Train one model and measure every named distance; a JSON-ready row (pure function of cfg on CPU)."""
     t_start = time.perf_counter()
     ds = load_dataset(cfg.data)
+    feature_model = get_model(cfg.model, cfg.model_options)
     x_tr = torch.from_numpy(ds.x_train)
     y_tr = torch.from_numpy(ds.y_train)
-    tm = train_model(cfg.model, x_tr, y_tr, ds.num_classes, cfg.train, width=int(cfg.width))
+    tm = train_model(feature_model, x_tr, y_tr, ds.num_classes, cfg.train, width=int(cfg.width))
     t_train = time.perf_counter() - t_start
     dev = tm.net.W.device
     f64 = torch.float64
     x64 = x_tr.to(device=dev, dtype=f64)
-    C64 = attention_matrix(x64) if cfg.model == "mlp-attn" else None
-    z_all = embed(cfg.model, x64, C64)
+    state64 = feature_model.fit(x64)
+    z_all = feature_model.features(x64, state64)
     k = z_all.shape[0] if cfg.kernel_points is None else min(int(cfg.kernel_points), z_all.shape[0])
     z = z_all[:k]
     W0 = tm.W0.to(f64)
@@ -143,14 +148,11 @@ def run_ntk_distance_cell(cfg: NTKDistanceConfig) -> dict:
     distance = kernel_distances(K0, KT, Kinf)
     norms = {"k0_fro": _fro(K0), "kt_fro": _fro(KT), "kinf_fro": _fro(Kinf)}
 
+    agreement, f_ker = None, None
     with torch.no_grad():
-        train_pred = _predict(tm.net(tm.features(x_tr.to(device=dev, dtype=tm.net.W.dtype))))
-        accuracy = {"train": float((train_pred.cpu() == y_tr).double().mean())}
-        agreement = None
         if ds.pixels_test.shape[0] > 0:
             x_te64 = torch.from_numpy(ds.x_test).to(device=dev, dtype=f64)
-            y_te = torch.from_numpy(ds.y_test)
-            z_te = embed(cfg.model, x_te64, C64)
+            z_te = feature_model.features(x_te64, state64)
             f_T = tm.net(tm.features(x_te64.to(tm.net.W.dtype))).to(f64)
             if cfg.function_kernel == "infinite":
                 K_tr, K_x = infinite_ntk(z_all, z_all), infinite_ntk(z_te, z_all)
@@ -160,23 +162,28 @@ def run_ntk_distance_cell(cfg: NTKDistanceConfig) -> dict:
             f_ker = kernel_regression(K_tr, K_x, T, cfg.ridge)
             ref = _fro(f_ker)
             distance["function_space_relative"] = _fro(f_T - f_ker) / ref if ref > 0 else None
-            p_T, p_ker = _predict(f_T).cpu(), _predict(f_ker).cpu()
-            agreement = float((p_T == p_ker).double().mean())
-            accuracy["test"] = float((p_T == y_te).double().mean())
-            accuracy["kernel_regression_test"] = float((p_ker == y_te).double().mean())
+            agreement = float((predicted_classes(f_T) == predicted_classes(f_ker)).mean())
         else:
             distance["function_space_relative"] = None
+    accuracy = model_quality(tm, ds.x_train, ds.y_train, ds.x_test, ds.y_test, krr_predictions=f_ker)
+    # the names this row used before `accuracy` gained the gate
+    accuracy["kernel_regression_test"] = accuracy["krr_test"]
     settings = cfg.train.resolved()
     return {
         "model": cfg.model,
+        "model_label": feature_model.label,
+        "model_options": feature_model.options(),
         "dataset": ds.name,
         "width": int(cfg.width),
         "seed": int(cfg.train.seed),
+        "data_seed": int(cfg.data.seed),
         "distance": distance,
         "function_space_agreement": agreement,
         "norms": norms,
         "accuracy": accuracy,
         "final_train_loss": tm.history[-1] if tm.history else None,
+        "weight_change": weight_change(tm.W0, tm.net.W),
+        "pattern_flip_share": pattern_flip_share(z_all, W0, WT),
         "kernel_points": int(k),
         "n_train": int(ds.pixels_train.shape[0]),
         "n_test": int(ds.pixels_test.shape[0]),
@@ -188,14 +195,13 @@ def run_ntk_distance_cell(cfg: NTKDistanceConfig) -> dict:
             "kernel": "scalar empirical NTK (diagonal output block), closed form, float64",
             "function_kernel": cfg.function_kernel,
             "ce_targets": "one-vs-rest ±1" if tm.loss == "ce" else None,
-            "attention_embedding": "normalize(x C), C = XᵀX of the training rows" if cfg.model == "mlp-attn" else None,
+            "features": feature_model.summary,
         },
         "data": ds.describe(),
-        "config": cfg.to_dict(),
         "train_settings": settings,
         "dtype": cfg.train.dtype,
         "timing_s": {"train": t_train, "total": time.perf_counter() - t_start},
-        "provenance": provenance(device=str(dev)),
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -225,72 +231,66 @@ def parse_widths(spec) -> tuple[int, ...]:
     return tuple(out)
 
 
-def sweep_configs(data: DataConfig, train: TrainConfig, models, widths, seeds: int, **cell_options):
-    """The cells of a sweep: models x widths x training seeds 0..seeds-1."""
-    require(int(seeds) >= 1, f"seeds must be >= 1, got {seeds}")
-    for m in models:
-        check_kind(m)
+def sweep(data: DataConfig, train: TrainConfig, models, widths, seeds, *, model_options=None,
+          **cell_options) -> list[NTKDistanceConfig]:
+    """The cells of a sweep: models x widths x seeds; seed s draws data subset data.seed + s and init s.
+
+    ``seeds``: a count (0..S-1) or a list of seeds. ``model_options``: {model: {option: value}}.
+    """
+    seeds = list(range(int(seeds))) if isinstance(seeds, int) else [int(s) for s in seeds]
+    require(seeds, "seeds must not be empty")
+    require(all(s >= 0 for s in seeds), "seeds must be >= 0")
+    model_options = dict(model_options or {})
     return [
-        NTKDistanceConfig(data=data, train=dataclasses.replace(train, seed=s), model=m, width=int(w), **cell_options)
+        NTKDistanceConfig(data=dataclasses.replace(data, seed=int(data.seed) + s), train=dataclasses.replace(train, seed=s),
+                          model=m, model_options=dict(model_options.get(m, {})), width=int(w), **cell_options)
         for m in models
         for w in widths
-        for s in range(int(seeds))
+        for s in seeds
     ]
 
 
-def fit_slopes(rows) -> dict:
-    """Least-squares slope of log(distance) vs log(width), over all (width, seed) points.
+def _group(row: dict) -> tuple:
+    return (row["dataset"], model_key(row), (row.get("readings") or {}).get("protocol", "paper"))
 
-    Returns ``{dataset: {model: {distance: {"slope", "intercept", "stderr", "r2", "n_points",
-    "widths"}}}}`` (natural logs; NTK theory predicts slope −1/2 for the init/infinite
-    distances). Nonpositive or missing values are skipped; fewer than two distinct widths
-    give ``slope: None``.
-    """
-    groups: dict = {}
+
+# A norm cannot be negative; the relative distances also cannot.
+def summarise(rows) -> dict:
+    """Per (dataset, model, protocol): each distance per width (mean, t-interval truncated at 0) and its
+    log-log slope over all (width, seed) points with a 95% interval and its class (rises / flat / falls)."""
+    values: dict = {}
+    quality: dict = {}
     for r in rows:
+        g = _group(r)
         for name, value in r["distance"].items():
-            if value is None or not math.isfinite(value) or value <= 0:
-                continue
-            groups.setdefault((r["dataset"], r["model"], name), []).append((float(r["width"]), float(value)))
-    out: dict = {}
-    for (dataset, model, name), pts in sorted(groups.items()):
-        lx = np.log([p[0] for p in pts])
-        ly = np.log([p[1] for p in pts])
-        widths = sorted({int(p[0]) for p in pts})
-        fit = {"slope": None, "intercept": None, "stderr": None, "r2": None, "n_points": len(pts), "widths": widths}
-        if len(widths) >= 2:
-            A = np.stack([lx, np.ones_like(lx)], 1)
-            coef, *_ = np.linalg.lstsq(A, ly, rcond=None)
-            resid = ly - A @ coef
-            dof = len(pts) - 2
-            sxx = float(np.sum((lx - lx.mean()) ** 2))
-            sst = float(np.sum((ly - ly.mean()) ** 2))
-            fit.update(
-                slope=float(coef[0]),
-                intercept=float(coef[1]),
-                stderr=float(math.sqrt(np.sum(resid**2) / dof / sxx)) if dof > 0 else None,
-                r2=float(1 - np.sum(resid**2) / sst) if sst > 0 else None,
-            )
-        out.setdefault(dataset, {}).setdefault(model, {})[name] = fit
-    return out
+            values.setdefault(g + (name,), {}).setdefault(int(r["width"]), []).append(value)
+        quality.setdefault(g + (int(r["width"]),), []).append(r)
+    cells, slopes = [], []
+    for (dataset, model, protocol, name), by_width in sorted(values.items()):
+        xs, ys = [], []
+        for w in sorted(by_width):
+            stats = mean_interval(by_width[w], lower=0.0)
+            acc = [(q.get("accuracy") or {}) for q in quality[(dataset, model, protocol, w)]]
+            cells.append({"dataset": dataset, "model": model, "protocol": protocol, "distance": name, "width": w,
+                          **stats, "n_seeds": stats["n"],
+                          "accuracy_test": mean_interval([a.get("test") for a in acc], lower=0.0, upper=1.0)["mean"],
+                          "accuracy_train": mean_interval([a.get("train") for a in acc], lower=0.0, upper=1.0)["mean"],
+                          "learned_seeds": sum(1 for a in acc if a.get("learned")), "seeds": len(acc)})
+            xs += [w] * len(stats["values"])
+            ys += stats["values"]
+        fit = loglog_slope(xs, ys)
+        slopes.append({"dataset": dataset, "model": model, "protocol": protocol, "distance": name, **fit,
+                       "class": slope_class(fit), "widths": sorted(by_width)})
+    return {"cells": cells, "slopes": slopes,
+            "interval": "per width: Student-t 95% over seeds, truncated at 0; slopes: least squares of ln distance on "
+                        "ln width over all (width, seed) points, Student-t 95%"}
 
 
-def summarise(rows) -> list[dict]:
-    """Mean and spread over seeds for each (dataset, model, width, distance)."""
-    groups: dict = {}
-    for r in rows:
-        for name, value in r["distance"].items():
-            if value is not None:
-                groups.setdefault((r["dataset"], r["model"], int(r["width"]), name), []).append(float(value))
-    out = []
-    for (dataset, model, width, name), vals in sorted(groups.items()):
-        v = np.asarray(vals)
-        out.append({
-            "dataset": dataset, "model": model, "width": width, "distance": name,
-            "mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
-            "min": float(v.min()), "max": float(v.max()), "n_seeds": int(v.size),
-        })
-    return out
+def find_slope(summary: dict, **match) -> dict | None:
+    for s in summary["slopes"]:
+        if all(s.get(k) == v for k, v in match.items()):
+            return s
+    return None
 
 
 def run_sweep(configs, *, progress=None, on_row=None) -> list[dict]:
@@ -306,7 +306,10 @@ def run_sweep(configs, *, progress=None, on_row=None) -> list[dict]:
     return rows
 
 
+Config = NTKDistanceConfig
+run_cell = run_ntk_distance_cell
+
 __all__ = [
-    "DISTANCE_NAMES", "MODEL_KINDS", "NTKDistanceConfig", "run_ntk_distance_cell", "fit_slopes", "summarise",
-    "sweep_configs", "run_sweep", "parse_widths", "kernel_distances", "kernel_regression",
+    "Config", "DISTANCE_NAMES", "NAME", "NTKDistanceConfig", "find_slope", "kernel_distances", "kernel_regression",
+    "parse_widths", "run_cell", "run_ntk_distance_cell", "run_sweep", "summarise", "sweep",
 ]

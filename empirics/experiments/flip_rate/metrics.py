@@ -1,0 +1,90 @@
+"""Pure metrics of the flip-rate experiment, and the influence of a trained network."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from malleability.empirics.experiments.flip_rate.config import finite
+from malleability.empirics.influence import loo_influence, regression_targets
+from malleability.empirics.models import FeatureModel, State
+from malleability.empirics.ntk import empirical_ntk
+from malleability.errors import require
+
+
+
+
+def top_tau_indices(scores: np.ndarray, tau: float) -> np.ndarray:
+    """Indices of the ceil(tau n) (at least 1) largest scores, largest first (ties by index)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    require(scores.ndim == 1 and scores.size >= 1, "scores must be a non-empty 1-D array")
+    require(finite(tau) and 0 < tau <= 1, f"tau must lie in (0, 1], got {tau}")
+    k = max(1, int(math.ceil(tau * scores.size - 1e-9)))
+    return np.argsort(-scores, kind="stable")[:k]
+
+
+def flip_rate(before: np.ndarray, after: np.ndarray) -> float:
+    """Fraction of points whose influence changes sign strictly (before * after < 0)."""
+    before, after = np.asarray(before, float), np.asarray(after, float)
+    require(before.shape == after.shape and before.ndim == 1 and before.size >= 1, "flip_rate needs two equal, non-empty 1-D arrays")
+    return float(np.mean(before * after < 0))
+
+
+def spearman(before: np.ndarray, after: np.ndarray) -> tuple[float | None, str | None]:
+    """(rho, None), or (None, reason) when Spearman's rho is undefined."""
+    import scipy.stats
+
+    before, after = np.asarray(before, float), np.asarray(after, float)
+    require(before.shape == after.shape and before.ndim == 1, "spearman needs two equal 1-D arrays")
+    if before.size < 2:
+        return None, "fewer than 2 points"
+    if np.ptp(before) == 0:
+        return None, "influence before is constant"
+    if np.ptp(after) == 0:
+        return None, "influence after is constant"
+    rho = float(scipy.stats.spearmanr(before, after).statistic)
+    if not math.isfinite(rho):
+        return None, "spearman rho is not finite"
+    return rho, None
+
+
+def topk_overlap(before: np.ndarray, after: np.ndarray, k: int) -> float:
+    """|top-k by |before| ∩ top-k by |after|| / k (k clipped to the number of points)."""
+    before, after = np.abs(np.asarray(before, float)), np.abs(np.asarray(after, float))
+    require(before.shape == after.shape and before.size >= 1, "topk_overlap needs two equal, non-empty arrays")
+    k = max(1, min(int(k), before.size))
+    a = set(np.argsort(-before, kind="stable")[:k].tolist())
+    b = set(np.argsort(-after, kind="stable")[:k].tolist())
+    return len(a & b) / k
+
+
+# --------------------------------------------------------------------------------------------
+# influence of a trained network
+
+
+def krr_targets(labels: np.ndarray, num_outputs: int, reading: str) -> np.ndarray:
+    """KRR targets: binary (one output) +-1; multi-class one-hot 0/1 ('onehot') or +-1 ('pm1')."""
+    y = regression_targets(np.asarray(labels, dtype=np.int64), num_outputs)
+    return 2.0 * y - 1.0 if (num_outputs > 1 and reading == "pm1") else y
+
+
+def network_influence(model: FeatureModel, W: torch.Tensor, state: State, x_train_unit: torch.Tensor,
+                      y_train: np.ndarray, x_test_unit: torch.Tensor, y_test: np.ndarray, num_outputs: int,
+                      lam: float, targets: str = "onehot"):
+    """Exact LOO influence with the empirical NTK of a network with first layer W, in float64.
+
+    Features are ``model.features(x, state)``; the kernel is the block shared by all outputs
+    (see :data:`malleability.empirics.influence.MULTI_OUTPUT_READING`).
+    """
+    W64 = W.detach().to(torch.float64)
+    state64 = {k: v.detach() for k, v in (state or {}).items()}
+    z_tr = model.features(x_train_unit.detach().to(device=W64.device, dtype=torch.float64), state64)
+    z_te = model.features(x_test_unit.detach().to(device=W64.device, dtype=torch.float64), state64)
+    K = empirical_ntk(z_tr, z_tr, W64).cpu().numpy()
+    K_test = empirical_ntk(z_te, z_tr, W64).cpu().numpy()
+    return loo_influence(K, K_test, krr_targets(y_train, num_outputs, targets),
+                         krr_targets(y_test, num_outputs, targets), lam)
+
+

@@ -1,0 +1,66 @@
+"""What a model is: a feature map fitted on the training rows, under the same two-layer network.
+
+Every model of the audit is ``f(x) = (1/sqrt(m)) relu(z(x) Wᵀ) a`` with only ``W`` trained
+(:class:`malleability.empirics.network.TwoLayerReLU`); models differ only in the features
+``z(x)``. A model is one frozen dataclass, subclass of :class:`FeatureModel`, in one file of
+this package; its dataclass fields are its options (with help text), and it registers itself
+with :func:`malleability.empirics.models.register`. Training, the empirical NTK, influence,
+attacks, experiments and reports work for every registered model without naming it.
+
+* :meth:`FeatureModel.fit` computes the model's state from the unit-norm training rows
+  (e.g. the attention matrix ``C``); :meth:`FeatureModel.embed` maps unit rows to features
+  with that state, differentiably (attacks take gradients through it).
+* ``transductive = True`` says the features of every point depend on the training rows, so a
+  change of the training data refits the state (or keeps it, under the ``fixed`` reading).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from malleability.errors import require
+
+State = dict  # name -> tensor, computed by fit() from the training rows
+
+
+def unit(t: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit ℓ2 norm, differentiably; an all-zero row stays zero (no direction)."""
+    scale = t.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(t.dtype).tiny)
+    s = t / scale  # bounded entries: the norm cannot overflow or underflow
+    return s / s.norm(dim=1, keepdim=True).clamp_min(torch.finfo(t.dtype).tiny)
+
+
+@dataclass(frozen=True)
+class FeatureModel:
+    """Base class: the identity features (the 2L-ReLU baseline overrides nothing but its name)."""
+
+    name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    transductive: ClassVar[bool] = False
+
+    def fit(self, x_train_unit: torch.Tensor) -> State:
+        """The state the features need, from the unit-norm training rows (n, d)."""
+        require(x_train_unit.ndim == 2, f"expected (n, d) training rows, got shape {tuple(x_train_unit.shape)}")
+        return {}
+
+    def embed(self, x_unit: torch.Tensor, state: State) -> torch.Tensor:
+        """Features (N, d') of unit rows (N, d); differentiable in ``x_unit``."""
+        return x_unit
+
+    def features(self, x_unit: torch.Tensor, state: State) -> torch.Tensor:
+        """:meth:`embed` with the state cast to the rows' dtype and device."""
+        cast = {k: v.to(dtype=x_unit.dtype, device=x_unit.device) for k, v in (state or {}).items()}
+        return self.embed(x_unit, cast)
+
+    def options(self) -> dict:
+        """The model's options (its dataclass fields), JSON-ready."""
+        return dataclasses.asdict(self)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "label": self.label, "summary": self.summary,
+                "transductive": self.transductive, "options": self.options()}

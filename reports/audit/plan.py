@@ -1,0 +1,153 @@
+"""The audit's plan: every cell of a scale, built from the experiments' own grids, and its cost.
+
+Pure: builds configs, runs nothing. Each cell carries tags (table, task, model, reading, ...)
+that the summary and the report use to find it; the table is only a tag, never part of the
+config, so a cell shared by two tables is planned (and computed) once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from malleability.reports.audit.cells import RUNNERS, TheoryCellConfig, WidthsCellConfig
+from malleability.reports.audit.executor import Cell
+from malleability.reports.audit.scales import TASKS, Scale
+
+CONTROL_ATTACKS_LAZY = ("pgd", "noise")  # the lazy-protocol causal control of Table 2: one attack and its noise floor
+
+
+@dataclass
+class Plan:
+    cells: list[Cell]
+    missing: list[dict]  # {kind, label, why}
+
+
+def data_config(task: str, n: int, n_test: int, seed: int, data_root: str | None):
+    from malleability.empirics.data import DataConfig, parse_classes
+
+    dataset, spec = TASKS[task]
+    return DataConfig(dataset=dataset, n=n, n_test=n_test, classes=parse_classes(spec, dataset), seed=seed,
+                      data_root=data_root)
+
+
+def model_variants(scale: Scale) -> list[tuple[str, dict, str]]:
+    """(model, options, reading) for every model of the scale; attention models once per attention-input reading."""
+    from malleability.empirics.models import MODELS
+
+    out = []
+    for model in scale.models:
+        fields = {f.name for f in dataclasses.fields(MODELS[model])}
+        if "attention_input" in fields:
+            out.extend((model, {"attention_input": r}, r) for r in scale.attention_inputs)
+        else:
+            out.append((model, {}, "-"))
+    return out
+
+
+def _train(scale: Scale, epochs: int, device: str, protocol: str = "paper"):
+    from malleability.empirics.training import TrainConfig
+
+    return TrainConfig(protocol=protocol, epochs=epochs, device=device, dtype=scale.dtype)
+
+
+def plan_cells(scale: Scale, *, device: str = "cpu", data_root: str | None = None) -> Plan:
+    """Every cell of a scale."""
+    from malleability.empirics.experiments import flip_rate, ntk_distance
+    from malleability.theory import CLAIM_IDS
+
+    cells: list[Cell] = []
+    for claim in CLAIM_IDS if scale.theory.claims is None else scale.theory.claims:
+        cells.append(Cell("theory", TheoryCellConfig(claim, scale.theory.profile), RUNNERS["theory"],
+                          f"theory {claim}", tags={"claim": claim}))
+    w = scale.widths
+    for task in w.tasks:
+        cfg = WidthsCellConfig(data_config(task, max(w.n), 0, 0, data_root), w.eps, task, tuple(sorted(w.n)),
+                               tuple(scale.models))
+        cells.append(Cell("widths", cfg, RUNNERS["widths"], f"widths {task} n={','.join(map(str, w.n))}",
+                          tags={"task": task}))
+    k = scale.ntk
+    variants = model_variants(scale)
+    for task in k.tasks:
+        for protocol in k.protocols:
+            for model, options, reading in variants:
+                for cfg in ntk_distance.sweep(data_config(task, k.n, k.n_test, 0, data_root),
+                                              _train(scale, k.epochs, device, protocol), [model], k.widths, k.seeds,
+                                              model_options={model: options}):
+                    tags = {"table": "table1", "task": task, "model": model, "reading": reading, "protocol": protocol,
+                            "width": cfg.width, "seed": cfg.train.seed}
+                    cells.append(Cell("ntk-distance", cfg, RUNNERS["ntk-distance"],
+                                      f"ntk {task} {model}/{reading} {protocol} m={cfg.width} seed={cfg.train.seed}",
+                                      tags=tags))
+    cells.extend(_flip_cells(scale, variants, device, data_root, flip_rate))
+    return Plan(cells, [])
+
+
+def _flip_cells(scale: Scale, variants, device, data_root, flip_rate) -> list[Cell]:
+    f = scale.flip
+    combos = []  # (table, task, attacks, adv, eps_list, protocol)
+    for task in f.tasks_10class:
+        combos.append(("table2", task, f.attacks, False, (f.eps,), "paper"))
+        if "lazy" in f.protocols:
+            combos.append(("table2", task, tuple(a for a in f.attacks if a in CONTROL_ATTACKS_LAZY), False, (f.eps,),
+                           "lazy"))
+        if f.adv_training:
+            combos.append(("table4", task, ("pgd",), True, (f.eps,), "paper"))
+    for task in f.tasks_binary:
+        combos.append(("table3", task, f.attacks, False, (f.eps,), "paper"))
+    for task in f.eps_sweep_tasks:
+        combos.append(("eps-sweep", task, f.eps_sweep_attacks, False, tuple(f.eps_sweep), "paper"))
+    out, seen = [], set()
+    for table, task, attacks, adv, eps_list, protocol in combos:
+        for model, options, reading in variants:
+            configs = flip_rate.sweep(
+                data_config(task, f.n, f.n_test, 0, data_root), _train(scale, f.epochs, device, protocol),
+                models=[model], attacks=attacks, eps_list=eps_list, seeds=range(f.seeds), adv_modes=(adv,),
+                model_options={model: options}, width=f.width, adv_train_steps=f.adv_train_steps, null_eps=f.null_eps)
+            for cfg in configs:
+                ident = (task, cfg.attack, adv, model, reading, cfg.train.seed, cfg.eps, protocol)
+                if ident in seen:  # e.g. the ε sweep's ε = 0.3 cells are Table 2's own
+                    continue
+                seen.add(ident)
+                tags = {"table": table, "task": task, "attack": cfg.attack, "adv_train": adv, "model": model,
+                        "reading": reading, "protocol": protocol, "seed": cfg.train.seed, "eps": cfg.eps}
+                label = (f"flip {task} {model}/{reading} {cfg.attack}{' adv-train' if adv else ''} eps={cfg.eps:g} "
+                         f"{protocol} seed={cfg.train.seed}")
+                out.append(Cell("flip-rate", cfg, RUNNERS["flip-rate"], label, tags=tags))
+    return out
+
+
+# Seconds per cell on one core of the 2-core reference machine, for the up-front estimate only.
+_FIXED_S = {"theory": 5.0, "widths": 10.0}
+
+
+def _dim(cfg) -> int:
+    return 3072 if cfg.data.dataset == "cifar10" else 784
+
+
+def cell_seconds(cell: Cell) -> float:
+    """Predicted seconds of one cell (one thread)."""
+    cfg = cell.config
+    if cell.kind in _FIXED_S:
+        return _FIXED_S[cell.kind]
+    epochs = cfg.train.epochs or 500
+    if cell.kind == "ntk-distance":
+        return 0.3 + 2.5e-10 * cfg.data.n * epochs * cfg.width * _dim(cfg)
+    if cell.kind == "flip-rate":
+        rate = 1.4e-8 if cfg.adv_train else 6e-10
+        trainings = 2 + (1 if cfg.null_eps is not None else 0)
+        return 0.3 + rate * trainings / 2 * cfg.data.n * epochs * cfg.width * _dim(cfg)
+    return 5.0
+
+
+def estimate_seconds(cells: list[Cell], workers: int) -> float:
+    """Wall-time estimate: the cells' predicted seconds spread over the workers, costliest first."""
+    loads = [0.0] * max(1, workers)
+    for s in sorted((cell_seconds(c) for c in cells), reverse=True):
+        i = loads.index(min(loads))
+        loads[i] += s
+    return max(loads) if cells else 0.0
+
+
+def costliest_first(cells: list[Cell]) -> list[Cell]:
+    return sorted(cells, key=cell_seconds, reverse=True)

@@ -1,0 +1,92 @@
+"""results.json: the audit's typed result document (schema :data:`SCHEMA`), built, written and read here.
+
+The report is rendered from this document alone, so everything it shows is in it: the
+summary, the verdicts with their criteria and outcome meanings, the paper's numbers, the
+labels of models and data sets, every cell with its config and provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from malleability.errors import MalleabilityError, require
+from malleability.reports.audit import paper_numbers as P
+from malleability.reports.audit.cache import atomic_write_json
+
+SCHEMA = "malleability-audit/2"
+MAX_LIST = 200  # longer raw arrays (spectra, loss histories) stay in the cache, not in results.json
+
+
+def compact(value):
+    """The value with any list longer than MAX_LIST replaced by an explicit, labelled summary."""
+    if isinstance(value, dict):
+        return {k: compact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        if len(value) > MAX_LIST:
+            return {"truncated_list": True, "length": len(value), "head": value[:5], "tail": value[-5:],
+                    "note": "full list in the cell cache entry (see key)"}
+        return [compact(v) for v in value]
+    return value
+
+
+def analyse(results: dict) -> dict:
+    """Summary and verdicts from the cells of a results document (pure; used by the audit and `report --resummarise`)."""
+    from malleability.reports.audit.summary import summarise
+    from malleability.reports.audit.verdicts import OUTCOMES, criteria, verdicts
+
+    scale = results["scale"]
+    summary = summarise(results["cells"], eps=scale["widths"]["eps"], baseline=scale["baseline"])
+    return {"summary": summary, "verdicts": verdicts(results, summary), "criteria": criteria(),
+            "outcomes": {k: {"label": v[0], "meaning": v[1]} for k, v in OUTCOMES.items()}}
+
+
+def build_results(*, scale: dict, records: list[dict], missing: list[dict], code: dict, options: dict,
+                  started: float, estimate_s: float, counts: dict, cache_refusals, device: str) -> dict:
+    from malleability.empirics.models import labels
+    from malleability.provenance import provenance
+    from malleability.reports.audit.scales import scale_help
+
+    results = {
+        "schema": SCHEMA,
+        "scale": scale,
+        "scale_help": scale_help(),
+        "options": options,
+        "code_version": code,
+        "provenance": provenance(device=device),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "wall_time_s": time.time() - started,
+        "estimate_s": estimate_s,
+        "counts": counts,
+        "cache_refusals": cache_refusals,
+        "labels": {"models": labels(), "datasets": P.DATASET_LABELS},
+        "paper_numbers": P.all_numbers(),
+        "missing": missing,
+        "cells": [{**r, "result": compact(r["result"])} for r in records],
+    }
+    results.update(analyse(results))
+    return results
+
+
+def write_results(out: Path, results: dict) -> None:
+    atomic_write_json(Path(out) / "results.json", results)
+
+
+def load_results(out_dir: str | os.PathLike) -> dict:
+    """results.json of an audit folder, or a one-line MalleabilityError."""
+    out = Path(out_dir)
+    require(out.is_dir(), f"not an audit folder: {out}")
+    path = out / "results.json"
+    require(path.is_file(), f"no results.json in {out}: run `malleability audit --out {out}` first")
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise MalleabilityError(f"{path} is not valid JSON ({type(exc).__name__}); rerun the audit") from None
+    require(isinstance(results, dict) and isinstance(results.get("cells"), list),
+            f"{path} is not an audit results file")
+    require(results.get("schema") == SCHEMA,
+            f"{path} has schema {results.get('schema')!r}, this version reads {SCHEMA!r}: rerun the audit "
+            "(finished cells are reused from the cache)")
+    return results

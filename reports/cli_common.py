@@ -1,0 +1,153 @@
+"""What the experiment commands share: list parsing, data options, model and attack options, strict JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import click
+
+from malleability.errors import MalleabilityError, require
+
+
+def dump(obj) -> str:
+    """Strict JSON (no NaN or inf tokens)."""
+    return json.dumps(obj, indent=1, default=str, allow_nan=False)
+
+
+def parse_list(spec, what: str) -> list[str]:
+    items = [p.strip() for p in str(spec).split(",") if p.strip()]
+    require(items, f"{what} is empty")
+    return list(dict.fromkeys(items))
+
+
+def parse_seeds(spec) -> list[int]:
+    """'3' -> [0, 1, 2]; '0,4,7' -> [0, 4, 7]."""
+    text = str(spec).strip()
+    try:
+        seeds = [int(p) for p in text.split(",") if p.strip()] if "," in text else None
+        count = int(text) if seeds is None else None
+    except ValueError:
+        raise MalleabilityError(f"--seeds must be a count or a comma list of integers, got {spec!r}") from None
+    if seeds is None:
+        require(count >= 1, f"--seeds must be >= 1, got {count}")
+        seeds = list(range(count))
+    require(seeds and all(s >= 0 for s in seeds), f"seeds must be >= 0, got {spec!r}")
+    require(len(set(seeds)) == len(seeds), f"repeated seed in {spec!r}")
+    return seeds
+
+
+def parse_numbers(spec, what: str, *, positive: bool = False) -> list[float]:
+    """'0.1,0.2' -> [0.1, 0.2]: each finite and >= 0 (> 0 with ``positive``), repeats dropped."""
+    values = []
+    for p in parse_list(spec, what):
+        try:
+            v = float(p)
+        except ValueError:
+            raise MalleabilityError(f"{what} must be a number or a comma list of numbers, got {p!r}") from None
+        require(math.isfinite(v) and (v > 0 if positive else v >= 0),
+                f"{what} values must be finite and {'> 0' if positive else '>= 0'}, got {p!r}")
+        values.append(v)
+    return list(dict.fromkeys(values))
+
+
+def parse_eps(spec) -> list[float]:
+    return parse_numbers(spec, "--eps")
+
+
+def parse_models(spec) -> list[str]:
+    from malleability.empirics.models import check_model
+
+    return [check_model(m) for m in parse_list(spec, "--models")]
+
+
+def parse_attacks(spec) -> list[str]:
+    from malleability.empirics.attacks import ATTACKS
+
+    attacks = [a.lower() for a in parse_list(spec, "--attack")]
+    for a in attacks:
+        require(a in ATTACKS, f"unknown attack {a!r}: choose one of {', '.join(ATTACKS)}")
+    return attacks
+
+
+def model_options(models, *, attention_input: str | None) -> dict[str, dict]:
+    """{model: options} from the model options the CLI offers (each applied to the models that have it)."""
+    from malleability.empirics.models import MODELS
+
+    out = {}
+    for m in models:
+        fields = {f.name for f in dataclasses.fields(MODELS[m])}
+        opts = {}
+        if attention_input is not None and "attention_input" in fields:
+            opts["attention_input"] = attention_input
+        out[m] = opts
+    return out
+
+
+def data_config(dataset, n, n_test, classes, data_seed, data_root):
+    from malleability.empirics.data import DataConfig, parse_classes
+
+    require(n >= 1, f"--n must be >= 1, got {n}")
+    require(n_test >= 0, f"--n-test must be >= 0, got {n_test}")
+    return DataConfig(dataset=dataset, n=n, n_test=n_test, classes=parse_classes(classes, dataset), seed=data_seed,
+                      data_root=data_root)
+
+
+def attention_input_option(f):
+    return click.option("--attention-input", default="raw", show_default=True,
+                        help="attention models' input: raw (the paper's text) | center | standardize "
+                             "(training-set statistics)")(f)
+
+
+def attack_option_flags(f):
+    """One ``--<attack>-<option>`` flag per option of every registered attack (from its dataclass)."""
+    from malleability.empirics.attacks import ATTACKS, option_fields
+
+    for name in sorted(ATTACKS, reverse=True):
+        for fld in reversed(option_fields(name)):
+            default = fld.default
+            kind = bool if isinstance(default, bool) else int if isinstance(default, int) else float
+            flag = f"--{name}-{fld.name.replace('_', '-')}"
+            helptext = f"{name.upper()}: {fld.metadata.get('help', fld.name)}"
+            if kind is bool:
+                f = click.option(f"{flag}/--no-{name}-{fld.name.replace('_', '-')}",
+                                 f"{name}__{fld.name}", default=None, help=f"{helptext} (default {default})")(f)
+            else:
+                f = click.option(flag, f"{name}__{fld.name}", default=None, type=str,
+                                 help=f"{helptext} (default {default})")(f)
+    return f
+
+
+def attack_options(kwargs: dict) -> dict[str, dict]:
+    """{attack: {option: value}} from the ``--<attack>-<option>`` flags given (popped from ``kwargs``)."""
+    from malleability.empirics.attacks import option_fields
+
+    out: dict[str, dict] = {}
+    for key in [k for k in kwargs if "__" in k]:
+        value = kwargs.pop(key)
+        if value is None:
+            continue
+        name, opt = key.split("__", 1)
+        fld = next(f for f in option_fields(name) if f.name == opt)
+        flag = f"--{name}-{opt.replace('_', '-')}"
+        if isinstance(value, bool):
+            out.setdefault(name, {})[opt] = value
+            continue
+        try:
+            parsed = int(value) if isinstance(fld.default, int) and not isinstance(fld.default, bool) else float(value)
+        except ValueError:
+            raise MalleabilityError(f"{flag} must be a number, got {value!r}") from None
+        require(math.isfinite(parsed) and parsed > 0, f"{flag} must be finite and > 0, got {value!r}")
+        out.setdefault(name, {})[opt] = parsed
+    return out
+
+
+def fmt(v, pct: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:.1f}%" if pct else f"{v:.4g}"
+
+
+def interval(ci, pct: bool = False) -> str:
+    return "-" if ci is None else f"[{fmt(ci[0], pct)}, {fmt(ci[1], pct)}]"
