@@ -1,6 +1,6 @@
 """Closed-form leave-one-out influence against brute-force KRR refits, in one process.
 
-Targets (issue 4) at n = 500: speedup >= 100x, max_rel_diff <= 1e-8. Same as
+Targets at n = 500: speedup >= 100x, max_rel_diff <= 1e-8. Same as
 ``malleability bench influence --n 500``.
 
     python benchmarks/bench_influence.py [--n 500] [--n-test 100] [--outputs 10] [--repeats 5]

@@ -128,3 +128,27 @@ def test_a_new_model_is_one_registered_class():
         assert torch.equal(get_model("test-doubled").features(x, {}), 2 * x)
     finally:
         MODELS.pop("test-doubled")
+
+
+def test_the_worked_example_of_contributing_registers_and_runs():
+    """The model of CONTRIBUTING.md, executed as written: registered, found, checked against its closed form."""
+    import re
+    import types
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "CONTRIBUTING.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    import sys
+
+    module = types.ModuleType("scaled_identity_example")
+    sys.modules[module.__name__] = module  # dataclasses resolve annotations through the module
+    try:
+        exec(compile(code, "CONTRIBUTING.md", "exec"), module.__dict__)
+        model = get_model("scaled-identity", {"scale": 3.0})
+        x = rows(4, 3)
+        assert torch.equal(model.features(x, model.fit(x)), 3 * x)
+        with pytest.raises(MalleabilityError, match="scale"):
+            get_model("scaled-identity", {"scale": 0.0})
+    finally:
+        MODELS.pop("scaled-identity", None)
+        sys.modules.pop(module.__name__, None)

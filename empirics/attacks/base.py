@@ -13,7 +13,7 @@ the same calling convention, after torchattacks::
   ``renormalize=False`` (default) the budget is exact and the model's own pipeline sees the
   raw perturbed vector.
 * ``y``: (N,) int64 labels. ``loss_fn(outputs, y) -> (N,)`` per-sample loss, pluggable; the
-  default is the model's training loss as E1 defines it for ``loss='auto'``: cross-entropy for
+  default is the model's training loss for ``loss='auto'``: cross-entropy for
   more than one output, and 1/2 (f - t)^2 with t = +-1 (label 1 -> +1) for one output.
 * The attack ascends the SUM of per-sample losses, so each sample gets its own gradient.
 * dtype and device of ``x`` are preserved; random starts use a ``torch.Generator`` seeded with
