@@ -58,6 +58,9 @@ def register(main: click.Group, bench: click.Group) -> None:
         """Closed-form leave-one-out influence against brute-force refits (targets at n=500: >= 100x, <= 1e-8)."""
         from malleability.empirics.influence import benchmark_loo
 
+        for flag, value in (("--n", n), ("--n-test", n_test), ("--outputs", outputs), ("--repeats", repeats)):
+            require(value >= 1, f"{flag} must be >= 1, got {value}")
+        require(n >= 2, f"--n must be >= 2 (leave-one-out needs two points), got {n}")
         require(n <= 5000, f"--n {n} is too large for n brute-force refits; use n <= 5000")
         click.echo(f"timing the closed form and {n} refits ...", err=True)
         res = benchmark_loo(n, n_test, outputs, repeats=repeats)

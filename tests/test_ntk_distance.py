@@ -168,3 +168,13 @@ def test_bench_ntk_small(monkeypatch):
     out = json.loads(res.stdout)
     assert out["max_rel_diff"] < 1e-12 and out["speedup"] > 0 and out["matmul_floor_s"] > 0
     assert out["reference_scaled_from_rows"] is None
+
+
+def test_a_width_that_cannot_fit_is_refused_before_any_work(data_root):
+    from malleability.empirics.experiments.memory import machine_bytes, training_bytes
+
+    assert training_bytes(100, 784, 1024) < machine_bytes()
+    res = CliRunner().invoke(main, ["ntk-distance", "--dataset", "mnist", "--widths", "99999999999", "--n", "100",
+                                    "--data-root", str(data_root)])
+    assert res.exit_code == 2 and "GiB" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert "[1/" not in res.stderr  # nothing started

@@ -45,6 +45,7 @@ import torch
 
 from malleability.empirics.data import DataConfig, load_dataset
 from malleability.empirics.experiments.flip_rate.summary import model_key
+from malleability.empirics.experiments.memory import data_dimension, require_fits
 from malleability.empirics.experiments.quality import model_quality, pattern_flip_share, predicted_classes, weight_change
 from malleability.empirics.models import get_model
 from malleability.empirics.ntk import empirical_ntk, infinite_ntk
@@ -241,6 +242,8 @@ def sweep(data: DataConfig, train: TrainConfig, models, widths, seeds, *, model_
     require(seeds, "seeds must not be empty")
     require(all(s >= 0 for s in seeds), "seeds must be >= 0")
     model_options = dict(model_options or {})
+    for w in widths:
+        require_fits(data.n, data_dimension(data.dataset), int(w), "ntk-distance")
     return [
         NTKDistanceConfig(data=dataclasses.replace(data, seed=int(data.seed) + s), train=dataclasses.replace(train, seed=s),
                           model=m, model_options=dict(model_options.get(m, {})), width=int(w), **cell_options)

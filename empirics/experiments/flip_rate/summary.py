@@ -26,6 +26,7 @@ import itertools
 from malleability.empirics.attacks import CONTROL
 from malleability.empirics.data import DataConfig
 from malleability.empirics.experiments.flip_rate.config import FlipRateConfig
+from malleability.empirics.experiments.memory import data_dimension, require_fits
 from malleability.empirics.models import BASELINE
 from malleability.empirics.training import TrainConfig
 from malleability.errors import require
@@ -46,6 +47,7 @@ def sweep(data: DataConfig, train: TrainConfig, *, models, attacks, eps_list, se
     """
     seeds = list(seeds)
     require(seeds, "no seeds")
+    require_fits(data.n, data_dimension(data.dataset), int(cell_options.get("width", 256)), "flip-rate")
     model_options, attack_options = dict(model_options or {}), dict(attack_options or {})
     return [
         FlipRateConfig(data=dataclasses.replace(data, seed=int(data.seed) + int(s)),

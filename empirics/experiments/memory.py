@@ -1,0 +1,40 @@
+"""Refuse a cell whose memory cannot fit this machine, before any work starts, with the estimate in the message."""
+
+from __future__ import annotations
+
+import os
+
+from malleability.errors import require
+
+
+def machine_bytes() -> int:
+    """Physical memory of this machine (bytes); 0 when unknown."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 0
+
+
+def training_bytes(n: int, d: int, width: int, outputs: int = 10) -> int:
+    """A generous estimate of one training run's peak: W, its gradient and Adam's two moments (float64),
+    the hidden activations and their masks for all n rows, and the (n, n) kernels of the NTK and influence."""
+    n, d, width = int(n), int(d), int(width)
+    return 8 * (4 * width * d + 3 * n * width + width * outputs + 4 * n * n)
+
+
+DIMENSIONS = {"mnist": 784, "fashion-mnist": 784, "cifar10": 3072}
+
+
+def data_dimension(dataset: str) -> int:
+    """d of a named data set (an .npz of unknown d counts as MNIST-sized)."""
+    return DIMENSIONS.get(dataset, 784)
+
+
+def require_fits(n: int, d: int, width: int, what: str) -> None:
+    total = machine_bytes()
+    if total <= 0:
+        return
+    need = training_bytes(n, d, width)
+    require(need <= 0.8 * total,
+            f"{what}: width {width} at n = {n}, d = {d} needs about {need / 2**30:.1f} GiB, more than this machine's "
+            f"{total / 2**30:.1f} GiB; choose a smaller width or n")
