@@ -15,6 +15,12 @@ Losses (``TrainConfig.loss``; the paper states CE for 10 classes and MSE for bin
 * ``mse``: binary only, one output, squared error against ±1 labels (class index 1 -> +1).
 * ``auto``: ``ce`` for > 2 classes, ``mse`` for 2 classes.
 
+Models with trainable feature parameters (``param_names`` and ``init_params``, e.g. qkv-attn's
+projections) are trained jointly with W by the same optimiser (same lr and weight decay); their
+current values live in the state under their names (so every consumer of ``features(x, state)``
+works unchanged), the initial values in ``TrainedModel.params0``. Parameter-free models are
+unaffected.
+
 Per-sample losses are unreduced; the training objective is their batch mean. Mini-batches are
 drawn by a CPU ``torch.Generator`` seeded with ``seed + 1`` (the network uses ``seed``), so a
 run is a pure function of its config on the CPU.
@@ -126,9 +132,24 @@ def make_loss_fn(loss: str, num_classes: int) -> Callable[[torch.Tensor, torch.T
     return mse
 
 
+OUTPUT_WEIGHTS = "output_weights"  # state key of the network's a, for models with feature parameters
+
+
+def param_names(model: FeatureModel) -> tuple[str, ...]:
+    """Names of the model's trainable feature parameters (empty for a parameter-free model)."""
+    return tuple(getattr(model, "param_names", ()) or ())
+
+
 @dataclass
 class TrainedModel:
-    """A trained network with everything needed to recompute its NTK and features."""
+    """A trained network with everything needed to recompute its NTK and features.
+
+    ``params`` / ``params0``: the model's trained / initial feature parameters (empty when it has
+    none). A state given without them (e.g. a refit on new rows) gets the trained ones merged in,
+    and, for such a model, the network's fixed output weights under :data:`OUTPUT_WEIGHTS` (the NTK
+    over the feature parameters depends on them; consumers that receive only W and the state,
+    like the influence, find them there).
+    """
 
     model: FeatureModel
     net: TwoLayerReLU
@@ -138,6 +159,14 @@ class TrainedModel:
     history: list[float]
     num_classes: int = 2
     loss: str = "mse"  # the resolved loss actually used
+    params: dict = field(default_factory=dict)
+    params0: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.params:
+            extra = {**self.params, OUTPUT_WEIGHTS: self.net.a}
+            if any(k not in self.state for k in extra):
+                self.state = {**self.state, **{k: v for k, v in extra.items() if k not in self.state}}
 
     @property
     def kind(self) -> str:
@@ -181,19 +210,31 @@ def train_model(model: FeatureModel | str, x_train_unit, y_train, num_classes: i
     require(x.ndim == 2 and x.shape[0] == y.shape[0], f"x {tuple(x.shape)} and y {tuple(y.shape)} do not match")
     require(x.shape[0] >= 1, "empty training set")
     require(int(y.min()) >= 0 and int(y.max()) < num_classes, f"labels must lie in 0..{num_classes - 1}")
-    state = model.fit(x) if state is None else {k: v.to(device=dev, dtype=dtype) for k, v in state.items()}
-    net = TwoLayerReLU(x.shape[1], int(width), num_outputs_for(loss_name, num_classes), init=settings["init"],
+    names = param_names(model)
+    state = model.fit(x) if state is None else {k: v.detach().to(device=dev, dtype=dtype) for k, v in state.items()
+                                                 if k not in names and k != OUTPUT_WEIGHTS}
+    params: dict = {}
+    if names:  # a fresh draw at this seed, whatever state was passed in
+        params = {k: v.to(device=dev, dtype=dtype).requires_grad_(True)
+                  for k, v in model.init_params(x.shape[1], int(cfg.seed)).items()}
+        state = {**state, **params}
+    with torch.no_grad():
+        feature_dim = model.features(x[:1], state).shape[1] if names else x.shape[1]
+    net = TwoLayerReLU(feature_dim, int(width), num_outputs_for(loss_name, num_classes), init=settings["init"],
                        init_std=settings["init_std"], seed=int(cfg.seed), dtype=dtype, device=dev)
     trained = TrainedModel(model=model, net=net, W0=net.W.detach().clone(), state=state, config=cfg, history=[],
-                           num_classes=int(num_classes), loss=loss_name)
+                           num_classes=int(num_classes), loss=loss_name, params=params,
+                           params0={k: v.detach().clone() for k, v in params.items()})
     loss_fn = trained.loss_fn()
-    feats = trained.features(x) if batch_transform is None else None
+    # features move with the parameters, so only a parameter-free model can embed once
+    feats = trained.features(x) if batch_transform is None and not params else None
     n = x.shape[0]
     bs = n if settings["batch_size"] is None else min(int(settings["batch_size"]), n)
+    trainable = [net.W, *params.values()]
     if settings["optimizer"] == "adam":
-        opt = torch.optim.Adam([net.W], lr=settings["lr"], weight_decay=settings["weight_decay"])
+        opt = torch.optim.Adam(trainable, lr=settings["lr"], weight_decay=settings["weight_decay"])
     else:
-        opt = torch.optim.SGD([net.W], lr=settings["lr"], weight_decay=settings["weight_decay"])
+        opt = torch.optim.SGD(trainable, lr=settings["lr"], weight_decay=settings["weight_decay"])
     gen = torch.Generator().manual_seed(int(cfg.seed) + 1)
     for _epoch in range(int(settings["epochs"])):
         order = torch.randperm(n, generator=gen).to(dev) if bs < n else None
@@ -202,7 +243,7 @@ def train_model(model: FeatureModel | str, x_train_unit, y_train, num_classes: i
             idx = order[start : start + bs] if order is not None else slice(None)
             yb = y[idx]
             if batch_transform is None:
-                zb = feats[idx]
+                zb = feats[idx] if feats is not None else trained.features(x[idx])
             else:
                 xb = batch_transform(trained, x[idx], yb)
                 opt.zero_grad(set_to_none=True)

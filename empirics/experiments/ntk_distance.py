@@ -49,6 +49,7 @@ from malleability.empirics.experiments.memory import data_dimension, require_fit
 from malleability.empirics.experiments.quality import model_quality, pattern_flip_share, predicted_classes, weight_change
 from malleability.empirics.models import get_model
 from malleability.empirics.ntk import empirical_ntk, infinite_ntk
+from malleability.empirics.ntk_params import full_ntk, ntk_blocks, split_parts
 from malleability.empirics.training import TrainConfig, targets_for, train_model
 from malleability.errors import MalleabilityError, require
 from malleability.stats import loglog_slope, mean_interval, slope_class
@@ -138,14 +139,30 @@ def run_ntk_distance_cell(cfg: NTKDistanceConfig) -> dict:
     f64 = torch.float64
     x64 = x_tr.to(device=dev, dtype=f64)
     state64 = feature_model.fit(x64)
-    z_all = feature_model.features(x64, state64)
-    k = z_all.shape[0] if cfg.kernel_points is None else min(int(cfg.kernel_points), z_all.shape[0])
-    z = z_all[:k]
     W0 = tm.W0.to(f64)
     WT = tm.net.W.detach().to(f64)
-    K0 = empirical_ntk(z, z, W0)
-    KT = empirical_ntk(z, z, WT)
-    Kinf = infinite_ntk(z, z)
+    with_params = bool(tm.params)
+    if with_params:  # the projections moved too: kernels over every trained parameter (Prop B.4)
+        state_T = {**state64, **{k2: v.detach().to(f64) for k2, v in tm.params.items()}}
+        state_0 = {**state64, **{k2: v.to(f64) for k2, v in tm.params0.items()}}
+        state64 = state_T
+    z_all = feature_model.features(x64, state64).detach()
+    k = z_all.shape[0] if cfg.kernel_points is None else min(int(cfg.kernel_points), z_all.shape[0])
+    z = z_all[:k]
+    parts = None
+    if with_params:
+        a = tm.net.a.to(f64)
+        z0_all = feature_model.features(x64, state_0).detach()
+        blocks0 = split_parts(ntk_blocks(feature_model, state_0, W0, a, x64[:k]))
+        blocksT = split_parts(ntk_blocks(feature_model, state_T, WT, a, x64[:k]))
+        K0, KT = blocks0["mlp"] + blocks0["projection"], blocksT["mlp"] + blocksT["projection"]
+        Kinf = infinite_ntk(z0_all[:k], z0_all[:k])
+        parts = {name: {"k0_fro": _fro(blocks0[name]), "kt_fro": _fro(blocksT[name]),
+                        "after_vs_init_absolute": _fro(blocksT[name] - blocks0[name])} for name in ("mlp", "projection")}
+    else:
+        K0 = empirical_ntk(z, z, W0)
+        KT = empirical_ntk(z, z, WT)
+        Kinf = infinite_ntk(z, z)
     distance = kernel_distances(K0, KT, Kinf)
     norms = {"k0_fro": _fro(K0), "kt_fro": _fro(KT), "kinf_fro": _fro(Kinf)}
 
@@ -156,7 +173,11 @@ def run_ntk_distance_cell(cfg: NTKDistanceConfig) -> dict:
             z_te = feature_model.features(x_te64, state64)
             f_T = tm.net(tm.features(x_te64.to(tm.net.W.dtype))).to(f64)
             if cfg.function_kernel == "infinite":
-                K_tr, K_x = infinite_ntk(z_all, z_all), infinite_ntk(z_te, z_all)
+                zi_all, zi_te = (z0_all, feature_model.features(x_te64, state_0)) if with_params else (z_all, z_te)
+                K_tr, K_x = infinite_ntk(zi_all, zi_all), infinite_ntk(zi_te, zi_all)
+            elif with_params:
+                K_tr = full_ntk(feature_model, state_0, W0, a, x64)
+                K_x = full_ntk(feature_model, state_0, W0, a, x_te64, x64)
             else:
                 K_tr, K_x = empirical_ntk(z_all, z_all, W0), empirical_ntk(z_te, z_all, W0)
             T = targets_for(tm.loss, y_tr.to(dev), ds.num_classes, dtype=f64)
@@ -181,9 +202,11 @@ def run_ntk_distance_cell(cfg: NTKDistanceConfig) -> dict:
         "distance": distance,
         "function_space_agreement": agreement,
         "norms": norms,
+        "ntk_parts": parts,
         "accuracy": accuracy,
         "final_train_loss": tm.history[-1] if tm.history else None,
         "weight_change": weight_change(tm.W0, tm.net.W),
+        "param_change": {k2: weight_change(tm.params0[k2], v) for k2, v in tm.params.items()} if with_params else None,
         "pattern_flip_share": pattern_flip_share(z_all, W0, WT),
         "kernel_points": int(k),
         "n_train": int(ds.pixels_train.shape[0]),
@@ -193,7 +216,9 @@ def run_ntk_distance_cell(cfg: NTKDistanceConfig) -> dict:
             "protocol": cfg.train.protocol,
             "init": settings["init"],
             "epochs": int(settings["epochs"]),
-            "kernel": "scalar empirical NTK (diagonal output block), closed form, float64",
+            "kernel": ("empirical NTK over W and the model's parameters (mean of the diagonal output blocks), "
+                       "torch.func, float64; K∞ is the infinite-width MLP part on the features at init"
+                       if with_params else "scalar empirical NTK (diagonal output block), closed form, float64"),
             "function_kernel": cfg.function_kernel,
             "ce_targets": "one-vs-rest ±1" if tm.loss == "ce" else None,
             "features": feature_model.summary,

@@ -72,13 +72,29 @@ def krr_targets(labels: np.ndarray, num_outputs: int, reading: str) -> np.ndarra
 
 def network_influence(model: FeatureModel, W: torch.Tensor, state: State, x_train_unit: torch.Tensor,
                       y_train: np.ndarray, x_test_unit: torch.Tensor, y_test: np.ndarray, num_outputs: int,
-                      lam: float, targets: str = "onehot"):
+                      lam: float, targets: str = "onehot", *, a: torch.Tensor | None = None):
     """Exact LOO influence with the empirical NTK of a network with first layer W, in float64.
 
     Features are ``model.features(x, state)``; the kernel is the block shared by all outputs
-    (see :data:`malleability.empirics.influence.MULTI_OUTPUT_READING`).
+    (see :data:`malleability.empirics.influence.MULTI_OUTPUT_READING`). A model with trainable
+    feature parameters (held in the state) uses the NTK over all trained parameters, W and the
+    model's, with the output weights ``a`` (default: the state's ``output_weights``), averaged over
+    the diagonal output blocks (:mod:`malleability.empirics.ntk_params`).
     """
+    from malleability.empirics.ntk_params import full_ntk, has_params
+    from malleability.empirics.training import OUTPUT_WEIGHTS
+
     W64 = W.detach().to(torch.float64)
+    if has_params(model, state):
+        a = (state or {}).get(OUTPUT_WEIGHTS) if a is None else a
+        require(a is not None, f"model {model.name!r} has trained feature parameters: its influence needs the "
+                               f"network's output weights a")
+        x_tr = x_train_unit.detach().to(device=W64.device, dtype=torch.float64)
+        x_te = x_test_unit.detach().to(device=W64.device, dtype=torch.float64)
+        K = full_ntk(model, state, W64, a, x_tr).cpu().numpy()
+        K_test = full_ntk(model, state, W64, a, x_te, x_tr).cpu().numpy()
+        return loo_influence(K, K_test, krr_targets(y_train, num_outputs, targets),
+                             krr_targets(y_test, num_outputs, targets), lam)
     state64 = {k: v.detach() for k, v in (state or {}).items()}
     z_tr = model.features(x_train_unit.detach().to(device=W64.device, dtype=torch.float64), state64)
     z_te = model.features(x_test_unit.detach().to(device=W64.device, dtype=torch.float64), state64)
