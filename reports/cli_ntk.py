@@ -169,8 +169,11 @@ def register(main: click.Group, bench: click.Group) -> None:
 
 def _read_rows(path: str) -> list[dict]:
     require(os.path.isfile(path), f"rows file not found: {path}")
-    with open(path) as fh:
-        text = fh.read()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError):
+        raise MalleabilityError(f"cannot read rows from {path}: not a UTF-8 JSON or JSONL file") from None
     try:
         obj = json.loads(text)
         rows = obj["rows"] if isinstance(obj, dict) else obj
@@ -178,7 +181,7 @@ def _read_rows(path: str) -> list[dict]:
         try:
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
         except json.JSONDecodeError as exc:
-            raise MalleabilityError(f"cannot read rows from {path}: {exc}") from None
+            raise MalleabilityError(f"cannot read rows from {path}: not JSON ({exc.msg} at line {exc.lineno})") from None
     require(isinstance(rows, list) and all(isinstance(r, dict) and "distance" in r for r in rows),
             f"{path} holds no NTK-distance rows")
     return rows
