@@ -8,7 +8,7 @@ For a model with trainable feature parameters θ (e.g. qkv-attn's W_Q, W_K, W_V)
 ``Θ_W`` (the *MLP part*) is the closed form of :mod:`malleability.empirics.ntk` on the features
 ``z(x; θ)``; the *projection part* comes from per-sample Jacobians w.r.t. θ with
 ``torch.func.vmap(jacrev(...))``, chunked so that at most ``max_bytes`` of Jacobian live at once
-(both row sets are chunked), contracted block by block. For K outputs the kernel is the mean of
+(both row sets are chunked; the column chunks are kept when they fit), contracted block by block. For K outputs the kernel is the mean of
 the diagonal output blocks ``(1/K) Σ_k Θ_kk`` (with ±1 output weights the W part of every
 diagonal block is the same, so for parameter-free models this is the block the rest of the
 project uses). The reference :func:`reference_ntk_autograd` builds the whole Jacobian with plain
@@ -62,7 +62,7 @@ def _mlp_block(model, fixed, params, W, A, x1, x2):
 
 
 def ntk_blocks(model: FeatureModel, state: State, W: torch.Tensor, a: torch.Tensor | None, x1: torch.Tensor,
-               x2: torch.Tensor | None = None, *, max_bytes: int = 2**28) -> dict[str, torch.Tensor]:
+               x2: torch.Tensor | None = None, *, max_bytes: int = 2**30) -> dict[str, torch.Tensor]:
     """Per-block empirical NTKs (n1, n2), in float64: {'W': MLP part, name: one per model parameter}.
 
     ``x2=None``: the symmetric kernel of x1 (only blocks j >= i are contracted, then mirrored).
@@ -91,17 +91,23 @@ def ntk_blocks(model: FeatureModel, state: State, W: torch.Tensor, a: torch.Tens
 
     jac = vmap(jacrev(f), in_dims=(None, 0))
     per_row = 8 * K * sum(v.numel() for v in params.values())
-    step = max(1, int(max_bytes) // (2 * per_row))  # two chunks of Jacobians at once
+    half = int(max_bytes) // 2  # one half for the row chunk, one for the column chunk(s)
+    step = max(1, half // per_row)
 
     def rows_jac(x):
         return {k: v.reshape(x.shape[0], K, -1) for k, v in jac(params, x).items()}
 
+    starts2 = range(0, x2.shape[0], step)
+    # the column Jacobians are kept when they fit in their half, else recomputed per row chunk
+    cached = {j0: rows_jac(x2[j0:j0 + step]) for j0 in starts2} if x2.shape[0] * per_row <= half else None
     for k in params:
         out[k] = torch.empty(x1.shape[0], x2.shape[0], dtype=f64, device=dev)
     for i0 in range(0, x1.shape[0], step):
-        J1 = rows_jac(x1[i0:i0 + step])
-        for j0 in range(i0 if symmetric else 0, x2.shape[0], step):
-            J2 = J1 if (symmetric and j0 == i0) else rows_jac(x2[j0:j0 + step])
+        J1 = cached[i0] if (symmetric and cached is not None) else rows_jac(x1[i0:i0 + step])
+        for j0 in starts2:
+            if symmetric and j0 < i0:
+                continue
+            J2 = J1 if (symmetric and j0 == i0) else (cached[j0] if cached is not None else rows_jac(x2[j0:j0 + step]))
             for k in params:
                 block = torch.einsum("ikp,jkp->ij", J1[k], J2[k]) / K
                 out[k][i0:i0 + step, j0:j0 + step] = block
@@ -149,7 +155,7 @@ def reference_ntk_autograd(model: FeatureModel, state: State, W: torch.Tensor, a
 
 
 def benchmark_qkv_ntk(n: int = 512, d: int = 784, m: int = 1024, d_k: int = 64, *, reference_rows: int | None = None,
-                      num_outputs: int = 1, seed: int = 0, max_bytes: int = 2**28) -> dict:
+                      num_outputs: int = 1, seed: int = 0, max_bytes: int = 2**30) -> dict:
     """Time the chunked torch.func NTK (closed-form MLP part + per-block projection Jacobians) against the
     plain autograd Jacobian contraction, on random unit rows in one process; peak memory of each.
 
@@ -193,8 +199,10 @@ def benchmark_qkv_ntk(n: int = 512, d: int = 784, m: int = 1024, d_k: int = 64, 
     P = int(m) * int(d_k) + P_proj
     K = int(num_outputs)
     per_row = 8 * K * P_proj
-    step = max(1, int(max_bytes) // (2 * per_row))
-    ours_jac = 2 * min(step, int(n)) * per_row + 8 * int(n) ** 2 * (1 + 3)
+    half = int(max_bytes) // 2
+    step = max(1, half // per_row)
+    held = int(n) * per_row if int(n) * per_row <= half else 2 * min(step, int(n)) * per_row
+    ours_jac = held + 8 * int(n) ** 2 * (1 + 3)
     ref_jac = 8 * int(n) * K * P + 8 * int(n) ** 2 * 4
     diff = max(float((ours[k][:rows, :rows] - ref[k]).abs().max() / ref[k].abs().max().clamp_min(1e-300)) for k in ref)
     return {

@@ -200,13 +200,14 @@ def test_training_moves_the_projections_and_keeps_their_init():
 
 @pytest.mark.parametrize("outputs", [1, 3])
 @pytest.mark.parametrize("cross", [False, True])
-def test_params_ntk_matches_plain_autograd_jacobians(outputs, cross):
+@pytest.mark.parametrize("max_bytes", [1000, 2**30])  # one row per chunk, recomputed; or all columns kept
+def test_params_ntk_matches_plain_autograd_jacobians(outputs, cross, max_bytes):
     model, x, state = qkv_state(n=5, d=7, d_k=3, seed=1)
     g = torch.Generator().manual_seed(4)
     W = torch.randn(6, 3, generator=g, dtype=torch.float64)
     a = (torch.randint(0, 2, (6, outputs), generator=g) * 2 - 1).double()
     x2 = rows(4, 7, seed=11) if cross else None
-    ours = ntk_blocks(model, state, W, a, x, x2, max_bytes=1000)  # tiny chunks: several per row set
+    ours = ntk_blocks(model, state, W, a, x, x2, max_bytes=max_bytes)
     ref = reference_ntk_autograd(model, state, W, a, x, x2)
     assert set(ours) == set(ref) == {"W", "W_Q", "W_K", "W_V"}
     for k in ref:
