@@ -1,0 +1,136 @@
+"""The limitation judges on hand-made cells: each comes out both ways, and networks at chance are not testable."""
+
+from __future__ import annotations
+
+import pytest
+
+from malleability.empirics.models import get_model
+from malleability.reports.audit import limitations as L
+from malleability.reports.audit.summary import summarise
+from malleability.reports.audit.verdicts import verdicts
+
+ACC = {"train": 0.9, "test": 0.8, "krr_test": 0.8, "chance": 0.11, "learned": True}
+CHANCE = {"train": 0.1, "test": 0.1, "krr_test": 0.8, "chance": 0.11, "learned": False}
+TASKS = ("mnist", "cifar10")
+ATTACKS = ("fgsm", "pgd", "mim", "noise")
+
+
+def scale(models=L.DEFAULT_LIMITATION_MODELS, ranks=(2, None)):
+    return {"attention_inputs": ["raw"], "baseline": "relu", "widths": {"eps": 0.1},
+            "flip": {"tasks_10class": list(TASKS)}, "limitation_models": list(models), "truncation_ranks": list(ranks)}
+
+
+def flip(task, model, options, attack, rate, seed, acc=ACC):
+    return {"kind": "flip-rate", "status": "computed", "label": "f", "tags": {"task": task, "model": model},
+            "result": {"model": model, "model_options": get_model(model, options).options(), "dataset": task,
+                       "classes": None, "attack": attack, "eps": 0.3, "seed": seed, "adv_train": False,
+                       "intervention": "transformed", "flip_rate": rate, "n_flip_set": 100, "spearman": 0.5,
+                       "topk_overlap": 0.5, "accuracy": acc, "readings": {"protocol": "paper"}}}
+
+
+def ntk(task, model, options, width, seed, value, acc=ACC):
+    return {"kind": "ntk-distance", "status": "computed", "label": "n", "tags": {"task": task, "model": model},
+            "result": {"model": model, "model_options": get_model(model, options).options(), "dataset": task,
+                       "width": width, "seed": seed, "distance": {"after_vs_init_absolute": value}, "accuracy": acc,
+                       "readings": {"protocol": "paper"}}}
+
+
+def flip_cells(rates: dict, accs: dict | None = None):
+    """rates: {(model, options as tuple): flip rate of every attack}; noise flips at 0.01 for every model."""
+    cells = []
+    for (model, opts), rate in rates.items():
+        for task in TASKS:
+            for attack in ATTACKS:
+                for seed in range(3):
+                    acc = (accs or {}).get((model, opts), ACC)
+                    cells.append(flip(task, model, dict(opts), attack, 0.01 if attack == "noise" else rate, seed, acc))
+    return cells
+
+
+def ntk_cells(exponents: dict, accs: dict | None = None):
+    cells = []
+    for (model, opts), p in exponents.items():
+        for task in TASKS:
+            for w in (16, 64, 256, 1024):
+                for seed in range(3):
+                    acc = (accs or {}).get((model, opts), ACC)
+                    cells.append(ntk(task, model, dict(opts), w, seed, 10.0 * w ** p * (1 + 0.01 * (seed - 1)), acc))
+    return cells
+
+
+def judge(cells, sc=None):
+    results = {"scale": sc or scale(), "cells": cells}
+    return {v["claim"]: v for v in verdicts(results, summarise(cells, eps=0.1, baseline="relu"))}
+
+
+RELU, MLP = ("relu", ()), ("mlp-attn", ())
+SOFT, PATCH, QKV = ("softmax-attn", ()), ("patch-attn", ()), ("qkv-attn", ())
+T2, TFULL = ("truncated-attn", (("rank", 2),)), ("truncated-attn", (("rank", None),))
+
+
+def test_variants_of_a_scale():
+    class S:
+        limitation_models = ("softmax-attn", "truncated-attn")
+        truncation_ranks = (1, None)
+
+    assert L.limitation_variants(S()) == [("softmax-attn", {}, "-"), ("truncated-attn", {"rank": 1}, "rank=1"),
+                                          ("truncated-attn", {"rank": None}, "rank=full")]
+    assert L.limitation_variants(object()) == []
+    assert L.variant_key("truncated-attn", {"rank": 5}) == "truncated-attn[rank=5]"
+
+
+def test_no_rows_without_limitation_models():
+    v = judge(flip_cells({RELU: 0.05, MLP: 0.2}), sc={**scale(), "limitation_models": []})
+    assert not {"limitation-softmax", "limitation-inductive", "prop-b4", "limitation-truncation"} & set(v)
+
+
+@pytest.mark.parametrize("soft_rate, verdict", [(0.4, "holds"), (0.1, "fails")])
+def test_softmax_amplifies_both_ways(soft_rate, verdict):
+    v = judge(flip_cells({RELU: 0.05, MLP: 0.2, SOFT: soft_rate}))["limitation-softmax"]
+    assert v["verdict"] == verdict, v["detail"]
+
+
+def test_softmax_at_chance_is_not_testable():
+    v = judge(flip_cells({RELU: 0.05, MLP: 0.2, SOFT: 0.4}, accs={SOFT: CHANCE}))["limitation-softmax"]
+    assert v["verdict"] == "not-testable"
+
+
+@pytest.mark.parametrize("patch_rate, verdict", [(0.3, "holds"), (0.06, "fails")])
+def test_inductive_gap_both_ways(patch_rate, verdict):
+    # ReLU 0.05: ratio 6 clears the 2x gap, ratio 1.2 does not
+    v = judge(flip_cells({RELU: 0.05, PATCH: patch_rate}))["limitation-inductive"]
+    assert v["verdict"] == verdict, v["detail"]
+
+
+def test_prop_b4_holds_when_the_kernel_does_not_converge_and_influence_is_malleable():
+    cells = ntk_cells({QKV: 0.3}) + flip_cells({RELU: 0.05, QKV: 0.3})
+    v = judge(cells)["prop-b4"]
+    assert v["verdict"] == "holds", v["detail"]
+
+
+def test_prop_b4_fails_when_the_kernel_converges_and_only_depends_when_one_half_holds():
+    v = judge(ntk_cells({QKV: -0.5}) + flip_cells({RELU: 0.05, QKV: 0.06}))["prop-b4"]
+    assert v["verdict"] == "fails"
+    # converging kernel, malleable influence: the as-stated conjunction fails, the flip reading holds
+    v = judge(ntk_cells({QKV: -0.5}) + flip_cells({RELU: 0.05, QKV: 0.3}))["prop-b4"]
+    assert v["verdict"] == "depends" and "flip/rate" in v["readings_holding"]
+
+
+def test_truncation_restores_at_a_rank_or_not():
+    good = ntk_cells({T2: -0.4, TFULL: 0.3, MLP: 0.3}) + flip_cells({RELU: 0.05, MLP: 0.3, T2: 0.1, TFULL: 0.3})
+    v = judge(good)["limitation-truncation"]
+    assert v["verdict"] == "depends" and v["readings_holding"] == ["rank=2"], v["detail"]
+    assert "rank=full" not in v["readings"]
+    assert [r["rank"] for r in v["per_rank"]] == [2, None] and v["per_rank"][0]["accuracy_test"] == pytest.approx(0.8)
+    bad = ntk_cells({T2: 0.2, TFULL: 0.3, MLP: 0.3}) + flip_cells({RELU: 0.05, MLP: 0.3, T2: 0.3, TFULL: 0.3})
+    assert judge(bad)["limitation-truncation"]["verdict"] == "fails"
+
+
+def test_truncation_at_chance_is_not_testable():
+    cells = ntk_cells({T2: -0.4, MLP: 0.3}, accs={T2: CHANCE}) + flip_cells({RELU: 0.05, MLP: 0.3, T2: 0.1},
+                                                                            accs={T2: CHANCE})
+    assert judge(cells)["limitation-truncation"]["verdict"] == "not-testable"
+
+
+def test_criteria_are_written_for_every_judge():
+    assert set(L.criteria()) == {"limitation-softmax", "limitation-inductive", "prop-b4", "limitation-truncation"}
