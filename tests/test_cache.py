@@ -13,7 +13,10 @@ from malleability.reports.audit.cache import (
     cell_key,
     code_version,
     config_to_jsonable,
+    entry_checksum,
+    non_finite_to_null,
     source_hash,
+    strict_loads,
 )
 
 
@@ -103,6 +106,7 @@ def test_other_code_version_is_refused(tmp_path):
     path = cache.path_for("ntk", entry["key"])
     data = json.loads(path.read_text())
     data["code_version"]["source_sha256"] = "something-else"
+    data["checksum"] = entry_checksum(data)  # as another version would have written it: intact, but not ours
     path.write_text(json.dumps(data))
     assert cache.get("ntk", cfg, CODE) is None
     assert "another code version" in logged[-1]
@@ -128,3 +132,63 @@ def test_atomic_write_failure_leaves_old_file(tmp_path):
         atomic_write_json(path, {"a": object()})
     assert json.loads(path.read_text()) == {"a": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
+
+
+def test_key_and_lookup_depend_on_the_data_fingerprint(tmp_path):
+    logged = []
+    cache = CellCache(tmp_path, log=logged.append)
+    cfg = Outer(Inner(5), 16)
+    k = cell_key("ntk", cfg, CODE, "fp-a")
+    assert k != cell_key("ntk", cfg, CODE, "fp-b") and k != cell_key("ntk", cfg, CODE)
+    cache.put("ntk", cfg, {"d": 1.0}, wall_time_s=0.0, code=CODE, data="fp-a")
+    assert cache.get("ntk", cfg, CODE, "fp-a")["data_fingerprint"] == "fp-a"
+    assert cache.get("ntk", cfg, CODE, "fp-b") is None and cache.get("ntk", cfg, CODE) is None
+    assert logged == []  # other data is a different key, not a refusal
+    # an intact entry for other data copied under this key is refused
+    other = cache.put("ntk", cfg, {"d": 2.0}, wall_time_s=0.0, code=CODE, data="fp-b")
+    target = cache.path_for("ntk", k)
+    target.write_text(cache.path_for("ntk", other["key"]).read_text())
+    assert cache.get("ntk", cfg, CODE, "fp-a") is None and "other data" in logged[-1]
+
+
+def test_entry_checksum_covers_every_field(tmp_path):
+    cache = CellCache(tmp_path)
+    entry = cache.put("ntk", Outer(Inner(5), 16), {"d": 1.0}, wall_time_s=0.5, code=CODE)
+    assert len(entry["checksum"]) == 64 and entry["checksum"] == entry_checksum(entry)
+    for field, value in [("result", {"d": 1.0000001}), ("wall_time_s", 0.6), ("provenance", {"x": 1}),
+                         ("finished_at", "1970-01-01T00:00:00Z"), ("key", "0" * 24)]:
+        assert entry_checksum({**entry, field: value}) != entry["checksum"], field
+
+
+def test_non_finite_result_is_stored_as_null_with_its_place(tmp_path):
+    cache = CellCache(tmp_path)
+    cfg = Outer(Inner(5), 16)
+    entry = cache.put("ntk", cfg, {"d": float("nan"), "rows": [1.0, float("inf")], "ok": 2.0},
+                      wall_time_s=0.0, code=CODE)
+    assert entry["result"] == {"d": None, "rows": [1.0, None], "ok": 2.0}
+    assert sorted(entry["non_finite"]) == ["result.d: nan", "result.rows[1]: inf"]
+    text = cache.path_for("ntk", entry["key"]).read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert cache.get("ntk", cfg, CODE) == entry
+
+
+def test_non_finite_helpers():
+    assert non_finite_to_null({"a": [float("-inf"), 1]}) == ({"a": [None, 1]}, ["$.a[0]: -inf"])
+    assert non_finite_to_null(3.5) == (3.5, [])
+    for token in ("NaN", "[Infinity]", '{"a": -Infinity}'):
+        with pytest.raises(ValueError):
+            strict_loads(token)
+    assert strict_loads('{"a": 1e308}') == {"a": 1e308}
+
+
+def test_atomic_write_is_strict_json(tmp_path):
+    with pytest.raises(ValueError):
+        atomic_write_json(tmp_path / "x.json", {"a": float("nan")})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_non_finite_configuration_is_bad_input():
+    from malleability.errors import MalleabilityError
+
+    with pytest.raises(MalleabilityError, match="non-finite"):
+        cell_key("ntk", Outer(Inner(5), 16, eps=float("nan")), CODE)
