@@ -18,7 +18,35 @@ from malleability.errors import MalleabilityError, require
 
 
 def _dump(obj) -> str:
+    """Strict JSON: a non-finite float would be a bug upstream, so it fails loudly here."""
     return json.dumps(obj, indent=2, default=str, allow_nan=False)
+
+
+def _int_option(value, flag: str) -> int:
+    text = str(value).strip()
+    try:
+        return int(text)
+    except ValueError:
+        raise MalleabilityError(f"{flag} must be an integer, got {value!r}") from None
+
+
+def _float_option(value, flag: str) -> float:
+    try:
+        v = float(str(value).strip())
+    except ValueError:
+        raise MalleabilityError(f"{flag} must be a number, got {value!r}") from None
+    require(math.isfinite(v) and v > 0, f"{flag} must be a finite number > 0, got {value!r}")
+    return v
+
+
+def _with_bound(v, bound) -> str:
+    """κ, and its relative error bound when that exceeds 1e-6."""
+    from malleability.theory.inspect import REPORT_BOUND_ABOVE
+
+    text = _fmt(v)
+    if v is not None and bound is not None and bound > REPORT_BOUND_ABOVE:
+        text += f" (rel. error ≤ {bound:.1e})"
+    return text
 
 
 def _fmt(v) -> str:
@@ -54,25 +82,30 @@ def register(main: click.Group, bench: click.Group) -> None:
             click.echo(_dump({"profile": profile, "claims": [r.to_dict() for r in results],
                               "provenance": provenance()}))
             return
-        click.echo(f"{'claim':<14}{'verdict':<14}reading verdicts")
+        from malleability.theory.claims.verdicts import VERDICTS
+
+        click.echo(f"{'claim':<14}{'verdict':<28}reading verdicts")
         for r in results:
-            summary = ", ".join(f"{rd.name}={rd.verdict}" for rd in r.readings)
-            click.echo(f"{r.id:<14}{r.verdict:<14}{summary}")
+            summary = ", ".join(f"{rd.name}={rd.verdict}" + (" (info)" if rd.informational else "")
+                                for rd in r.readings)
+            click.echo(f"{r.id:<14}{r.verdict + ' (' + VERDICTS[r.verdict][0] + ')':<28}{summary}")
             ce = r.counterexample
             if ce is not None:
                 click.echo(f"{'':<14}counterexample ({ce['reading']}): {json.dumps(ce, default=str)[:200]}")
 
     @theory.command("inspect")
     @click.argument("file", type=click.Path(dir_okay=True))
-    @click.option("--layers", "layers", type=int, default=3, show_default=True, help="number of layers K (>= 1)")
+    @click.option("--layers", "layers", default="3", show_default=True,
+                  help="number of layers K (an integer, 1..60)")
     @click.option("--recursion", default=None, help="one recursion code (e.g. ccc, iic, ccc+res); default: all")
     @click.option("--json", "as_json", is_flag=True, help="print JSON")
     def inspect_cmd(file, layers, recursion, as_json):
         """Condition numbers of G = X Xᵀ, G³, the normalised kernel, the NTK, and k-layer Grams for X in FILE.npy."""
         from malleability.theory import inspect_matrix
+        from malleability.theory.inspect import parse_layers
         from malleability.validation import load_npy_matrix
 
-        require(layers >= 1, f"--layers must be >= 1, got {layers}")
+        layers = parse_layers(layers)
         x = load_npy_matrix(file)
         out = inspect_matrix(x, layers=layers, recursion=recursion)
         for row in out["layers"]:
@@ -80,29 +113,30 @@ def register(main: click.Group, bench: click.Group) -> None:
         if as_json:
             click.echo(_dump(out))
             return
+        bounds = out["rel_error_bounds"]
         for key in ("n", "d", "rank", "kappa_G", "pseudo_kappa_G", "kappa_d", "kappa_G3", "pseudo_kappa_G3",
                     "kappa_K_norm", "pseudo_kappa_K_norm", "kappa_ntk_inf", "precision"):
-            click.echo(f"{key:<22}{_fmt(out[key])}")
+            click.echo(f"{key:<22}{_with_bound(out[key], bounds.get(key.replace('pseudo_', '')))}")
         click.echo(f"{'k':<4}{'recursion':<10}{'exponent':<12}{'claimed':<9}kappa")
         for row in out["layers"]:
             click.echo(f"{row['k']:<4}{row['recursion']:<10}{_fmt(row['exponent']):<12}"
-                       f"{row['claimed_exponent']:<9}{_fmt(row['kappa'])}")
+                       f"{row['claimed_exponent']:<9}{_with_bound(row['kappa'], row.get('rel_error_bound'))}")
         for w in out["warnings"]:
             click.echo(f"warning: {w}", err=True)
 
     @theory.command("sensitivity")
     @click.argument("file", type=click.Path(dir_okay=True))
-    @click.option("--i", "i", type=int, required=True, help="row index of the perturbed sample")
-    @click.option("--j", "j", type=int, required=True, help="row index of the other argument")
-    @click.option("--eps", "eps", type=float, required=True, help="ℓ∞ radius of δ (> 0)")
+    @click.option("--i", "i", required=True, help="row index of the perturbed sample")
+    @click.option("--j", "j", required=True, help="row index of the other argument")
+    @click.option("--eps", "eps", required=True, help="ℓ∞ radius of δ (> 0)")
     @click.option("--json", "as_json", is_flag=True, help="print JSON")
     def sensitivity_cmd(file, i, j, eps, as_json):
         """Prop 4.5 on one matrix: largest |ΔK_ij| over ‖δ‖∞ ≤ ε per reading, against each bound."""
         from malleability.theory import sensitivity
         from malleability.validation import load_npy_matrix
 
-        if not (math.isfinite(eps) and eps > 0):
-            raise MalleabilityError(f"--eps must be a finite number > 0, got {eps}")
+        i, j = _int_option(i, "--i"), _int_option(j, "--j")
+        eps = _float_option(eps, "--eps")
         x = load_npy_matrix(file)
         out = sensitivity(x, i, j, eps)
         if as_json:
@@ -113,3 +147,5 @@ def register(main: click.Group, bench: click.Group) -> None:
             click.echo(f"{key:<26}{_fmt(out[key])}")
         for r in out["readings"]:
             click.echo(f"{r['name']:<28}bound={_fmt(r['bound_value']):<14}holds={_fmt(r['holds'])}")
+        for w in out.get("warnings", []):
+            click.echo(f"warning: {w}", err=True)

@@ -117,9 +117,9 @@ def test_normalised_kernel_kappa_against_mpmath():
     kk = kernel_kappas(x)
     z = normalised_features(x)
     with mpmath.workdps(50):
-        from malleability.theory.kernels import _mp_normalised_kernel
+        from malleability.theory.kernels import mp_normalised_kernel
 
-        k = _mp_normalised_kernel(x, 50)
+        k = mp_normalised_kernel(x, 50)
         w = mpmath.eigsy(k, eigvals_only=True)
         ref = max(abs(w[i]) for i in range(4)) / min(abs(w[i]) for i in range(4))
     assert rel(kk["kappa_K_norm"], ref) < 1e-6
@@ -130,10 +130,10 @@ def test_normalised_kernel_escalates_when_ill_conditioned():
     x = gen.conditioned_matrix(np.random.default_rng(10), n=4, d=4, kappa_x=1e4)
     kk = kernel_kappas(x)
     assert kk["precision"].startswith("mpmath-")
-    from malleability.theory.kernels import _mp_normalised_kernel
+    from malleability.theory.kernels import mp_normalised_kernel
 
     with mpmath.workdps(120):
-        k = _mp_normalised_kernel(x, 120)
+        k = mp_normalised_kernel(x, 120)
         w = mpmath.eigsy(k, eigvals_only=True)
         ref = max(abs(w[i]) for i in range(4)) / min(abs(w[i]) for i in range(4))
     assert ref > 1e16 and rel(kk["kappa_K_norm"], ref) < 1e-6
@@ -172,7 +172,7 @@ def test_real_mnist_rows(data_root):
 
 
 def test_real_mnist_normalised_kernel_float64_against_mpmath(data_root):
-    from malleability.theory.kernels import _mp_normalised_kernel
+    from malleability.theory.kernels import mp_normalised_kernel
 
     path = data_root / "MNIST" / "raw" / "train-images-idx3-ubyte"
     if not path.exists():
@@ -181,7 +181,7 @@ def test_real_mnist_normalised_kernel_float64_against_mpmath(data_root):
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     kk = kernel_kappas(x, allow_mpmath=False)
     with mpmath.workdps(40):
-        k = _mp_normalised_kernel(x, 40)
+        k = mp_normalised_kernel(x, 40)
         w = mpmath.eigsy(k, eigvals_only=True)
         ref = max(abs(w[i]) for i in range(12)) / min(abs(w[i]) for i in range(12))
     assert rel(kk["kappa_K_norm"], ref) < 1e-6

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from malleability.errors import MalleabilityError
-from malleability.theory.claims import _exact_bound, _exact_change
+from malleability.theory.claims.prop4_5 import _exact_bound, _exact_change
 from malleability.theory.sensitivity import change, first_order_gradient, max_change, sensitivity
 
 

@@ -29,7 +29,7 @@ import mpmath
 import numpy as np
 
 from malleability.errors import require
-from malleability.validation import as_finite_matrix
+from malleability.validation import as_finite_matrix, power_of_two_scaled
 
 EPS64 = float(np.finfo(np.float64).eps)
 TRUST_RTOL = 1e-8  # float64 accepted when the relative error bound of every κ is below this
@@ -101,15 +101,19 @@ def condition_numbers(x, powers: tuple[int, ...] = (1, 3), allow_mpmath: bool = 
     """
     x = as_finite_matrix(x)
     require(all(isinstance(p, int) and p >= 1 for p in powers), "powers must be positive integers")
-    n, d = x.shape
+    x, scale = power_of_two_scaled(x)  # exact; κ is scale-free, the SVD stays inside float64
     s = singular_values(x)
     out = _from_singular_values(x, s, powers, allow_mpmath)
+    for key in ("rank_tolerance", "s_max", "s_min_nonzero"):
+        out[key] = number_out(mpmath.mpf(out[key]) * scale)
     if not keep_singular_values:
         out.pop("singular_values")  # float64 array or mpf list: not JSON; ask for it explicitly
     return out
 
 
-def _from_singular_values(x, s, powers, allow_mpmath):
+def _from_singular_values(x, s, powers, allow_mpmath, precision_power: int | None = None):
+    """The dict of :func:`condition_numbers` from float64 singular values ``s``; the precision
+    is chosen so that κ(G^precision_power) (default: the largest of ``powers``) is resolved."""
     n, d = x.shape
     warnings: list[str] = []
     s_max = float(s[0])
@@ -118,20 +122,22 @@ def _from_singular_values(x, s, powers, allow_mpmath):
     rank = int(np.count_nonzero(s > tol))
     r_full = min(n, d)
     s_r = float(s[rank - 1])
-    p_max = max(powers)
+    p_max = max(max(powers), precision_power or 0)
     abs_err = tol  # backward-stable SVD: |ŝ_i - s_i| ≲ max(n, d)·eps·s_1
     rel_err = 2 * p_max * abs_err / s_r
     precision = "float64"
     vals: list = list(s[:r_full])
     if rel_err > TRUST_RTOL:
         work = n * d * r_full
-        kappa_est = (s_max / s_r) ** 2
-        digits = int(math.ceil(p_max * math.log10(max(kappa_est, 10.0)) + 15))
-        digits = max(digits, 30)
+        # an mpmath SVD at D digits has absolute error ~10^-D·s_1, so κ(G^p) = (s_1/s_r)^(2p)
+        # has relative error ~2p·κ(X)·10^-D: D = log10(2p·κ(X)) + 20 leaves 1e-20. The size of
+        # κ^p itself needs no digits (mpmath's exponent is unbounded).
+        log10_need = math.log10(2 * p_max) + math.log10(max(s_max / s_r, 10.0))
+        digits = max(30, int(math.ceil(log10_need + 20)))
         if allow_mpmath and work <= MPMATH_MAX_WORK:
             vals = mp_singular_values(x, digits)
             precision = f"mpmath-{digits}"
-            rel_err = float(mpmath.mpf(10) ** (-(digits - p_max * math.log10(max(kappa_est, 10.0)))))
+            rel_err = float(mpmath.mpf(10) ** (-(digits - log10_need)))
         else:
             warnings.append(
                 f"float64 SVD of X only bounds the largest-power κ to relative error {rel_err:.1e}"
@@ -171,23 +177,6 @@ def _from_singular_values(x, s, powers, allow_mpmath):
     out["warnings"] = warnings
     out["singular_values"] = vals  # float64 array or list of mpf; callers drop it before JSON
     return out
-
-
-def kappa_2_sym(a: np.ndarray) -> float:
-    """Plain float64 κ₂ of a symmetric matrix from its eigenvalues (inf when singular); the naive reference."""
-    w = np.abs(np.linalg.eigvalsh(a))
-    return float(w.max() / w.min()) if w.min() > 0 else math.inf
-
-
-def mp_kappa_2_sym(a, dps: int = 50):
-    """κ₂ of a symmetric matrix (exact/float entries) by an mpmath eigensolve with dps digits."""
-    with mpmath.workdps(dps):
-        m = mpmath.matrix([[mpmath.mpf(v) if not hasattr(v, "numerator") else mpmath.mpf(v.numerator) / v.denominator
-                            for v in row] for row in (a.tolist() if isinstance(a, np.ndarray) else a)])
-        w = mpmath.eigsy(m, eigvals_only=True)
-        ab = [abs(w[i]) for i in range(len(w))]
-        lo = min(ab)
-        return mpmath.inf if lo == 0 else max(ab) / lo
 
 
 def spectral_kappa(eigs, tol: float | None = None):

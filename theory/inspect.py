@@ -1,8 +1,17 @@
-"""``theory inspect``: every condition number of one data matrix X (rows are samples, used as given)."""
+"""``theory inspect``: every condition number of one data matrix X (rows are samples, used as given).
+
+κ is scale-free, so X is first divided by a power of two near max|X| (exact). k-layer
+Grams: κ(Gram_k) comes from X's singular values (κ(G^p) = (s_1/s_r)^(2p) for the monomial
+recursions, the layer recursion evaluated in mpmath otherwise), with the singular values
+escalated to an mpmath SVD when float64 cannot resolve the largest power; every κ carries
+its relative error bound (``rel_error_bound`` per layer row, ``rel_error_bounds`` for the
+others), and a κ whose bound exceeds 50 % is null with a warning saying why.
+"""
 
 from __future__ import annotations
 
 import math
+import re
 
 import mpmath
 import numpy as np
@@ -12,35 +21,59 @@ from malleability.provenance import provenance
 from malleability.theory import layers as L
 from malleability.theory.conditioning import _from_singular_values, number_out, singular_values
 from malleability.theory.kernels import kernel_kappas
-from malleability.validation import as_finite_matrix, zero_rows
+from malleability.validation import as_finite_matrix, power_of_two_scaled, zero_rows
+
+MAX_LAYERS = 60  # ccc at K = 60 is G^(3^60) ≈ G^(4e28); beyond, the exponent arithmetic is pointless
+REPORT_BOUND_ABOVE = 1e-6  # the text output shows a κ's error bound when it exceeds this
 
 
-MAX_LAYERS = 6  # ccc at k = 6 is already G^729; beyond, the Gram polynomials grow like 3^k
+def power_error_bound(unit_err: float, p: int) -> float:
+    """Relative error bound of (s_1/s_r)^(2p) when each singular value has relative error unit_err."""
+    if unit_err >= 1:
+        return math.inf
+    t = 2 * p * math.log((1 + unit_err) / (1 - unit_err))
+    return math.expm1(t) if t < 700 else math.inf
+
+
+def parse_layers(value) -> int:
+    """K from an int or a decimal string ('12'); one-line error for anything else."""
+    text = str(value).strip()
+    require(not isinstance(value, bool) and re.fullmatch(r"\+?[0-9]+", text) is not None,
+            f"--layers must be an integer in 1..{MAX_LAYERS}, got {value!r}")
+    k = int(text)
+    require(k >= 1, f"--layers must be an integer in 1..{MAX_LAYERS}, got {value!r}")
+    require(k <= MAX_LAYERS, f"--layers {k} is above {MAX_LAYERS}: the Gram degree 3^{k} of stacked attention "
+                             "is beyond any meaningful exponent arithmetic")
+    return k
 
 
 def inspect_matrix(x, layers: int = 3, recursion: str | None = None) -> dict:
-    """The JSON of ``theory inspect`` (see the CLI contract in issue 2)."""
+    """The JSON of ``theory inspect``."""
     x = as_finite_matrix(x)
     require(isinstance(layers, (int, np.integer)) and not isinstance(layers, bool) and 1 <= layers <= MAX_LAYERS,
             f"--layers must be an integer in 1..{MAX_LAYERS}, got {layers}")
+    layers = int(layers)
     codes = [recursion] if recursion is not None else list(L.ALL_RECURSIONS)
     for c in codes:
         L.parse_recursion(c)
+    zr = zero_rows(x)
+    require(zr.size == 0, f"X has {zr.size} zero row(s) (first: {zr[:5].tolist()}): a zero row has no unit-norm "
+                          "direction, so the normalised kernel and the NTK are undefined")
+    x, scale = power_of_two_scaled(x)
     n, d = x.shape
     # the largest power any layer needs decides the precision of the singular values
-    p_max = 3
-    for c in codes:
-        p_max = max(p_max, len(L.gram_polynomial(c, int(layers))) - 1)
+    p_max = max([3] + [L.gram_degree(c, layers) for c in codes])
     s = singular_values(x)
-    cond = _from_singular_values(x, s, (1, 3, p_max), allow_mpmath=True)
+    cond = _from_singular_values(x, s, (1, 3), allow_mpmath=True, precision_power=p_max)
     warnings = list(cond["warnings"])
     svals = cond.pop("singular_values")
     rank = cond["rank"]
+    unit_err = cond["singular_value_relative_error"]
     out = {
         "n": n,
         "d": d,
         "rank": rank,
-        "rank_tolerance": cond["rank_tolerance"],
+        "rank_tolerance": number_out(mpmath.mpf(cond["rank_tolerance"]) * scale),
         "kappa_G": cond["kappa_G"],
         "pseudo_kappa_G": cond["pseudo_kappa_G"],
         "kappa_d": cond["kappa_d"],
@@ -48,47 +81,49 @@ def inspect_matrix(x, layers: int = 3, recursion: str | None = None) -> dict:
         "pseudo_kappa_G3": cond["pseudo_kappa_G3"],
         "kappa_d3": cond["kappa_d3"],
     }
+    bounds = {"kappa_G": power_error_bound(unit_err, 1), "kappa_G3": power_error_bound(unit_err, 3)}
     precisions = {"G": cond["precision"]}
-    zr = zero_rows(x)
-    if zr.size:
-        warnings.append(f"rows {zr[:10].tolist()} of X are zero: the normalised kernel and the NTK are undefined (null)")
-        out.update(kappa_K_norm=None, pseudo_kappa_K_norm=None, kappa_ntk_inf=None)
-    else:
-        kk = kernel_kappas(x, singular_values=s)
-        warnings.extend(kk["warnings"])
-        precisions["K_norm"] = kk["precision"]
-        out.update(
-            kappa_K_norm=number_out(kk["kappa_K_norm"]),
-            pseudo_kappa_K_norm=number_out(kk["pseudo_kappa_K_norm"]),
-            kappa_ntk_inf=number_out(kk["kappa_ntk_inf"]),
-        )
-    unit_err = cond["singular_value_relative_error"]
+    kk = kernel_kappas(x, singular_values=s)
+    warnings.extend(kk["warnings"])
+    precisions["K_norm"] = kk["precision"]
+    out.update(
+        kappa_K_norm=number_out(kk["kappa_K_norm"]),
+        pseudo_kappa_K_norm=number_out(kk["pseudo_kappa_K_norm"]),
+        kappa_ntk_inf=number_out(kk["kappa_ntk_inf"]),
+    )
+    bounds["kappa_K_norm"] = kk["kappa_K_norm_rel_error_bound"]
+    bounds["kappa_ntk_inf"] = kk["kappa_ntk_inf_rel_error_bound"]
     dps = 40
     if cond["precision"].startswith("mpmath-"):
-        dps = int(cond["precision"].split("-")[1])
+        dps = max(dps, int(cond["precision"].split("-")[1]))
     base_kappa = cond["kappa_G"] if cond["kappa_G"] is not None else cond["pseudo_kappa_G"]
     layer_rows = []
-    for k in range(1, int(layers) + 1):
+    for k in range(1, layers + 1):
         for c in codes:
             row = {"k": k, "recursion": c, "claimed_exponent": L.claimed_exponent(k)}
-            degree = len(L.gram_polynomial(c, k)) - 1
-            if 2 * degree * unit_err > 0.5 or base_kappa is None:
-                row.update(exponent=None, kappa=None, pseudo_kappa=None)
-                warnings.append(f"k={k} {c}: κ not reported, float64 error bound {2 * degree * unit_err:.1e}")
+            degree = L.gram_degree(c, k)
+            bound = power_error_bound(unit_err, degree)
+            if bound > 0.5 or base_kappa is None:
+                row.update(exponent=None, kappa=None, pseudo_kappa=None, rel_error_bound=None)
+                warnings.append(f"k={k} {c}: κ not reported: Gram degree {degree} turns the singular values' "
+                                f"relative error {unit_err:.1e} into a κ error bound above 50 %")
             else:
                 g = L.gram_kappas_from_singular_values(svals, rank, n, c, k, dps=dps)
                 pk = g["pseudo_kappa"]
                 kap = g["kappa"]
                 basis = kap if (kap is not None and cond["kappa_G"] is not None) else pk
-                if base_kappa is not None and float(base_kappa) > 1 and basis is not None:
-                    exp = float(mpmath.log(basis) / mpmath.log(mpmath.mpf(base_kappa)))
-                else:
-                    exp = None
+                with mpmath.workdps(dps):
+                    if float(base_kappa) > 1 and basis is not None:
+                        exp = float(mpmath.log(basis) / mpmath.log(mpmath.mpf(base_kappa)))
+                    else:
+                        exp = None
                 row.update(
                     exponent=exp,
                     exponent_basis="kappa" if cond["kappa_G"] is not None else "pseudo_kappa",
                     kappa=number_out(kap),
                     pseudo_kappa=number_out(pk),
+                    rel_error_bound=bound,
+                    gram_degree=degree,
                     gram_polynomial=g["gram_polynomial"],
                 )
             layer_rows.append(row)
@@ -97,6 +132,7 @@ def inspect_matrix(x, layers: int = 3, recursion: str | None = None) -> dict:
     out["precision"] = max(worst, key=lambda p: int(p.split("-")[1])) if worst else "float64"
     out["precision_by_quantity"] = precisions
     out["relative_error_bound"] = cond["relative_error_bound"]
+    out["rel_error_bounds"] = {key: (None if v is None or not math.isfinite(v) else v) for key, v in bounds.items()}
     out["rank_tolerance_rule"] = "singular values of X above max(n, d)*eps64*s_max count as nonzero"
     out["warnings"] = warnings
     out["provenance"] = provenance()

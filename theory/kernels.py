@@ -38,12 +38,48 @@ def ntk_inf_from_cosines(u):
     return u * (np.pi - np.arccos(u)) / (2 * np.pi)
 
 
+def ntk_kappa_error_bound(x: np.ndarray, cos: np.ndarray, theta: np.ndarray, eigvals: np.ndarray) -> float:
+    """Relative error bound of κ₂(Θ∞) computed in float64 from X (``cos`` = Z Zᵀ with unit
+    diagonal, ``theta`` = Θ∞ with diagonal exactly 1/2, ``eigvals`` its float64 eigenvalues).
+
+    Error of the cosines: forming F = X(XᵀX) costs at most (n + d)·eps·(|X|(|X|ᵀ|X|))_i per
+    row, so row i of Z is off by about 2ρ_i, ρ_i = that over ‖f_i‖, and u_ij by δ_ij =
+    Δz_i + Δz_j + (d + 2)·eps (0 on the diagonal, set exactly). Θ = u(π − arccos u)/(2π):
+    |ΔΘ_ij| ≤ δ(π − arccos u)/(2π) + |u|·Δacos/(2π) + 4·eps·|Θ_ij|, where Δacos, the error of
+    arccos near |u| = 1, is at most min(π√(δ/2), δ/√(1 − (|u| + δ)²)) plus one rounding of
+    π. Then ‖ΔΘ‖₂ ≤ ‖(|ΔΘ_ij|)‖_F, eigvalsh adds n·eps·λ_max, and κ = λ_max/λ_min moves by
+    at most e/λ_min + e/λ_max relative (first order, with the 1/(1 − e/λ_min) factor).
+    """
+    n, d = x.shape
+    a = np.abs(x)
+    f = x @ (x.T @ x)
+    fabs = a @ (a.T @ a)
+    rho = (n + d + 2) * EPS64 * np.linalg.norm(fabs, axis=1) / np.linalg.norm(f, axis=1)
+    dz = 2 * rho + 4 * EPS64
+    du = dz[:, None] + dz[None, :] + (d + 2) * EPS64
+    np.fill_diagonal(du, 0.0)
+    u = np.abs(np.clip(cos, -1.0, 1.0))
+    top = u + du
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mvt = np.where(top < 1, du / np.sqrt(np.maximum(1 - top * top, 0.0)), np.inf)
+    dacos = np.minimum(np.pi * np.sqrt(du / 2), mvt) + 2 * EPS64 * np.pi
+    np.fill_diagonal(dacos, 0.0)
+    entry = du * (np.pi - np.arccos(np.clip(cos, -1, 1))) / (2 * np.pi) + u * dacos / (2 * np.pi) \
+        + 4 * EPS64 * np.abs(theta)
+    np.fill_diagonal(entry, 0.0)
+    lam_max, lam_min = float(np.max(np.abs(eigvals))), float(np.min(np.abs(eigvals)))
+    e = float(np.linalg.norm(entry)) + n * EPS64 * lam_max
+    if lam_min <= 0 or e >= lam_min / 2:
+        return math.inf
+    return (e / lam_min + e / lam_max) / (1 - e / lam_min)
+
+
 def mp_ntk_inf_entry(u):
     u = max(min(u, mpmath.mpf(1)), mpmath.mpf(-1))
     return u * (mpmath.pi - mpmath.acos(u)) / (2 * mpmath.pi)
 
 
-def _mp_normalised_kernel(x: np.ndarray, dps: int):
+def mp_normalised_kernel(x: np.ndarray, dps: int):
     """K_norm as an mpmath matrix, computed from X exactly (entries taken as exact binaries)."""
     with mpmath.workdps(dps):
         xm = mpmath.matrix(x.tolist())
@@ -71,7 +107,9 @@ def kernel_kappas(x: np.ndarray, rank_tol_eig: float | None = None, allow_mpmath
     row_norms = np.linalg.norm(f, axis=1)
     z = f / row_norms[:, None]
     k = z @ z.T
-    theta = ntk_inf_from_cosines((k + k.T) / 2)
+    k = (k + k.T) / 2
+    np.fill_diagonal(k, 1.0)  # unit rows: the cosines on the diagonal are exactly 1
+    theta = ntk_inf_from_cosines(k)
     wt = np.linalg.eigvalsh(theta)
     # K_norm = Z Zᵀ: its eigenvalues are σ(Z)², and the SVD of Z resolves them far better than
     # eigvalsh of the formed Z Zᵀ. K_norm has the rank of X: its nonzero spectrum is the top `rank`.
@@ -86,7 +124,7 @@ def kernel_kappas(x: np.ndarray, rank_tol_eig: float | None = None, allow_mpmath
     err_k = 2 * abs_err_z / sr if sr > 0 else math.inf
     kx = s_x[0] / s_x[rank - 1]
     lo_t = float(np.min(np.abs(wt)))
-    err_t = n * EPS64 * float(np.max(np.abs(wt))) / lo_t if lo_t > 0 else math.inf
+    err_t = ntk_kappa_error_bound(x, k, theta, wt)
     out = {"precision": "float64", "warnings": []}
     full_rank = kept.size == n
     kappa_k = float(lam_max / lo_k) if full_rank else None
@@ -97,7 +135,7 @@ def kernel_kappas(x: np.ndarray, rank_tol_eig: float | None = None, allow_mpmath
             est = max(kappa_t or 1e16, pseudo_k or 1.0, kx ** 6 if math.isfinite(kx) else 1e16)
             dps = max(30, int(math.ceil(math.log10(max(est, 10)) + 20)))
             with mpmath.workdps(dps):
-                km = _mp_normalised_kernel(x, dps)
+                km = mp_normalised_kernel(x, dps)
                 ew = mpmath.eigsy(km, eigvals_only=True)
                 ew = [abs(ew[i]) for i in range(n)]
                 big = max(ew)
@@ -121,6 +159,11 @@ def kernel_kappas(x: np.ndarray, rank_tol_eig: float | None = None, allow_mpmath
                 kappa_k = pseudo_k = None
             if err_t > 0.5:
                 kappa_t = None
+    if out["precision"] != "float64":
+        # exact inputs, a backward-stable eigensolve at dps ≥ log10(κ) + 20 digits: λ_min to n·κ·10^-dps
+        err_k = err_t = n * 1e-19
+    out["kappa_K_norm_rel_error_bound"] = err_k if kappa_k is not None or pseudo_k is not None else None
+    out["kappa_ntk_inf_rel_error_bound"] = err_t if kappa_t is not None else None
     out["kappa_K_norm"] = kappa_k
     out["pseudo_kappa_K_norm"] = pseudo_k
     out["kappa_ntk_inf"] = kappa_t

@@ -107,21 +107,63 @@ def monomial_degree(coeffs: list[int]) -> int | None:
     return nz[0] if len(nz) == 1 and coeffs[nz[0]] == 1 else None
 
 
+def layer_degrees(code: str, k: int) -> list[int]:
+    """deg P_l for l = 1..k, from deg P_{l+1} = 1 + Σ over the Q, K, V slots (deg P_l for 'c', 0 for 'i').
+
+    No polynomial is formed, so k can be large (ccc at k = 12 has degree (3^12 − 1)/2)."""
+    base, _ = parse_recursion(code)
+    require(isinstance(k, (int, np.integer)) and k >= 1, "k must be a positive integer")
+    cur, out = 0, []
+    for _ in range(int(k)):
+        cur = 1 + sum(cur for ch in base if ch == "c")  # the residual adds P_l, whose degree is lower
+        out.append(cur)
+    return out
+
+
+def gram_degree(code: str, k: int) -> int:
+    """Degree of the Gram polynomial t·P_k(t)²: 2·deg P_k + 1."""
+    return 2 * layer_degrees(code, k)[-1] + 1
+
+
+def gram_exponent(code: str, k: int) -> int | None:
+    """p with Gram_k = G^p when the recursion has no residual (P_k is then a monomial), else None."""
+    _, residual = parse_recursion(code)
+    return None if residual else gram_degree(code, k)
+
+
+def gram_eigenvalue(code: str, k: int, lam):
+    """μ = λ·P_k(λ)², the eigenvalue of Gram_k for the eigenvalue λ of G, by the layer recursion
+    P_{l+1}(λ) = [P_l(λ) if residual] + λ·P_q(λ)P_k(λ)P_v(λ) (mpmath or float, O(k) operations)."""
+    base, residual = parse_recursion(code)
+    cur = lam * 0 + 1
+    for _ in range(int(k)):
+        q, kk, v = ((1 if ch == "i" else cur) for ch in base)
+        nxt = lam * q * kk * v
+        cur = cur + nxt if residual else nxt
+    return lam * cur * cur
+
+
+GRAM_POLYNOMIAL_MAX_DEGREE = 64  # beyond, the coefficient list is not formed (it is only an explanation)
+
+
 def gram_kappas_from_singular_values(svals, rank: int, n: int, code: str, k: int, dps: int = 40) -> dict:
     """κ₂ and pseudo-κ₂ of Gram_k from X's singular values: eigenvalues μ = λ·P_k(λ)², λ = s².
 
-    Evaluated in mpmath (cheap: one polynomial per singular value) so large powers neither
-    overflow nor lose digits; the accuracy is that of the singular values passed in.
+    Evaluated in mpmath by the layer recursion (O(k) per singular value, any exponent range),
+    so large powers neither overflow nor lose digits; the accuracy is that of the singular
+    values passed in. For a monomial recursion κ(Gram_k) = (s_1/s_r)^(2p) exactly.
     """
-    coeffs = gram_polynomial(code, k)
+    degree = gram_degree(code, k)
+    p = gram_exponent(code, k)
     with mpmath.workdps(dps):
-        mus = []
-        for s in svals[:rank]:
-            lam = mpmath.mpf(s) ** 2
-            mus.append(abs(mpmath.polyval(coeffs[::-1], lam)))
-        pseudo = max(mus) / min(mus)
+        if p is not None:
+            pseudo = (mpmath.mpf(svals[0]) / mpmath.mpf(svals[rank - 1])) ** (2 * p)
+        else:
+            mus = [abs(gram_eigenvalue(code, k, mpmath.mpf(s) ** 2)) for s in svals[:rank]]
+            pseudo = max(mus) / min(mus)
         kappa = pseudo if rank == n else None
-    return {"kappa": kappa, "pseudo_kappa": pseudo, "gram_polynomial": coeffs}
+    coeffs = gram_polynomial(code, k) if degree <= GRAM_POLYNOMIAL_MAX_DEGREE else None
+    return {"kappa": kappa, "pseudo_kappa": pseudo, "gram_polynomial": coeffs, "degree": degree, "exponent": p}
 
 
 def claimed_exponent(k: int) -> int:
