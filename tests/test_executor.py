@@ -98,3 +98,58 @@ def test_process_pool_equals_serial(tmp_path):
     assert [o.entry["result"] for o in parallel.outcomes] == [o.entry["result"] for o in serial.outcomes]
     assert all(o.entry["provenance"]["versions"]["torch"] for o in parallel.outcomes)
     assert isinstance(make_executor(1), SerialExecutor)
+
+
+def threads_cell(cfg: FakeConfig) -> dict:
+    import torch
+
+    return {"threads": torch.get_num_threads()}
+
+
+def test_serial_executor_computes_with_one_thread_and_restores_the_callers(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        stats = run_cells(_cells([1], threads_cell), SerialExecutor(), CellCache(tmp_path), progress=None)
+        assert stats.outcomes[0].entry["result"] == {"threads": 1}
+        assert stats.outcomes[0].entry["provenance"]["threads"] == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_fingerprint_is_part_of_the_key_and_its_error_fails_the_cell(tmp_path):
+    from malleability.errors import MalleabilityError
+
+    cache = CellCache(tmp_path)
+    seen: list[list[int]] = []
+
+    def fp_a(cell):
+        if cell.config.seed == 3:
+            raise MalleabilityError("data root /nowhere not found")
+        return "a"
+
+    before = lambda todo: seen.append([c.config.seed for c in todo])  # noqa: E731
+    stats = run_cells(_cells([1, 2, 3]), SerialExecutor(), cache, progress=None, fingerprint=fp_a, before_run=before)
+    assert [o.status for o in stats.outcomes] == ["computed", "computed", "failed"]
+    assert stats.outcomes[2].error == "MalleabilityError: data root /nowhere not found"
+    assert seen == [[1, 2]] and all(o.entry["data_fingerprint"] == "a" for o in stats.outcomes[:2])
+    CALLS.clear()
+    same = run_cells(_cells([1, 2]), SerialExecutor(), cache, progress=None, fingerprint=lambda c: "a")
+    assert (same.cached, same.computed) == (2, 0) and CALLS == []
+    other = run_cells(_cells([1, 2]), SerialExecutor(), cache, progress=None, fingerprint=lambda c: "b")
+    assert (other.cached, other.computed) == (0, 2) and CALLS == [1, 2]
+
+
+def test_interrupt_says_what_was_kept(tmp_path):
+    from malleability.reports.audit.executor import Interrupted
+
+    cache = CellCache(tmp_path)
+    run_cells(_cells([9]), SerialExecutor(), cache, progress=None)
+    cells = _cells([9, 1, 2]) + _cells([3], interrupting_cell) + _cells([4, 5])
+    with pytest.raises(Interrupted) as info:
+        run_cells(cells, SerialExecutor(), cache, progress=None)
+    assert (info.value.kept, info.value.not_finished) == (2, 3)
+    assert "kept 2 cell(s)" in info.value.summary and "1 were cached before" in info.value.summary

@@ -11,12 +11,19 @@ its frozen config, both picklable.
 :func:`run_cells` submits the cells that are not cached, writes each result to the cache
 **in the parent process** as its future completes (so a crash or ``kill -9`` loses only
 the cells still running), and reports progress on stderr: which cell finished, how many
-are left.
+are left. On Ctrl-C it keeps every cell that has finished, cancels the rest and raises
+:class:`Interrupted` (a ``KeyboardInterrupt``) saying what was kept; :func:`stop_executor`
+then ends a local pool at once instead of waiting for the running cells.
+
+Every cell runs with one torch/BLAS thread, in a worker or in-process
+(:class:`SerialExecutor`): a reduction's summation order, hence its last bits, depends on
+the thread count, and the thread count is recorded in each cell's provenance.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
 import os
 import sys
@@ -28,8 +35,24 @@ from typing import Any, Callable, Iterable
 from malleability.reports.audit.cache import CellCache, code_version, config_to_jsonable
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Run the body with one torch thread (as a pool worker does), restoring the caller's count after."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class SerialExecutor(cf.Executor):
-    """Runs each submitted call immediately in this process; returns a completed Future."""
+    """Runs each submitted call immediately in this process, with one torch thread; returns a completed Future."""
 
     def __init__(self):
         self._shutdown = False
@@ -39,7 +62,8 @@ class SerialExecutor(cf.Executor):
             raise RuntimeError("cannot submit after shutdown")
         future: cf.Future = cf.Future()
         try:
-            result = fn(*args, **kwargs)
+            with one_thread():
+                result = fn(*args, **kwargs)
         except BaseException as exc:  # KeyboardInterrupt must stop the run, not be stored
             if not isinstance(exc, Exception):
                 raise
@@ -95,6 +119,18 @@ def make_executor(workers: int, *, threads_per_worker: int = 1) -> cf.Executor:
     )
 
 
+def stop_executor(executor: cf.Executor) -> None:
+    """Stop now: cancel what has not started and, for a local process pool, terminate the running workers."""
+    procs = list((getattr(executor, "_processes", None) or {}).values()) \
+        if isinstance(executor, cf.ProcessPoolExecutor) else []
+    executor.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(timeout=5)
+
+
 def default_workers() -> int:
     """Local worker processes: one per core (at least 1)."""
     try:
@@ -128,7 +164,14 @@ def execute_cell(fn: Callable[[Any], Any], config: Any) -> dict:
     train = getattr(config, "train", None)
     if train is not None:
         device = getattr(train, "device", None)
-    return {"result": result, "wall_time_s": wall, "provenance": provenance(device=device or "cpu")}
+    prov = provenance(device=device or "cpu")
+    try:
+        import torch
+
+        prov = {**prov, "threads": torch.get_num_threads()}
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return {"result": result, "wall_time_s": wall, "provenance": prov}
 
 
 @dataclass
@@ -148,6 +191,16 @@ class RunStats:
     computed: int = 0
     failed: int = 0
     outcomes: list[CellOutcome] = field(default_factory=list)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run_cells`; ``summary`` is one line saying what was kept."""
+
+    def __init__(self, summary: str, *, kept: int, not_finished: int):
+        super().__init__(summary)
+        self.summary = summary
+        self.kept = kept
+        self.not_finished = not_finished
 
 
 def _test_delay() -> None:
@@ -172,13 +225,19 @@ def run_cells(
     stop_on_error: bool = False,
     max_in_flight: int | None = None,
     code: dict | None = None,
+    fingerprint: Callable[[Cell], str | None] | None = None,
+    before_run: Callable[[list[Cell]], None] | None = None,
 ) -> RunStats:
     """Run ``cells``, reusing cached ones (unless ``fresh``), caching each result as it completes.
 
-    A cell that raises is recorded as ``failed`` with its one-line error (the others go on);
-    with ``stop_on_error`` the first failure is re-raised. Outcomes come back in the order
-    of ``cells``.
+    ``fingerprint(cell)``: the fingerprint of the data the cell reads (None: it reads none),
+    part of its cache key; a :class:`MalleabilityError` from it (data set unavailable) fails
+    that cell without running it. ``before_run`` receives the cells to compute, before any
+    starts. A cell that raises is recorded as ``failed`` with its one-line error (the others
+    go on); with ``stop_on_error`` the first failure is re-raised. Outcomes come back in the
+    order of ``cells``. Ctrl-C raises :class:`Interrupted` once the finished cells are cached.
     """
+    from malleability.errors import MalleabilityError
     from malleability.reports.audit.cache import cell_key
 
     cells = list(cells)
@@ -186,25 +245,47 @@ def run_cells(
     say = progress or (lambda _line: None)
     stats = RunStats()
     outcomes: dict[int, CellOutcome] = {}
-    todo: list[tuple[int, Cell, str]] = []
+    todo: list[tuple[int, Cell, str, str | None]] = []
     for i, cell in enumerate(cells):
-        key = cell_key(cell.kind, cell.config, code)
-        entry = None if fresh else cache.get(cell.kind, cell.config, code)
+        try:
+            data = fingerprint(cell) if fingerprint is not None else None
+        except MalleabilityError as exc:
+            outcomes[i] = CellOutcome(cell, cell_key(cell.kind, cell.config, code), "failed", None,
+                                      " ".join(f"MalleabilityError: {exc}".split())[:500])
+            stats.failed += 1
+            continue
+        key = cell_key(cell.kind, cell.config, code, data)
+        entry = None if fresh else cache.get(cell.kind, cell.config, code, data)
         if entry is not None:
             outcomes[i] = CellOutcome(cell, key, "cached", entry)
             stats.cached += 1
         else:
-            todo.append((i, cell, key))
+            todo.append((i, cell, key, data))
     total = len(todo)
+    failed_before = stats.failed
     if cells:
-        say(f"cells: {len(cells)} in all, {stats.cached} cached, {total} to run")
+        say(f"cells: {len(cells)} in all, {stats.cached} cached, {total} to run"
+            + (f", {stats.failed} without their data" if stats.failed else ""))
+    if before_run is not None:
+        before_run([item[1] for item in todo])
     # A sliding window of submissions: a serial executor runs each cell at submit time, so
     # submitting everything first would cache nothing until the very end.
     window = max_in_flight or max(1, int(getattr(executor, "_max_workers", 1) or 1))
-    pending: dict[cf.Future, tuple[int, Cell, str]] = {}
+    pending: dict[cf.Future, tuple[int, Cell, str, str | None]] = {}
     queue = list(todo)
     done = 0
     t0 = time.perf_counter()
+    in_hand: list = []  # the finished cell being cached right now, so Ctrl-C mid-write still keeps it
+
+    def store(item, out) -> CellOutcome:
+        i, cell, key, data = item
+        entry = cache.put(cell.kind, cell.config, out["result"], wall_time_s=out["wall_time_s"],
+                          provenance=out["provenance"], code=code, data=data)
+        outcome = CellOutcome(cell, key, "computed", entry)
+        outcomes[i] = outcome
+        stats.computed += 1
+        return outcome
+
     try:
         while queue or pending:
             while queue and len(pending) < window:
@@ -214,7 +295,8 @@ def run_cells(
                 pending[executor.submit(execute_cell, item[1].fn, item[1].config)] = item
             finished, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
             for future in finished:
-                i, cell, key = pending.pop(future)
+                item = pending.pop(future)
+                i, cell = item[0], item[1]
                 done += 1
                 try:
                     out = future.result()
@@ -224,26 +306,36 @@ def run_cells(
                     message = " ".join(f"{type(exc).__name__}: {exc}".split())
                     if os.environ.get("MALLEABILITY_DEBUG"):
                         traceback.print_exception(exc)
-                    outcomes[i] = CellOutcome(cell, key, "failed", None, message[:500])
+                    outcomes[i] = CellOutcome(cell, item[2], "failed", None, message[:500])
                     stats.failed += 1
                     say(f"[{done}/{total}] FAILED {cell.describe()}: {message[:200]}")
                     continue
-                entry = cache.put(
-                    cell.kind,
-                    cell.config,
-                    out["result"],
-                    wall_time_s=out["wall_time_s"],
-                    provenance=out["provenance"],
-                    code=code,
-                )
-                outcomes[i] = CellOutcome(cell, key, "computed", entry)
-                stats.computed += 1
+                in_hand[:] = [item, out]
+                outcome = store(item, out)
+                in_hand.clear()
                 _test_delay()
                 elapsed = time.perf_counter() - t0
+                nan_note = outcome.entry.get("non_finite") or []
                 say(
                     f"[{done}/{total}] done {cell.describe()} in {out['wall_time_s']:.1f}s; "
                     f"{total - done} left, {elapsed:.0f}s elapsed"
+                    + (f" (note: {len(nan_note)} non-finite number(s) stored as null)" if nan_note else "")
                 )
+    except KeyboardInterrupt:
+        for future in pending:
+            future.cancel()
+        # Keep what is finished: the cell whose write was cut short, then any future that completed meanwhile.
+        if in_hand and in_hand[0][0] not in outcomes:
+            store(*in_hand)
+        for future, item in pending.items():
+            if future.done() and not future.cancelled() and future.exception() is None:
+                store(item, future.result())
+        left = total - stats.computed - (stats.failed - failed_before)
+        where = "in the cache" if cache.unwritable is None else "(the cache takes no writes: none stored)"
+        raise Interrupted(
+            f"interrupted: kept {stats.computed} cell(s) finished in this run {where} "
+            f"({stats.cached} were cached before), {left} not finished; rerun the same command to resume",
+            kept=stats.computed, not_finished=left) from None
     except BaseException:
         for future in pending:
             future.cancel()
@@ -255,11 +347,14 @@ def run_cells(
 __all__ = [
     "Cell",
     "CellOutcome",
+    "Interrupted",
     "RunStats",
     "SerialExecutor",
     "config_to_jsonable",
     "default_workers",
     "execute_cell",
     "make_executor",
+    "one_thread",
     "run_cells",
+    "stop_executor",
 ]
