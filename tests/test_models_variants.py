@@ -200,14 +200,18 @@ def test_training_moves_the_projections_and_keeps_their_init():
 
 @pytest.mark.parametrize("outputs", [1, 3])
 @pytest.mark.parametrize("cross", [False, True])
-@pytest.mark.parametrize("max_bytes", [1000, 2**30])  # one row per chunk, recomputed; or all columns kept
-def test_params_ntk_matches_plain_autograd_jacobians(outputs, cross, max_bytes):
+@pytest.mark.parametrize("implementation, max_bytes", [
+    ("jacobian", 1000),  # one row per chunk, recomputed
+    ("jacobian", 2**30),  # all column Jacobians kept
+    ("factored", 2**30),  # outer products of the parameter uses
+])
+def test_params_ntk_matches_plain_autograd_jacobians(outputs, cross, implementation, max_bytes):
     model, x, state = qkv_state(n=5, d=7, d_k=3, seed=1)
     g = torch.Generator().manual_seed(4)
     W = torch.randn(6, 3, generator=g, dtype=torch.float64)
     a = (torch.randint(0, 2, (6, outputs), generator=g) * 2 - 1).double()
     x2 = rows(4, 7, seed=11) if cross else None
-    ours = ntk_blocks(model, state, W, a, x, x2, max_bytes=max_bytes)
+    ours = ntk_blocks(model, state, W, a, x, x2, max_bytes=max_bytes, implementation=implementation)
     ref = reference_ntk_autograd(model, state, W, a, x, x2)
     assert set(ours) == set(ref) == {"W", "W_Q", "W_K", "W_V"}
     for k in ref:
@@ -284,3 +288,38 @@ def test_flip_rate_cell_runs_every_variant(data_root, model, options):
                          attack="fgsm", eps=0.3)
     row = run_flip_rate_cell(cfg)
     assert 0 <= row["flip_rate"] <= 1 and row["model_options"] == get_model(model, options).options()
+
+
+def test_tiled_symmetric_contraction_equals_the_cross_kernel():
+    # more rows than one tile: the symmetric path multiplies only tiles on or above the diagonal
+    model, x, state = qkv_state(n=300, d=12, d_k=3, seed=5)
+    W = torch.randn(8, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    sym = ntk_blocks(model, state, W, None, x, implementation="jacobian")
+    cross = ntk_blocks(model, state, W, None, x, x.clone(), implementation="jacobian")
+    for k in sym:
+        assert torch.allclose(sym[k], cross[k], rtol=1e-12, atol=1e-12 * float(cross[k].abs().max()))
+        assert torch.allclose(sym[k], sym[k].T, rtol=0, atol=1e-13 * float(sym[k].abs().max()))
+
+
+def test_factored_features_are_the_features_and_bad_implementations_are_errors():
+    model, x, state = qkv_state()
+    taps = {k: torch.zeros(shape, dtype=torch.float64) for k, shape in model.tap_shapes(*x.shape).items()}
+    z, uses = model.embed_factored(x, state, taps)
+    assert torch.equal(z, model.embed(x, state)) and set(uses) == {"W_Q", "W_K", "W_V"}
+    W = torch.randn(5, 3, dtype=torch.float64)
+    with pytest.raises(MalleabilityError, match="unknown implementation"):
+        ntk_blocks(model, state, W, None, x, implementation="fast")
+    relu = get_model("relu")
+    with pytest.raises(MalleabilityError, match="no factored form"):
+        ntk_blocks(relu, {}, torch.randn(5, 8, dtype=torch.float64), None, x, implementation="factored")
+
+
+def test_benchmark_reports_both_paths_and_agrees_with_the_reference():
+    from malleability.empirics.ntk_params import benchmark_qkv_ntk
+
+    out = benchmark_qkv_ntk(n=12, d=16, m=8, d_k=3, num_outputs=2, reference_rows=6)
+    assert out["reference_scaled_from_rows"] == 6 and out["speedup"] > 0 and out["jacobian_speedup"] > 0
+    assert out["max_rel_diff"]["factored"] < 1e-10 and out["max_rel_diff"]["jacobian"] < 1e-10
+    assert out["reference_bytes"] > out["factored_bytes"] > 0
+    with pytest.raises(MalleabilityError, match="must be >= 1"):
+        benchmark_qkv_ntk(n=0)

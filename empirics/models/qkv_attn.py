@@ -48,6 +48,21 @@ class QKVAttn(MLPAttn):
         return {k: (torch.randn(int(d), self.d_k, generator=gen, dtype=torch.float64) / math.sqrt(d)).to(dtype=dtype, device=device)
                 for k in PARAM_NAMES}
 
+    def embed_factored(self, x_unit: torch.Tensor, state: State, taps: dict[str, torch.Tensor]):
+        """:meth:`embed` with every parameter use written ``y = v @ P`` (+ ``taps[name]``, zeros of y's
+        shape): returns (features, {name: v}). Each parameter enters each row's features once, through
+        such a product, so a row's gradient w.r.t. P is the outer product of v and ∂f/∂y
+        (used by :mod:`malleability.empirics.ntk_params` for the factored NTK)."""
+        u = self.attention_rows(x_unit, state)
+        q = u @ state["W_Q"] + taps["W_Q"]
+        t = q @ state["W_K"].T + taps["W_K"]
+        r = t @ state["C"]
+        s = r @ state["W_V"] + taps["W_V"]
+        return unit(s), {"W_Q": u, "W_K": q, "W_V": r}
+
+    def tap_shapes(self, n: int, d: int) -> dict[str, tuple[int, int]]:
+        return {"W_Q": (n, self.d_k), "W_K": (n, d), "W_V": (n, self.d_k)}
+
     def embed(self, x_unit: torch.Tensor, state: State) -> torch.Tensor:
         require("C" in state, "qkv-attn needs its fitted state (the attention matrix C of the training rows)")
         missing = [k for k in PARAM_NAMES if k not in state]
