@@ -277,6 +277,7 @@ def benchmark_training(widths=(16, 256, 4096), *, n: int = 600, d: int = 784, nu
         rows.append({
             "width": m, "step_s": t_loop, "reference_step_s": t_ref, "batched_step_s": t_batch,
             "floor_s": floor["floor_s"], "floor_flops": floor["flops"], "gemm_gflops": floor["gemm_gflops"],
+            # 0 when the steps were too short to resolve against the setup time
             "ratio_to_floor": t_loop / floor["floor_s"], "reference_ratio_to_floor": t_ref / floor["floor_s"],
             "batched_ratio_to_floor": t_batch / floor["floor_s"],
             "speedup_batched": t_loop / t_batch if t_batch > 0 else None,

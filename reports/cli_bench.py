@@ -70,3 +70,48 @@ def register(main: click.Group, bench: click.Group) -> None:
         click.echo(f"n={res['n']} n_test={res['n_test']} outputs={res['outputs']}: closed form "
                    f"{res['closed_form_s'] * 1e3:.1f} ms, refits {res['bruteforce_s']:.2f} s, "
                    f"speedup {res['speedup']:.0f}x, max_rel_diff {res['max_rel_diff']:.2e}")
+
+    register_training(bench)
+
+
+def register_training(bench: click.Group) -> None:
+    """``bench training``: the training step against its matmul floor, and batched over seeds against a loop."""
+
+    @bench.command("training")
+    @click.option("--widths", default="16,256,4096", show_default=True, help="comma list of widths m")
+    @click.option("--n", "n", default=600, type=int, show_default=True, help="training points")
+    @click.option("--d", "d", default=784, type=int, show_default=True, help="input dimension")
+    @click.option("--classes", default=10, type=int, show_default=True, help="outputs (cross-entropy)")
+    @click.option("--batch-size", default=128, type=int, show_default=True)
+    @click.option("--seeds", default=5, type=int, show_default=True, help="seeds trained per width")
+    @click.option("--epochs", default=2, type=int, show_default=True, help="epochs per timed training")
+    @click.option("--repeats", default=3, type=int, show_default=True, help="median of R timings")
+    @click.option("--threads", default=1, type=int, show_default=True, help="torch threads")
+    @click.option("--dtype", default="float32", type=click.Choice(["float32", "float64"]), show_default=True)
+    @click.option("--json", "as_json", is_flag=True, help="print JSON")
+    def bench_training(widths, n, d, classes, batch_size, seeds, epochs, repeats, threads, dtype, as_json):
+        """Paper-protocol training step (Adam, batch 128) vs its matmul floor; batched seeds vs a per-seed loop."""
+        import torch
+
+        from malleability.empirics.experiments.ntk_distance import parse_widths
+        from malleability.empirics.training_batched import benchmark_training
+
+        ws = parse_widths(widths)
+        for flag, value in (("--n", n), ("--d", d), ("--batch-size", batch_size), ("--seeds", seeds),
+                            ("--epochs", epochs), ("--repeats", repeats), ("--threads", threads)):
+            require(value >= 1, f"{flag} must be >= 1, got {value}")
+        require(classes >= 2, f"--classes must be >= 2, got {classes}")
+        require(max(ws) * d * seeds * 4 * 8 <= 8 * 2**30, "--widths x --d x --seeds needs more than 8 GiB; lower them")
+        torch.set_num_threads(threads)
+        click.echo(f"timing {len(ws)} widths x {seeds} seeds ...", err=True)
+        res = benchmark_training(ws, n=n, d=d, num_classes=classes, batch_size=batch_size, seeds=seeds,
+                                 epochs=epochs, repeats=repeats, dtype=dtype)
+        if as_json:
+            click.echo(_dump(res))
+            return
+        click.echo(f"n={n} d={d} K={classes} batch={batch_size} seeds={seeds} {dtype}, {res['threads']} thread(s)")
+        for r in res["widths"]:
+            click.echo(f"m={r['width']}: step {r['step_s'] * 1e3:.3f} ms (train_model {r['reference_step_s'] * 1e3:.3f}), "
+                       f"floor {r['floor_s'] * 1e3:.3f} ms, ratio_to_floor {r['ratio_to_floor']:.2f}; "
+                       f"batched {r['batched_step_s'] * 1e3:.3f} ms/seed-step, speedup_batched "
+                       + (f"{r['speedup_batched']:.2f}x" if r["speedup_batched"] is not None else "unresolved"))

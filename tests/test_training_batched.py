@@ -122,3 +122,22 @@ def test_benchmark_training_readings():
         assert row["speedup_batched"] == pytest.approx(row["step_s"] / row["batched_step_s"])
     with pytest.raises(MalleabilityError):
         benchmark_training((4,), n=0)
+
+
+def test_cli_bench_training_json_and_errors():
+    import json
+
+    from click.testing import CliRunner
+
+    from malleability.reports.cli import main
+
+    args = ["bench", "training", "--widths", "4,8", "--n", "40", "--d", "12", "--classes", "3", "--batch-size", "16",
+            "--seeds", "2", "--epochs", "1", "--repeats", "1", "--json"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output[r.output.index("{"):])
+    assert [w["width"] for w in res["widths"]] == [4, 8] and res["threads"] == 1
+    assert {"ratio_to_floor", "speedup_batched", "floor_s", "step_s"} <= set(res["widths"][0])
+    for bad in (["--widths", "4,x"], ["--seeds", "0"], ["--classes", "1"]):
+        r = CliRunner().invoke(main, ["bench", "training", *bad])
+        assert r.exit_code == 2 and "error:" in r.output and "Traceback" not in r.output
