@@ -11,7 +11,7 @@ input X or the current layer X_l) and k = 1..4, one row compares three numbers:
   polynomial: every layer is X_l = A_l X with A_0 = I and, by associativity alone,
   A_{l+1} = A_q G A_kᵀ A_v (A_q, A_k, A_v ∈ {I, A_l} by the code), so Gram_k = A_k G A_kᵀ
   is computed in mpmath from the float64 rows taken exactly, with log10 κ_theory + ``dps_margin``
-  digits, and its κ by an mpmath eigensolve (``theory.conditioning.mp_kappa_2_sym``); only for
+  digits, and its κ by an mpmath eigensolve (``theory.conditioning.spectral_kappa`` of its eigenvalues); only for
   n <= ``measure_max_n`` (the eigensolve is slow). ``float64``: κ of the float64 features X_k
   themselves, what a float64 model sees (``precision`` and ``trusted`` say whether it resolved).
 
@@ -112,7 +112,8 @@ def mp_gram_kappas(x: np.ndarray, codes, ks, dps: int) -> dict[tuple[str, int], 
                                    add=lambda a, b: a + b, identity=eye)
             for k in ks:
                 gram = A[k - 1] * G * A[k - 1].T
-                out[(code, k)] = conditioning.mp_kappa_2_sym(gram.tolist(), dps=int(dps))
+                w = mpmath.eigsy(gram, eigvals_only=True)
+                out[(code, k)] = conditioning.spectral_kappa([w[i] for i in range(n)])
     return out
 
 
@@ -129,6 +130,9 @@ def k_layer_rows(x: np.ndarray, *, codes=layers.CODES, ks=(1, 2, 3, 4), measure:
     n = x.shape[0]
     log_g = _mp_log10(cond["kappa_G"]) if cond["kappa_G"] is not None else None
     svals, rank = cond["singular_values"], cond["rank"]
+    # condition_numbers works on an exactly rescaled X; a non-homogeneous (residual) Gram polynomial needs X's own scale
+    rescale = mpmath.mpf(cond["s_max"]) / mpmath.mpf(svals[0])
+    svals = [mpmath.mpf(v) * rescale for v in svals[:rank]]
     theory = {}
     for code in codes:
         for k in ks:
