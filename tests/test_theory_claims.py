@@ -8,6 +8,8 @@ import pytest
 
 from malleability.errors import MalleabilityError
 from malleability.theory import CLAIM_IDS, check_claims
+from malleability.theory.claims import CLAIMS
+from malleability.theory.claims.verdicts import VERDICTS, claim_verdict
 from malleability.theory import exact
 
 
@@ -24,13 +26,30 @@ def test_structure(results):
     assert list(results) == list(CLAIM_IDS)
     for r in results.values():
         d = json.loads(json.dumps(r.to_dict()))
-        assert set(d) == {"id", "statement", "verdict", "counterexample", "readings"}
-        assert d["verdict"] in {"holds", "fails", "depends", "undetermined"}
-        assert any(rd["name"] == "as-stated" for rd in d["readings"])
+        assert set(d) == {"id", "statement", "as_stated", "verdict", "verdict_label", "meaning", "counterexample",
+                          "readings_holding", "readings_failing", "readings_not_testable", "readings"}
+        assert d["verdict"] in VERDICTS and d["verdict_label"] == VERDICTS[d["verdict"]][0]
+        assert any(rd["name"] == d["as_stated"] for rd in d["readings"])
         for rd in d["readings"]:
-            assert set(rd) == {"name", "verdict", "counterexample", "evidence"}
-            assert rd["verdict"] in {"holds", "fails", "undetermined"}
+            assert set(rd) == {"name", "verdict", "counterexample", "evidence", "informational"}
+            assert rd["verdict"] in {"holds", "fails", "not-testable"}
             assert (rd["counterexample"] is not None) == (rd["verdict"] == "fails")
+        judged = {rd["name"]: rd["verdict"] for rd in d["readings"] if not rd["informational"]}
+        assert d["verdict"] == claim_verdict(judged[d["as_stated"]], judged)
+
+
+def test_expected_verdicts(results):
+    assert {k: r.verdict for k, r in results.items() if k != "thm4.7-width"} == {
+        "thm4.1": "holds", "thm4.7": "holds", "k-layer": "depends", "prop4.5": "depends"}
+    assert results["k-layer"].to_dict()["readings_holding"] == ["iic", "ici", "cii"]
+
+
+def test_registry():
+    assert CLAIM_IDS == tuple(CLAIMS) == ("thm4.1", "thm4.7", "thm4.7-width", "k-layer", "prop4.5")
+    for cid, claim in CLAIMS.items():
+        assert claim.id == cid and claim.statement and claim.as_stated == "as-stated"
+        with pytest.raises(Exception):
+            claim.id = "x"  # frozen
 
 
 def test_thm41(results):
@@ -44,7 +63,7 @@ def test_thm41(results):
     dinv = 1 / np.sqrt(np.diag(g3))
     assert not np.allclose(dinv[:, None] * g3 * dinv[None, :], g3)
     assert reading(r, "ntk-inf").verdict == "fails"
-    assert r.verdict == "depends"
+    assert r.verdict == "holds" and "normalised-features" in r.to_dict()["readings_failing"]
 
 
 def kappa_exact(a, norm):
@@ -71,7 +90,8 @@ def test_thm47(results):
     z = x @ x.T @ x
     z /= np.linalg.norm(z, axis=1, keepdims=True)
     assert abs(np.linalg.cond(z @ z.T) - kg**3) > 1e-3 * kg**3
-    assert r.verdict == "depends"
+    assert r.verdict == "holds"
+    assert {"1-norm", "inf-norm", "fro-norm", "normalised-kernel", "ntk-inf"} <= set(r.to_dict()["readings_failing"])
 
 
 def test_k_layer(results):
@@ -81,6 +101,7 @@ def test_k_layer(results):
     for code in ("iic", "ici", "cii"):
         assert reading(r, code).verdict == "holds"
     assert reading(r, "ccc+res").counterexample["exponent"] is None
+    assert reading(r, "as-stated").evidence["recursion"] == "ccc" and r.verdict == "depends"
 
 
 def test_prop45(results):
@@ -91,7 +112,7 @@ def test_prop45(results):
     n, d = x.shape
     assert n == d
     eps = Fraction(ce["eps"])
-    i, j = ce["i"], ce["j"]
+    j = ce["j"]
     c = x.T @ x
     change = eps * int(np.abs(c @ c @ x[j]).sum())
     bound = eps * int(np.abs((x @ x.T) @ x[j]).sum())
@@ -102,9 +123,18 @@ def test_prop45(results):
 def test_width(results):
     r = results["thm4.7-width"]
     ev = reading(r, "as-stated").evidence
-    assert len(ev["rows"]) >= 3
-    for row in ev["rows"]:
+    rows = ev["rows"]
+    assert {row["n"] for row in rows} == {4, 8} and min(row["kappa_G"] for row in rows) == pytest.approx(1.0)
+    assert max(row["kappa_G"] for row in rows) == pytest.approx(1e4, rel=1e-6)
+    for row in rows:
         assert row["predicted_v1"] == pytest.approx(row["kappa_G"] ** 6 / ev["eps"] ** 2)
+    # the identity: Θ∞ = I/2 and Θ_m is diagonal with Binomial(m, 1/2)/m entries, so the needed
+    # width is near (z·0.5/(ε·0.5))² ≈ several hundred, well above κ⁶/ε² = 100: v1-sufficient fails there
+    eye = [row for row in rows if row["kappa_G"] == pytest.approx(1.0)]
+    assert all(256 <= row["width_rel-lambda-max"] <= 2048 for row in eye)
+    ce = reading(r, "v1-sufficient").counterexample
+    assert ce["kappa_G"] == pytest.approx(1.0) and ce["measured_width"] > ce["predicted_width"]
+    assert reading(r, "smallest-constant/rel-lambda-max").informational
 
 
 def test_unknown_id_and_profile():

@@ -72,3 +72,52 @@ def test_printed_bound_only_typed_when_square():
 def test_bad_arguments(kwargs):
     with pytest.raises(MalleabilityError):
         sensitivity(np.ones((3, 2)), **kwargs)
+
+
+def test_query_verdict_invariant_to_the_scale_of_eps():
+    x = np.array([[1.0, 2.0, 0.0], [0.5, -1.0, 1.0], [2.0, 0.0, 1.0]])
+    ratios, verdicts = [], []
+    for eps in (1e-13, 1e-6, 0.1, 1e3):
+        out = sensitivity(x, 0, 1, eps)
+        r = next(r for r in out["readings"] if r["name"] == "as-stated")
+        ratios.append(float(r["ratio"]))
+        verdicts.append(r["holds"])
+        # both sides exactly linear in ε: compare with the exact rational values
+        c = x.T @ x
+        assert float(r["max_change"]) == pytest.approx(eps * np.abs(c @ c @ x[1]).sum(), rel=1e-13)
+    assert len(set(verdicts)) == 1 and verdicts[0] is False
+    assert ratios == pytest.approx([ratios[0]] * 4, rel=1e-12)
+
+
+def test_scaling_x_scales_the_query_ratio_by_t_squared():
+    # change ∝ t⁵, printed bound ∝ t³: the ratio moves by t², so the verdict flips at t² = 1/ratio
+    x = np.array([[1.0, 2.0], [0.5, -1.0]])
+    base = next(r for r in sensitivity(x, 0, 1, 0.1)["readings"] if r["name"] == "as-stated")
+    ratio = float(base["ratio"])
+    for t in (0.01, 0.5, 2.0, 1e5):
+        r = next(r for r in sensitivity(t * x, 0, 1, 0.1)["readings"] if r["name"] == "as-stated")
+        assert float(r["ratio"]) == pytest.approx(ratio * t**2, rel=1e-12)
+        assert r["holds"] == (ratio * t**2 <= 1)
+    t_cross = 1 / np.sqrt(ratio)
+    assert next(r for r in sensitivity(t_cross * 0.999 * x, 0, 1, 0.1)["readings"]
+                if r["name"] == "as-stated")["holds"] is True
+    assert next(r for r in sensitivity(t_cross * 1.001 * x, 0, 1, 0.1)["readings"]
+                if r["name"] == "as-stated")["holds"] is False
+
+
+@pytest.mark.parametrize("eps", [1e-13, 1e-7])
+def test_tiny_eps_change_has_no_cancellation(eps):
+    x = np.array([[1, 2], [3, -1], [1, 1]])
+    delta = [Fraction(eps), Fraction(-eps)]
+    for reading in ("query", "transductive"):
+        ex = _exact_change(x, 0, 1, delta, reading)
+        got = change(x.astype(float), 0, 1, np.array([eps, -eps]), reading)
+        assert got == pytest.approx(float(ex), rel=1e-12)
+
+
+def test_transductive_change_equals_exact_polynomial_at_large_eps():
+    x = np.array([[1, 0, 2], [0, 1, -1]])
+    delta = [Fraction(3), Fraction(-2), Fraction(5)]
+    ex = _exact_change(x, 1, 0, delta, "transductive")
+    assert change(x.astype(float), 1, 0, np.array([3.0, -2.0, 5.0]), "transductive") == pytest.approx(float(ex),
+                                                                                                   rel=1e-12)

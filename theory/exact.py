@@ -100,11 +100,6 @@ def equal(a: Matrix, b: Matrix) -> bool:
     return all(x == y for ra, rb in zip(a, b) for x, y in zip(ra, rb)) and shape(a) == shape(b)
 
 
-def as_strings(a: Sequence[Sequence]) -> list[list[str]]:
-    """Exact numbers as strings ('3', '-1/2'), the JSON form of an exact counterexample."""
-    return [[str(Fraction(v)) if not isinstance(v, int) else str(v) for v in row] for row in a]
-
-
 def as_json_exact(a: Sequence[Sequence]):
     """Integers stay JSON integers; any non-integer rational becomes a string 'p/q'."""
     out = []

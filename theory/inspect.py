@@ -1,6 +1,7 @@
 """``theory inspect``: every condition number of one data matrix X (rows are samples, used as given).
 
-κ is scale-free, so X is first divided by a power of two near max|X| (exact). k-layer
+κ is scale-free, so X is first divided by a power of two near max|X| (exact; the residual
+recursions, which are not scale-free, get the scale back in mpmath). k-layer
 Grams: κ(Gram_k) comes from X's singular values (κ(G^p) = (s_1/s_r)^(2p) for the monomial
 recursions, the layer recursion evaluated in mpmath otherwise), with the singular values
 escalated to an mpmath SVD when float64 cannot resolve the largest power; every κ carries
@@ -108,7 +109,7 @@ def inspect_matrix(x, layers: int = 3, recursion: str | None = None) -> dict:
                 warnings.append(f"k={k} {c}: κ not reported: Gram degree {degree} turns the singular values' "
                                 f"relative error {unit_err:.1e} into a κ error bound above 50 %")
             else:
-                g = L.gram_kappas_from_singular_values(svals, rank, n, c, k, dps=dps)
+                g = L.gram_kappas_from_singular_values(svals, rank, n, c, k, dps=dps, scale=scale)
                 pk = g["pseudo_kappa"]
                 kap = g["kappa"]
                 basis = kap if (kap is not None and cond["kappa_G"] is not None) else pk

@@ -146,12 +146,15 @@ def gram_eigenvalue(code: str, k: int, lam):
 GRAM_POLYNOMIAL_MAX_DEGREE = 64  # beyond, the coefficient list is not formed (it is only an explanation)
 
 
-def gram_kappas_from_singular_values(svals, rank: int, n: int, code: str, k: int, dps: int = 40) -> dict:
+def gram_kappas_from_singular_values(svals, rank: int, n: int, code: str, k: int, dps: int = 40,
+                                     scale: float = 1.0) -> dict:
     """κ₂ and pseudo-κ₂ of Gram_k from X's singular values: eigenvalues μ = λ·P_k(λ)², λ = s².
 
     Evaluated in mpmath by the layer recursion (O(k) per singular value, any exponent range),
     so large powers neither overflow nor lose digits; the accuracy is that of the singular
-    values passed in. For a monomial recursion κ(Gram_k) = (s_1/s_r)^(2p) exactly.
+    values passed in. For a monomial recursion κ(Gram_k) = (s_1/s_r)^(2p) exactly; a residual
+    recursion is not scale-free, so singular values of a rescaled X are multiplied back by
+    ``scale`` (in mpmath) first.
     """
     degree = gram_degree(code, k)
     p = gram_exponent(code, k)
@@ -159,7 +162,7 @@ def gram_kappas_from_singular_values(svals, rank: int, n: int, code: str, k: int
         if p is not None:
             pseudo = (mpmath.mpf(svals[0]) / mpmath.mpf(svals[rank - 1])) ** (2 * p)
         else:
-            mus = [abs(gram_eigenvalue(code, k, mpmath.mpf(s) ** 2)) for s in svals[:rank]]
+            mus = [abs(gram_eigenvalue(code, k, (mpmath.mpf(s) * scale) ** 2)) for s in svals[:rank]]
             pseudo = max(mus) / min(mus)
         kappa = pseudo if rank == n else None
     coeffs = gram_polynomial(code, k) if degree <= GRAM_POLYNOMIAL_MAX_DEGREE else None
