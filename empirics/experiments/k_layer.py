@@ -240,7 +240,7 @@ def summarise(rows: list[dict], *, tolerance: float = 0.05) -> dict:
 
 
 Config = KLayerConfig
-run_cell = k_layer_rows
+run_cell = run  # config -> its rows (one grid per config: the experiment has no per-cell training)
 
 __all__ = ["Config", "KLayerConfig", "NAME", "candidate_exponents", "coefficient_layers", "exponent",
            "float64_features", "k_layer_rows", "mp_gram_kappas", "nearest_candidate", "run", "run_cell", "summarise",
