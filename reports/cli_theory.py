@@ -84,11 +84,11 @@ def register(main: click.Group, bench: click.Group) -> None:
             return
         from malleability.theory.claims.verdicts import VERDICTS
 
-        click.echo(f"{'claim':<14}{'verdict':<28}reading verdicts")
+        click.echo(f"{'claim':<14}{'verdict':<42}reading verdicts")
         for r in results:
             summary = ", ".join(f"{rd.name}={rd.verdict}" + (" (info)" if rd.informational else "")
                                 for rd in r.readings)
-            click.echo(f"{r.id:<14}{r.verdict + ' (' + VERDICTS[r.verdict][0] + ')':<28}{summary}")
+            click.echo(f"{r.id:<14}{r.verdict + ' (' + VERDICTS[r.verdict][0] + ')':<42}{summary}")
             ce = r.counterexample
             if ce is not None:
                 click.echo(f"{'':<14}counterexample ({ce['reading']}): {json.dumps(ce, default=str)[:200]}")
