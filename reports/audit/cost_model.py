@@ -1,0 +1,146 @@
+"""Seconds per audit cell, by kind, from timings measured on the reference machine with one thread.
+
+Per kind, seconds = coefficients · features(cell) (non-negative least squares on timed cells):
+
+* ``theory``:       [1]
+* ``widths``:       [1, Σ_n n³ · views]  (eigen-decompositions of n x n Gram matrices)
+* ``ntk-distance``: [1, n · epochs · m · d (training), n² · (m + d) (three kernels, the regression)]
+* ``flip-rate``:    [1, T · n · epochs · m · d, adv · T · n · epochs · m · d, T · n² · (m + d),
+  att · T · n · d², att · adv · T · n · epochs · d²] with ``T`` = 2 trainings, or 3 with the
+  null floor; ``adv`` = the PGD steps per batch under adversarial training, else 0; ``att`` = 1
+  for a transductive model (its features cost a d x d product per row, in every attack step).
+
+:func:`calibrate` times scaled-down cells of every kind and refits the constants below;
+:func:`estimate_seconds` spreads predicted cells over workers, costliest first.
+"""
+
+from __future__ import annotations
+
+import time
+
+# Fitted by calibrate() on 2026-12-01, AMD EPYC (2 cores shared), torch 2.14 CPU, one thread.
+COEFFICIENTS: dict[str, tuple[float, ...]] = {
+    "theory": (0.380,),
+    "widths": (0.0234, 1.908e-09),
+    "ntk-distance": (0.0128, 3.167e-10, 2.812e-10),
+    "flip-rate": (0.0296, 1.162e-10, 2.264e-10, 1.407e-10, 2.816e-10, 1.008e-10),
+}
+
+
+# Seconds per theory claim at the quick profile (same machine and date; the thorough profile was not timed).
+THEORY_SECONDS = {"thm4.1": 0.56, "thm4.7": 5.25, "thm4.7-width": 1.02, "k-layer": 0.10, "prop4.5": 1.74}
+
+
+def _dim(cfg) -> int:
+    return 3072 if cfg.data.dataset == "cifar10" else 784
+
+
+def _transductive(model: str) -> bool:
+    from malleability.empirics.models import MODELS
+
+    return bool(getattr(MODELS.get(model), "transductive", False))
+
+
+def features(cell) -> list[float]:
+    """The cost features of one cell (see the module docstring)."""
+    cfg = cell.config
+    if cell.kind == "theory":
+        return [1.0]
+    if cell.kind == "widths":
+        ns = cfg.ns or (cfg.data.n,)
+        return [1.0, float(sum(int(n) ** 3 for n in ns) * max(1, len(cfg.models)))]
+    epochs = cfg.train.epochs if cfg.train.epochs is not None else 500
+    n, m, d = int(cfg.data.n), int(cfg.width), _dim(cfg)
+    if cell.kind == "ntk-distance":
+        nt = n + int(cfg.data.n_test)
+        return [1.0, float(n * epochs * m * d), float(nt * nt * (m + d))]
+    if cell.kind == "flip-rate":
+        trainings = 2 + (1 if cfg.null_eps is not None else 0)
+        adv = float(cfg.adv_train_steps) if cfg.adv_train else 0.0
+        train = float(n * epochs * m * d)
+        att = 1.0 if _transductive(cfg.model) else 0.0
+        return [1.0, trainings * train, adv * trainings * train, float(trainings * n * n * (m + d)),
+                att * trainings * n * d * d, att * adv * trainings * n * epochs * d * d]
+    return [1.0]
+
+
+def cell_seconds(cell, coefficients: dict | None = None) -> float:
+    """Predicted seconds of one cell on one thread."""
+    if cell.kind == "theory" and coefficients is None and cell.config.claim in THEORY_SECONDS:
+        return THEORY_SECONDS[cell.config.claim]
+    coef = (coefficients or COEFFICIENTS).get(cell.kind, (5.0,))
+    return float(sum(c * f for c, f in zip(coef, features(cell))))
+
+
+def estimate_seconds(cells, workers: int, coefficients: dict | None = None) -> float:
+    """Wall-time estimate: the cells' predicted seconds spread greedily over the workers, costliest first."""
+    loads = [0.0] * max(1, int(workers))
+    for s in sorted((cell_seconds(c, coefficients) for c in cells), reverse=True):
+        i = loads.index(min(loads))
+        loads[i] += s
+    return max(loads) if cells else 0.0
+
+
+def time_cells(cells) -> list[float]:
+    """Seconds of each cell run in this process (the caller sets the thread count)."""
+    out = []
+    for cell in cells:
+        t = time.perf_counter()
+        cell.fn(cell.config)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def fit(cells, seconds) -> dict[str, tuple[float, ...]]:
+    """Non-negative least squares of the seconds on the features, per kind (kinds not timed keep their constants).
+
+    Rows are weighted by 1/seconds so the fit is in relative error: a cheap cell counts as much
+    as a costly one.
+    """
+    import numpy as np
+    from scipy.optimize import nnls
+
+    out = dict(COEFFICIENTS)
+    for kind in {c.kind for c in cells}:
+        rows = [(features(c), s) for c, s in zip(cells, seconds) if c.kind == kind]
+        A = np.array([f for f, _ in rows], dtype=float)
+        b = np.array([s for _, s in rows], dtype=float)
+        w = 1.0 / np.maximum(b, 1e-3)
+        scale = np.maximum(A.max(axis=0), 1e-300)  # columns of very different magnitude
+        x, _ = nnls(A / scale * w[:, None], b * w)
+        out[kind] = tuple(float(v) for v in x / scale)
+    return out
+
+
+def calibration_cells(data_root: str | None = None) -> list:
+    """Scaled-down cells of every kind: theory, widths, ntk-distance, flip-rate (plain, adversarial, null floor)."""
+    from malleability.reports.audit.plan import plan_cells
+    from malleability.reports.audit.scales import get_scale
+
+    cells = []
+    sizes = [("ntk.n=48", "ntk.widths=16,256", "ntk.epochs=2", "flip.n=40", "flip.width=32", "flip.epochs=2"),
+             ("ntk.n=120", "ntk.widths=64,1024", "ntk.epochs=4", "flip.n=100", "flip.width=128", "flip.epochs=3"),
+             ("ntk.n=200", "ntk.widths=512", "ntk.epochs=6", "flip.n=160", "flip.width=256", "flip.epochs=4")]
+    for i, size in enumerate(sizes):
+        over = [*size, "flip.adv_training=true", "flip.adv_train_steps=3", "flip.null_eps=1e-6",
+                "flip.attacks=fgsm,noise", "widths.n=" + ("20,40" if i == 0 else "100,300")]
+        plan = plan_cells(get_scale("tiny", over), data_root=data_root)
+        cells.extend(c for c in plan.cells if c.kind != "theory" or i == 0)
+    return cells
+
+
+def calibrate(data_root: str | None = None) -> dict:
+    """Time the calibration cells on one thread and fit the coefficients: {coefficients, cells, seconds}."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cells = calibration_cells(data_root)
+        time_cells(cells[:3])  # warm-up: imports, data loading and first-call allocations are not a cell's cost
+        seconds = time_cells(cells)
+    finally:
+        torch.set_num_threads(threads)
+    coef = fit(cells, seconds)
+    return {"coefficients": coef, "cells": [c.describe() for c in cells], "seconds": seconds,
+            "predicted": [cell_seconds(c, coef) for c in cells]}
