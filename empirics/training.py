@@ -28,7 +28,6 @@ run is a pure function of its config on the CPU.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -189,6 +188,18 @@ class TrainedModel:
         return (out[:, 0] > 0).long() if out.shape[1] == 1 else out.argmax(dim=1)
 
 
+def make_optimizer(params, settings: dict) -> torch.optim.Optimizer:
+    """The protocol's optimizer (Adam or SGD, coupled weight decay), torch's fused kernel where it exists.
+
+    The fused CPU Adam costs about a tenth of the default one at m = 4096 (bench training).
+    """
+    cls = torch.optim.Adam if settings["optimizer"] == "adam" else torch.optim.SGD
+    try:
+        return cls(params, lr=settings["lr"], weight_decay=settings["weight_decay"], fused=True)
+    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device / dtype / torch
+        return cls(params, lr=settings["lr"], weight_decay=settings["weight_decay"])
+
+
 def train_model(model: FeatureModel | str, x_train_unit, y_train, num_classes: int, cfg: TrainConfig, *,
                 state: State | None = None, batch_transform=None, width: int = 1024) -> TrainedModel:
     """Train ``model`` (a registered model or its name) on unit rows: the trained net, W at init, the loss history.
@@ -231,10 +242,7 @@ def train_model(model: FeatureModel | str, x_train_unit, y_train, num_classes: i
     n = x.shape[0]
     bs = n if settings["batch_size"] is None else min(int(settings["batch_size"]), n)
     trainable = [net.W, *params.values()]
-    if settings["optimizer"] == "adam":
-        opt = torch.optim.Adam(trainable, lr=settings["lr"], weight_decay=settings["weight_decay"])
-    else:
-        opt = torch.optim.SGD(trainable, lr=settings["lr"], weight_decay=settings["weight_decay"])
+    opt = make_optimizer(trainable, settings)
     gen = torch.Generator().manual_seed(int(cfg.seed) + 1)
     for _epoch in range(int(settings["epochs"])):
         order = torch.randperm(n, generator=gen).to(dev) if bs < n else None

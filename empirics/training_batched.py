@@ -26,7 +26,7 @@ import torch
 
 from malleability.empirics.models import FeatureModel, State, get_model
 from malleability.empirics.network import TwoLayerReLU
-from malleability.empirics.training import (TrainConfig, TrainedModel, make_loss_fn, num_outputs_for, resolve_device,
+from malleability.empirics.training import (TrainConfig, TrainedModel, make_loss_fn, make_optimizer, num_outputs_for, resolve_device,
                                             resolve_loss, targets_for)
 from malleability.errors import require
 
@@ -42,15 +42,6 @@ _SHARED = ("protocol", "epochs", "lr", "batch_size", "weight_decay", "init", "in
 def should_batch(width: int, n_seeds: int, *, max_width: int = BATCH_MAX_WIDTH) -> bool:
     """Whether one batched program over ``n_seeds`` seeds beats a per-seed loop at this width."""
     return int(n_seeds) >= 2 and int(width) <= int(max_width)
-
-
-def make_optimizer(params, settings: dict) -> torch.optim.Optimizer:
-    """The protocol's optimizer (Adam or SGD, coupled weight decay), torch's fused kernel where it exists."""
-    cls = torch.optim.Adam if settings["optimizer"] == "adam" else torch.optim.SGD
-    try:
-        return cls(params, lr=settings["lr"], weight_decay=settings["weight_decay"], fused=True)
-    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device / dtype / torch
-        return cls(params, lr=settings["lr"], weight_decay=settings["weight_decay"])
 
 
 def _check_batch(cfgs: list[TrainConfig]) -> dict:

@@ -8,6 +8,7 @@ these functions, so both print the same numbers for the same cells.
 * ``ntk-distance``: NTK distance vs width (Table 1).
 * ``widths``: κ of the data as each model sees it, predicted and measured widths (Thm 4.7).
 * ``flip-rate``: influence flip rates under attacks (Tables 2-4, the ε sweep).
+* ``k-layer``: κ of k stacked linearized-attention layers on real rows, under each Q/K/V recursion.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ EXPERIMENTS = {
     "ntk-distance": "malleability.empirics.experiments.ntk_distance",
     "widths": "malleability.empirics.experiments.widths",
     "flip-rate": "malleability.empirics.experiments.flip_rate",
+    "k-layer": "malleability.empirics.experiments.k_layer",
 }
 
 

@@ -42,11 +42,16 @@ class FeatureModel:
     label: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     transductive: ClassVar[bool] = False
+    param_names: ClassVar[tuple[str, ...]] = ()  # trainable feature parameters, trained jointly with W
 
     def fit(self, x_train_unit: torch.Tensor) -> State:
         """The state the features need, from the unit-norm training rows (n, d)."""
         require(x_train_unit.ndim == 2, f"expected (n, d) training rows, got shape {tuple(x_train_unit.shape)}")
         return {}
+
+    def init_params(self, d: int, seed: int) -> dict | None:
+        """Initial values of the trainable feature parameters named in ``param_names`` (None: no parameters)."""
+        return None
 
     def embed(self, x_unit: torch.Tensor, state: State) -> torch.Tensor:
         """Features (N, d') of unit rows (N, d); differentiable in ``x_unit``."""

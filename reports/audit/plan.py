@@ -1,4 +1,5 @@
-"""The audit's plan: every cell of a scale, built from the experiments' own grids, and its cost.
+"""The audit's plan: every cell of a scale, built from the experiments' own grids, and its cost
+(:mod:`.cost_model`, measured).
 
 Pure: builds configs, runs nothing. Each cell carries tags (table, task, model, reading, ...)
 that the summary and the report use to find it; the table is only a tag, never part of the
@@ -11,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from malleability.reports.audit.cells import RUNNERS, TheoryCellConfig, WidthsCellConfig
+from malleability.reports.audit.cost_model import cell_seconds, estimate_seconds
 from malleability.reports.audit.executor import Cell
 from malleability.reports.audit.scales import TASKS, Scale
 
@@ -66,11 +68,14 @@ def plan_cells(scale: Scale, *, device: str = "cpu", data_root: str | None = Non
                                tuple(scale.models))
         cells.append(Cell("widths", cfg, RUNNERS["widths"], f"widths {task} n={','.join(map(str, w.n))}",
                           tags={"task": task}))
+    from malleability.reports.audit.limitations import limitation_variants
+
     k = scale.ntk
     variants = model_variants(scale)
+    beyond = limitation_variants(scale)  # the paper's limitations: Table 1 and Table 2 only
     for task in k.tasks:
         for protocol in k.protocols:
-            for model, options, reading in variants:
+            for model, options, reading in variants + beyond:
                 for cfg in ntk_distance.sweep(data_config(task, k.n, k.n_test, 0, data_root),
                                               _train(scale, k.epochs, device, protocol), [model], k.widths, k.seeds,
                                               model_options={model: options}):
@@ -79,11 +84,11 @@ def plan_cells(scale: Scale, *, device: str = "cpu", data_root: str | None = Non
                     cells.append(Cell("ntk-distance", cfg, RUNNERS["ntk-distance"],
                                       f"ntk {task} {model}/{reading} {protocol} m={cfg.width} seed={cfg.train.seed}",
                                       tags=tags))
-    cells.extend(_flip_cells(scale, variants, device, data_root, flip_rate))
+    cells.extend(_flip_cells(scale, variants, beyond, device, data_root, flip_rate))
     return Plan(cells, [])
 
 
-def _flip_cells(scale: Scale, variants, device, data_root, flip_rate) -> list[Cell]:
+def _flip_cells(scale: Scale, variants, beyond, device, data_root, flip_rate) -> list[Cell]:
     f = scale.flip
     combos = []  # (table, task, attacks, adv, eps_list, protocol)
     for task in f.tasks_10class:
@@ -99,10 +104,15 @@ def _flip_cells(scale: Scale, variants, device, data_root, flip_rate) -> list[Ce
         combos.append(("eps-sweep", task, f.eps_sweep_attacks, False, tuple(f.eps_sweep), "paper"))
     out, seen = [], set()
     for table, task, attacks, adv, eps_list, protocol in combos:
-        for model, options, reading in variants:
+        extra = beyond if (table == "table2" and protocol == "paper") else []
+        for model, options, reading in variants + extra:
+            if (model, options, reading) in extra:  # beyond the paper: one attack and its noise floor suffice
+                attacks_here = tuple(a for a in attacks if a in CONTROL_ATTACKS_LAZY)
+            else:
+                attacks_here = attacks
             configs = flip_rate.sweep(
                 data_config(task, f.n, f.n_test, 0, data_root), _train(scale, f.epochs, device, protocol),
-                models=[model], attacks=attacks, eps_list=eps_list, seeds=range(f.seeds), adv_modes=(adv,),
+                models=[model], attacks=attacks_here, eps_list=eps_list, seeds=range(f.seeds), adv_modes=(adv,),
                 model_options={model: options}, width=f.width, adv_train_steps=f.adv_train_steps, null_eps=f.null_eps)
             for cfg in configs:
                 ident = (task, cfg.attack, adv, model, reading, cfg.train.seed, cfg.eps, protocol)
@@ -117,37 +127,8 @@ def _flip_cells(scale: Scale, variants, device, data_root, flip_rate) -> list[Ce
     return out
 
 
-# Seconds per cell on one core of the 2-core reference machine, for the up-front estimate only.
-_FIXED_S = {"theory": 5.0, "widths": 10.0}
-
-
-def _dim(cfg) -> int:
-    return 3072 if cfg.data.dataset == "cifar10" else 784
-
-
-def cell_seconds(cell: Cell) -> float:
-    """Predicted seconds of one cell (one thread)."""
-    cfg = cell.config
-    if cell.kind in _FIXED_S:
-        return _FIXED_S[cell.kind]
-    epochs = cfg.train.epochs or 500
-    if cell.kind == "ntk-distance":
-        return 0.3 + 2.5e-10 * cfg.data.n * epochs * cfg.width * _dim(cfg)
-    if cell.kind == "flip-rate":
-        rate = 1.4e-8 if cfg.adv_train else 6e-10
-        trainings = 2 + (1 if cfg.null_eps is not None else 0)
-        return 0.3 + rate * trainings / 2 * cfg.data.n * epochs * cfg.width * _dim(cfg)
-    return 5.0
-
-
-def estimate_seconds(cells: list[Cell], workers: int) -> float:
-    """Wall-time estimate: the cells' predicted seconds spread over the workers, costliest first."""
-    loads = [0.0] * max(1, workers)
-    for s in sorted((cell_seconds(c) for c in cells), reverse=True):
-        i = loads.index(min(loads))
-        loads[i] += s
-    return max(loads) if cells else 0.0
-
-
 def costliest_first(cells: list[Cell]) -> list[Cell]:
     return sorted(cells, key=cell_seconds, reverse=True)
+
+
+__all__ = ["Plan", "cell_seconds", "costliest_first", "data_config", "estimate_seconds", "model_variants", "plan_cells"]

@@ -84,6 +84,11 @@ class Scale:
     baseline: str = field(default="relu", metadata=_h("the model the others are compared against (flip-rate ratios)"))
     attention_inputs: tuple[str, ...] = field(default=("raw", "center"), metadata=_h(
         "attention-input readings of the attention models ('raw' is the paper's text)"))
+    limitation_models: tuple[str, ...] = field(default=("softmax-attn", "patch-attn", "qkv-attn", "truncated-attn"),
+                                               metadata=_h("models beyond the paper (its named limitations), run in "
+                                                           "Table 1 and Table 2 beside the paper's; empty: none"))
+    truncation_ranks: tuple[int | None, ...] = field(default=(1, 2, 5, 10, 50, 100, None), metadata=_h(
+        "ranks r of truncated-attn (none: full rank)"))
     dtype: str = field(default="float32", metadata=_h("training precision"))
     theory: TheoryScale = field(default_factory=TheoryScale, metadata=_h("theory claims"))
     widths: WidthsScale = field(default_factory=WidthsScale, metadata=_h("κ of the data and the widths"))
@@ -106,6 +111,7 @@ _BASE = Scale(name="base")
 SCALES: dict[str, Scale] = {
     "quick": _r(_BASE, name="quick",
                 description="CI-sized: every table at a small size on 2 cores; trends only",
+                truncation_ranks=(1, 10, None),
                 widths={"n": (50, 100, 200, 500)},
                 ntk={"n": 256, "n_test": 128, "widths": (16, 64, 256, 1024, 4096), "seeds": 2, "epochs": 20},
                 flip={"n": 300, "n_test": 75, "width": 128, "epochs": 20, "seeds": 3, "null_eps": None,
@@ -130,6 +136,7 @@ SCALES: dict[str, Scale] = {
     "tiny": _r(_BASE, name="tiny",
                description="tests only: every kind of cell at a toy size; numbers mean nothing",
                attention_inputs=("raw",),
+               limitation_models=(),
                theory={"claims": ("thm4.1",)},
                widths={"tasks": ("mnist",), "n": (20, 40)},
                ntk={"tasks": ("mnist",), "n": 24, "n_test": 8, "widths": (8, 32), "seeds": 1, "epochs": 1},
@@ -174,6 +181,8 @@ def _coerce(value: str, current: Any, name: str) -> Any:
             items = [v.strip() for v in value.split(",") if v.strip()]
             if name.endswith(("eps_sweep",)):
                 return tuple(float(v) for v in items)
+            if name.endswith("truncation_ranks"):
+                return tuple(None if v.lower() in ("none", "full") else int(v) for v in items)
             if name.endswith((".n", ".widths")):
                 return tuple(int(v) for v in items)
             return tuple(items)
@@ -219,7 +228,7 @@ def get_scale(name: str, overrides: tuple[str, ...] | list[str] = ()) -> Scale:
 
 def validate_scale(scale: Scale) -> None:
     from malleability.empirics.attacks import ATTACKS
-    from malleability.empirics.models import MODELS
+    from malleability.empirics.models import MODELS, get_model
     from malleability.empirics.models.mlp_attn import ATTENTION_INPUTS
     from malleability.theory import CLAIM_IDS
 
@@ -233,6 +242,10 @@ def validate_scale(scale: Scale) -> None:
     for reading in scale.attention_inputs:
         require(reading in ATTENTION_INPUTS, f"unknown attention input {reading!r}: choose from {', '.join(ATTENTION_INPUTS)}")
     require(scale.attention_inputs, "attention_inputs must not be empty")
+    from malleability.reports.audit.limitations import limitation_variants
+
+    for model, options, _reading in limitation_variants(scale):
+        get_model(model, options)
     for attack in (*f.attacks, *f.eps_sweep_attacks):
         require(attack in ATTACKS, f"unknown attack {attack!r}: choose from {', '.join(ATTACKS)}")
     for name, value in (("ntk.n", k.n), ("ntk.seeds", k.seeds), ("ntk.epochs", k.epochs), ("flip.n", f.n),

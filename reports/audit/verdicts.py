@@ -26,38 +26,25 @@ from typing import Callable
 from malleability.reports.audit import paper_numbers as P
 from malleability.reports.audit.summary import PRIMARY_NTK_READING, flip_cell
 from malleability.stats import FLAT_SLOPE, slope_class
+from malleability.theory.claims.verdicts import FAILS, HOLDS, NOT_TESTABLE, VERDICTS, claim_verdict
 
 OUTCOMES = {
-    "holds": ("holds as stated", "The paper's statement is true as printed, under the reading closest to its text."),
-    "depends": ("holds only under a reading",
-                "As printed the statement fails or cannot be tested; it is true only under the readings named."),
-    "fails": ("fails under every reading", "No reading we can think of makes the statement true on our measurements."),
-    "not-testable": ("not testable", "The measurements cannot decide: the networks did not learn, or the paper's "
-                                     "quantity is unknown."),
+    **VERDICTS,
     "not-comparable": ("not comparable", "The paper's formula or sample size is unknown, so its magnitudes are shown "
                                          "beside ours but not judged."),
     "not-run": ("not run", "No cells of this claim ran at this scale."),
 }
-HOLDS, DEPENDS, FAILS, NOT_TESTABLE = "holds", "depends", "fails", "not-testable"
 FACTOR = 2.0  # a ratio "agrees" within this factor of the paper's
 
 
 def combine(as_stated: str | None, readings: dict[str, str]) -> str:
-    """The claim's outcome from its readings' outcomes (holds / fails / not-testable each).
+    """The claim's outcome from its readings' outcomes (holds / fails / not-testable each), by the theory's rule.
 
     ``as_stated``: the name of the reading closest to the paper (None: the paper leaves it open).
     """
     if not readings:
         return "not-run"
-    holding = [k for k, v in readings.items() if v == HOLDS]
-    failing = [k for k, v in readings.items() if v == FAILS]
-    if as_stated is not None and readings.get(as_stated) == HOLDS:
-        return HOLDS
-    if holding:
-        return DEPENDS
-    if failing:
-        return FAILS
-    return NOT_TESTABLE
+    return claim_verdict(readings.get(as_stated) if as_stated is not None else None, readings)
 
 
 def reading_outcome(oks: list[bool | None]) -> str | None:
@@ -405,4 +392,8 @@ def verdicts(results: dict, summary: dict) -> list[dict]:
 
 def criteria() -> dict[str, str]:
     return {"theory": THEORY_CRITERION, "ntk-trend": NTK_TREND_CRITERION, "flip": FLIP_CRITERION,
-            "table4": ADV_CRITERION, "headline": HEADLINE_CRITERION, "kappa": KAPPA_CRITERION}
+            "table4": ADV_CRITERION, "headline": HEADLINE_CRITERION, "kappa": KAPPA_CRITERION,
+            **limitations.criteria()}
+
+
+from malleability.reports.audit import limitations  # noqa: E402  (its judges register themselves)

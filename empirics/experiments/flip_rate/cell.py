@@ -189,8 +189,11 @@ def run_flip_rate_cell(cfg: FlipRateConfig) -> dict:
     num_outputs = int(model0.net.num_outputs)
 
     def influence(model: TrainedModel, x_rows, labels):
-        W = model.net.W if cfg.ntk_at == "trained" else model.W0
-        return network_influence(feature_model, W, model.state, x_rows, labels, x_test, y_test_np, num_outputs,
+        if cfg.ntk_at == "trained":
+            W, state = model.net.W, model.state
+        else:  # the kernel at initialisation: W0 with the feature parameters at their initial values too
+            W, state = model.W0, {**model.state, **(getattr(model, "params0", None) or {})}
+        return network_influence(feature_model, W, state, x_rows, labels, x_test, y_test_np, num_outputs,
                                  cfg.lam, cfg.krr_targets)
 
     def retrained_state(x_new):
