@@ -8,14 +8,21 @@ Each family of commands lives in its own module and registers itself here:
 * ``reports.cli_flip_rate`` ``flip-rate``
 * ``reports.cli_audit``     ``audit``, ``report``
 
-Bad input raises :class:`malleability.errors.MalleabilityError`; this module turns it
-into one line on stderr and exit status 2. Heavy imports (torch) happen inside the
-commands so that ``--help`` and the theory commands stay fast.
+Bad input raises :class:`malleability.errors.MalleabilityError`; this module turns it,
+and every click usage error (bad value, missing or unknown option), into one line
+``error: ...`` on stderr and exit status 2; any other exception is ``internal error: ...``
+and exit 1. Heavy imports (torch) happen inside the commands so that ``--help`` and the
+theory commands stay fast.
+
+Every command but ``bench`` (which measures and reports its own threads) computes with one
+torch/BLAS thread, as the audit's worker processes do: results must not depend on the core
+count of the machine.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import click
@@ -26,21 +33,61 @@ from malleability.errors import MalleabilityError
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130
+# click >= 8.2 raises this (a UsageError) for a group called without a command.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# "ValueError: " and the like inside a bad-input message: the user needs the reason, not the class.
+_CLASS_PREFIX = re.compile(r"(?<![\w.])(?:[A-Za-z_][\w.]*\.)?_*[A-Z]\w*(?:Error|Exception): ")
+
+
+def one_line(message: str) -> str:
+    """A message on one line, without Python exception class names."""
+    return " ".join(_CLASS_PREFIX.sub("", str(message)).split()) or "(no message)"
+
+
+def use_one_thread() -> None:
+    """One torch thread here, and one BLAS/OpenMP thread in any process started from here."""
+    for var in _THREAD_VARS:
+        os.environ[var] = "1"
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        torch.set_num_threads(1)
 
 
 class AuditGroup(click.Group):
-    """Root group: maps our exceptions to one-line messages and exit codes."""
+    """Root group: maps our exceptions and click's usage errors to one-line messages and exit codes."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NO_ARGS_IS_HELP as exc:  # a bare group name: its help is the answer, not an error
+            exc.show()
+            code = exc.exit_code
+        except click.UsageError as exc:  # BadParameter, MissingParameter, NoSuchOption, ...
+            command = exc.ctx.command_path if exc.ctx is not None else (prog_name or "malleability")
+            click.echo(f"error: {one_line(exc.format_message())} (see '{command} --help')", err=True)
+            code = EXIT_BAD_INPUT
+        except click.ClickException as exc:
+            click.echo(f"error: {one_line(exc.format_message())}", err=True)
+            code = exc.exit_code
+        except click.exceptions.Abort:
+            click.echo("interrupted", err=True)
+            code = EXIT_INTERRUPTED
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except MalleabilityError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(exc)}", err=True)
             ctx.exit(EXIT_BAD_INPUT)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
-        except KeyboardInterrupt:
-            click.echo("interrupted: finished results are kept; rerun the same command to resume", err=True)
+        except KeyboardInterrupt as exc:
+            click.echo(getattr(exc, "summary", None)
+                       or "interrupted: finished results are kept; rerun the same command to resume", err=True)
             ctx.exit(EXIT_INTERRUPTED)
         except MemoryError:
             click.echo("error: out of memory; try a smaller --n or width", err=True)
@@ -58,8 +105,11 @@ class AuditGroup(click.Group):
 
 @click.group(cls=AuditGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="malleability")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Audit the claims of 'Influence Malleability in Linearized Attention' (arXiv 2603.13085)."""
+    if ctx.invoked_subcommand != "bench":
+        use_one_thread()
 
 
 @main.group()

@@ -7,14 +7,13 @@ labels of models and data sets, every cell with its config and provenance.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
 from malleability.errors import MalleabilityError, require
 from malleability.reports.audit import paper_numbers as P
-from malleability.reports.audit.cache import atomic_write_json
+from malleability.reports.audit.cache import atomic_write_json, non_finite_to_null, strict_loads
 
 SCHEMA = "malleability-audit/2"
 MAX_LIST = 200  # longer raw arrays (spectra, loss histories) stay in the cache, not in results.json
@@ -71,7 +70,19 @@ def build_results(*, scale: dict, records: list[dict], missing: list[dict], code
 
 
 def write_results(out: Path, results: dict) -> None:
-    atomic_write_json(Path(out) / "results.json", results)
+    """Write OUT/results.json whole or not at all, as strict JSON.
+
+    A non-finite number (a summary over nothing, say) is written as null and its place listed
+    under ``non_finite``; a folder that takes no writes (read-only, full disk) is a one-line
+    MalleabilityError, and the temporary file is removed."""
+    path = Path(out) / "results.json"
+    clean, where = non_finite_to_null({k: v for k, v in results.items() if k != "non_finite"})
+    clean["non_finite"] = where
+    try:
+        atomic_write_json(path, clean)
+    except OSError as exc:
+        raise MalleabilityError(f"cannot write {path}: {exc.strerror or exc}") from None
+    results["non_finite"] = where
 
 
 def load_results(out_dir: str | os.PathLike) -> dict:
@@ -81,9 +92,11 @@ def load_results(out_dir: str | os.PathLike) -> dict:
     path = out / "results.json"
     require(path.is_file(), f"no results.json in {out}: run `malleability audit --out {out}` first")
     try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise MalleabilityError(f"{path} is not valid JSON ({type(exc).__name__}); rerun the audit") from None
+        results = strict_loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise MalleabilityError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (ValueError, UnicodeDecodeError):
+        raise MalleabilityError(f"{path} is not valid JSON (damaged or edited); rerun the audit") from None
     require(isinstance(results, dict) and isinstance(results.get("cells"), list),
             f"{path} is not an audit results file")
     require(results.get("schema") == SCHEMA,

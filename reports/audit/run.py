@@ -1,22 +1,27 @@
 """Running the audit: plan, cache, executor, summary, verdicts, results.json, then the report.
 
-``run_audit`` plans every cell of a :class:`Scale`, runs the uncached ones (costliest first)
+``run_audit`` plans every cell of a :class:`Scale`, fingerprints the data each cell reads
+(once per distinct data config, in this process), runs the uncached ones (costliest first)
 through an executor with the on-disk cache, writes ``results.json`` atomically and renders
-the report from that file's content alone.
+the report from that file's content alone, into a temporary folder whose files are then
+moved into place, so that a full disk leaves no half-written file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
 from malleability.errors import MalleabilityError, require
 from malleability.reports.audit.cache import CellCache, code_version, config_to_jsonable
-from malleability.reports.audit.executor import default_workers, make_executor, run_cells
+from malleability.reports.audit.executor import default_workers, make_executor, run_cells, stop_executor
 from malleability.reports.audit.plan import Plan, costliest_first, estimate_seconds, plan_cells
 from malleability.reports.audit.results import SCHEMA, build_results, write_results
 from malleability.reports.audit.scales import Scale
@@ -35,25 +40,89 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _prefetch_data(cells, say: Callable[[str], None]) -> None:
-    """Load each data set once in this process before the workers start.
+def _hash_dataset(ds) -> str:
+    """SHA-256 over the rows and labels of a loaded data set (shapes and dtypes included)."""
+    import numpy as np
 
-    On a fresh machine this is where torchvision downloads (once, into the user cache),
-    instead of several workers racing to download the same files. A data set that cannot
-    be loaded is reported here and its cells fail with the same one-line reason.
+    digest = hashlib.sha256()
+    for arr in (ds.pixels_train, ds.y_train, ds.pixels_test, ds.y_test):
+        arr = np.ascontiguousarray(arr)
+        digest.update(f"{arr.dtype.str}{arr.shape}\0".encode())
+        digest.update(arr.tobytes())
+    digest.update(f"{ds.num_classes}\0{list(ds.class_names)}".encode())
+    return digest.hexdigest()
+
+
+def data_fingerprint(cfg) -> str:
+    """The fingerprint of the rows a data config loads: the data module's own when it has one."""
+    from malleability.empirics import data as D
+
+    own = getattr(D, "data_fingerprint", None)
+    if own is not None:
+        return str(own(cfg))
+    ds = D.load_dataset(cfg)
+    fp = getattr(ds, "fingerprint", None)
+    return str(fp) if fp is not None else _hash_dataset(ds)
+
+
+def _data_fingerprints(cells, say: Callable[[str], None]) -> dict[str, str | MalleabilityError]:
+    """Each distinct data config of these cells -> its fingerprint, or the error that loading it raised.
+
+    Loading here, once, in this process, before the workers start, is also where torchvision
+    downloads on a fresh machine (once, into the user cache) instead of several workers racing.
     """
-    from malleability.empirics.data import DataConfig, load_dataset
+    from malleability.reports.audit.cache import canonical_json
 
-    seen = set()
+    out: dict[str, str | MalleabilityError] = {}
+    reported = set()
     for cell in cells:
         data = getattr(cell.config, "data", None)
-        if data is None or (data.dataset, data.data_root) in seen:
+        if data is None:
             continue
-        seen.add((data.dataset, data.data_root))
+        key = canonical_json(data)
+        if key in out:
+            continue
         try:
-            load_dataset(DataConfig(dataset=data.dataset, n=1, n_test=1, data_root=data.data_root))
+            out[key] = data_fingerprint(data)
         except MalleabilityError as exc:
-            say(f"audit: data set {data.dataset} unavailable: {exc}")
+            out[key] = exc
+            if (data.dataset, data.data_root) not in reported:
+                reported.add((data.dataset, data.data_root))
+                say(f"audit: data set {data.dataset} unavailable: {exc}")
+    return out
+
+
+def _fingerprint_of(fingerprints: dict):
+    from malleability.reports.audit.cache import canonical_json
+
+    def fingerprint(cell) -> str | None:
+        data = getattr(cell.config, "data", None)
+        if data is None:
+            return None
+        fp = fingerprints[canonical_json(data)]
+        if isinstance(fp, MalleabilityError):
+            raise fp
+        return fp
+
+    return fingerprint
+
+
+def _render_whole(results: dict, out: Path) -> None:
+    """Render into a temporary folder inside ``out``, then move each file into place (whole files only)."""
+    from malleability.reports.report import render_report
+
+    tmp = Path(tempfile.mkdtemp(prefix=".render-", dir=out))
+    try:
+        render_report(results, tmp)
+        for item in sorted(tmp.iterdir()):
+            target = out / item.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(item, target)
+    except OSError as exc:
+        raise MalleabilityError(f"cannot write the report into {out}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run_audit(
@@ -86,22 +155,27 @@ def run_audit(
     foreign = cache.count_foreign(sorted({c.kind for c in plan.cells}), code)
     if foreign:
         say(f"cache: ignoring {foreign} entries written by another code version")
-    if not fresh:
-        quiet = CellCache(cache.root)  # refusals are logged once, by run_cells below
-        uncached = [c for c in plan.cells if quiet.get(c.kind, c.config, code) is None]
-    else:
-        uncached = list(plan.cells)
-    _prefetch_data(uncached, say)
-    est = estimate_seconds(uncached, workers)
-    say(f"audit: {len(uncached)} cells to compute; estimate {est / 60:.1f} min on {workers} worker(s) "
-        "(from the per-cell cost model of a 2-core CPU; a GPU is faster, a busy machine slower)")
+    cache.check_writable()
+    fingerprint = _fingerprint_of(_data_fingerprints(plan.cells, say))
+    est = 0.0
+
+    def announce(uncached):
+        nonlocal est
+        est = estimate_seconds(uncached, workers)
+        say(f"audit: {len(uncached)} cells to compute; estimate {est / 60:.1f} min on {workers} worker(s) "
+            "(from the per-cell cost model of a 2-core CPU; a GPU is faster, a busy machine slower)")
+
     own_executor = executor is None
     executor = executor or make_executor(workers)
     try:
-        stats = run_cells(costliest_first(plan.cells), executor, cache, fresh=fresh, progress=say, code=code)
-    finally:
-        if own_executor:
-            executor.shutdown(wait=True, cancel_futures=True)
+        stats = run_cells(costliest_first(plan.cells), executor, cache, fresh=fresh, progress=say, code=code,
+                          fingerprint=fingerprint, before_run=announce)
+    except BaseException:
+        if own_executor:  # Ctrl-C or a crash: do not wait for the cells still running
+            stop_executor(executor)
+        raise
+    if own_executor:
+        executor.shutdown(wait=True, cancel_futures=True)
     order = {id(c): i for i, c in enumerate(plan.cells)}
     records = []
     for o in sorted(stats.outcomes, key=lambda o: order.get(id(o.cell), 0)):
@@ -114,6 +188,7 @@ def run_audit(
             "config": config_to_jsonable(o.cell.config), "result": result,
             "wall_time_s": entry.get("wall_time_s"), "provenance": entry.get("provenance"),
             "finished_at": entry.get("finished_at"), "error": o.error,
+            "data_fingerprint": entry.get("data_fingerprint"), "non_finite": entry.get("non_finite") or [],
         })
     missing = list(plan.missing) + [
         {"kind": r["kind"], "label": r["label"], "why": f"failed: {r['error']}"} for r in records if r["status"] == "failed"]
@@ -125,12 +200,11 @@ def run_audit(
         counts={"cells": len(records), "cached": stats.cached, "computed": stats.computed, "failed": stats.failed,
                 "missing": len(plan.missing)},
         cache_refusals=cache.refusals, device=device)
+    results["cache_unwritable"] = cache.unwritable_report()
     write_results(out, results)
     say(f"audit: {stats.computed} computed, {stats.cached} from cache, {stats.failed} failed; wrote {out / 'results.json'}")
     if render:
-        from malleability.reports.report import render_report
-
-        render_report(results, out)
+        _render_whole(results, out)
         say(f"audit: wrote {out / 'report.md'} and {out / 'report.html'}")
     return results
 
