@@ -22,13 +22,21 @@ Seeded subsets (torchvision sets): ``numpy.random.default_rng(seed)`` permutes t
 the selected classes of the train split and keeps the first ``n``; an independent stream
 (``default_rng([seed, 1])``) does the same for the test split. Labels are remapped to
 ``0..len(classes)-1`` in the order given.
+
+Refused, each with one line: an empty or non-numeric ``x`` (complex, datetime, object, strings),
+NaN/inf entries, fewer than two classes among the training rows, a requested class with no
+rows, test labels that no training row has (``.npz``), pickled members, and ``.npz`` members
+whose declared size exceeds :data:`MAX_ARRAY_BYTES` or the memory available (checked from the
+``.npy`` header before anything is decompressed; only ``x``, ``y``, ``x_test``, ``y_test`` are read).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import socket
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +54,9 @@ FASHION_MNIST_CLASSES = (
 MNIST_CLASSES = tuple(str(i) for i in range(10))
 _CLASS_NAMES = {"mnist": MNIST_CLASSES, "fashion-mnist": FASHION_MNIST_CLASSES, "cifar10": CIFAR10_CLASSES}
 CIFAR10_SUBSET = Path("cifar10-subset") / "cifar10_train_first4000.npz"
+NPZ_KEYS = ("x", "y", "x_test", "y_test")
+MAX_ARRAY_BYTES = 8 * 2**30  # an .npz member that would need more (as float64) is refused unread
+MAX_CLASSES = 10_000  # labels are class indices; a label of 10**9 would mean a 10**9-way output
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,21 @@ class Dataset:
     def d(self) -> int:
         return int(self.pixels_train.shape[1])
 
+    @property
+    def fingerprint(self) -> str:
+        """32 hex digits of sha256 over the exact rows used: dtype, shape and bytes of the train and
+        test pixels and labels, and ``num_classes``. The subset drawn is implied by the rows, so a
+        changed pixel, label, seed or data root changes it. Recomputed on each access (arrays
+        are mutable); costs one pass over the bytes, about 0.03 s for 1500 x 3072 float64."""
+        h = hashlib.sha256(b"malleability-data-v1")
+        for a, kind in ((self.pixels_train, "<f8"), (self.y_train, "<i8"), (self.pixels_test, "<f8"),
+                        (self.y_test, "<i8")):
+            a = np.ascontiguousarray(a, dtype=kind)  # fixed byte order: the same digest on every machine
+            h.update(f"|{kind}{a.shape}|".encode())
+            h.update(memoryview(a).cast("B"))
+        h.update(f"|k={int(self.num_classes)}".encode())
+        return h.hexdigest()[:32]
+
     def describe(self) -> dict:
         """JSON-ready summary (no arrays)."""
         return {
@@ -115,27 +141,48 @@ class Dataset:
 
 
 def unit_rows(x):
-    """Scale each row to unit ℓ2 norm.
+    """Scale each row to unit ℓ2 norm, for any finite magnitude (1e300 and 1e-300 alike).
 
-    numpy in -> float64 numpy out, raising :class:`MalleabilityError` on a zero row (it has no
-    direction). torch in -> torch out, differentiable; the norm is clamped at 1e-12 so that a
-    gradient step through a (near-)zero row cannot produce NaN.
+    Each row is first divided by the power of two nearest its max |entry|, which is exact, so the
+    squares can neither overflow nor underflow and rows of ordinary size give the same bits as
+    ``x / norm(x)``. numpy in -> float64 numpy out, raising :class:`MalleabilityError` on a zero
+    row (it has no direction) or a non-numeric input. torch in -> torch out, differentiable (the
+    power of two is a constant: the map is scale-invariant, so the gradient is exact); the norm
+    is clamped at 1e-12 so that a gradient step through a zero row cannot produce NaN.
     """
     try:
         import torch
     except ImportError:  # pragma: no cover
         torch = None
     if torch is not None and isinstance(x, torch.Tensor):
-        return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    arr = np.asarray(x, dtype=np.float64)
+        m = x.detach().abs().amax(dim=-1, keepdim=True)
+        m = torch.where((m > 0) & torch.isfinite(m), m, torch.ones_like(m))
+        top = int(np.log2(torch.finfo(x.dtype).max)) - 1  # 2**-e must stay finite in x's dtype
+        y = x * torch.exp2(-torch.frexp(m).exponent.clamp(min=-top).to(x.dtype))
+        return y / y.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    arr = _real_array(x, "data")
     require(arr.ndim == 2, f"expected a 2-D array of rows, got shape {arr.shape}")
+    arr = arr.astype(np.float64)
     require(bool(np.all(np.isfinite(arr))), "data has NaN or inf entries")
     zr = zero_rows(arr)
     if zr.size:
         raise MalleabilityError(
             f"{zr.size} zero row(s) (first at index {int(zr[0])}): a zero row has no unit-norm direction"
         )
-    return arr / np.linalg.norm(arr, axis=1, keepdims=True)
+    if arr.size == 0:
+        return arr
+    scaled = np.ldexp(arr, -np.frexp(np.abs(arr).max(axis=1, keepdims=True))[1])
+    return scaled / np.linalg.norm(scaled, axis=1, keepdims=True)
+
+
+def _real_array(x, what: str) -> np.ndarray:
+    """``x`` as a numpy array of real numbers (bool, int, uint, float), else a one-line refusal."""
+    try:
+        arr = np.asarray(x)
+    except Exception:  # ragged lists and other shapes numpy cannot hold
+        raise MalleabilityError(f"{what} is not a rectangular array of numbers") from None
+    require(arr.dtype.kind in "biuf", f"{what} must hold real numbers, got dtype {arr.dtype}")
+    return arr
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,7 +262,9 @@ def _torchvision_split(name: str, root: str, train: bool, allow_download: bool) 
            "cifar10": torchvision.datasets.CIFAR10}[name]
     try:
         ds = cls(root=root, train=train, download=False)
-    except RuntimeError:
+    except Exception as exc:
+        if not (isinstance(exc, RuntimeError) and "not found" in str(exc).lower()):
+            raise _unreadable(name, root, cls) from None
         if not allow_download:
             raise MalleabilityError(
                 f"data set {name} not found under {root} (and no download attempted: pass --data-root or set "
@@ -229,48 +278,128 @@ def _torchvision_split(name: str, root: str, train: bool, allow_download: bool) 
         try:
             ds = cls(root=root, train=train, download=True)
         except Exception as exc:  # network errors of any kind -> one line
-            raise MalleabilityError(f"could not download {name} into {root}: {type(exc).__name__}: {exc}") from None
-    data = ds.data
-    data = data.numpy() if hasattr(data, "numpy") else np.asarray(data)
-    pixels = np.ascontiguousarray(data.reshape(data.shape[0], -1), dtype=np.uint8)
-    labels = np.asarray(ds.targets, dtype=np.int64)
+            raise MalleabilityError(f"could not download {name} into {root}: {exc}") from None
+    try:
+        data = ds.data
+        data = data.numpy() if hasattr(data, "numpy") else np.asarray(data)
+        labels = np.asarray(ds.targets, dtype=np.int64).reshape(-1)
+        ok = data.ndim >= 2 and data.shape[0] == labels.shape[0] > 0 and data.dtype == np.uint8
+    except Exception:
+        ok = False
+    if not ok:
+        raise _unreadable(name, root, cls)
+    pixels = np.ascontiguousarray(data.reshape(data.shape[0], -1))
     pixels.setflags(write=False)
     labels.setflags(write=False)
     return pixels, labels
 
 
+def _unreadable(name: str, root: str, cls) -> MalleabilityError:
+    """Files that exist but do not load. A legacy pickled ``processed/*.pt`` is never unpickled
+    beyond torch's safe loader, so the way out is to remove it, not to trust it."""
+    legacy = Path(root) / cls.__name__ / "processed"
+    why = (f"it holds a legacy pickled {legacy}/training.pt that is not loaded for safety; remove "
+           f"{legacy} or use a root with the raw files" if (legacy / "training.pt").exists()
+           else "its files are corrupt, truncated or in an unknown format")
+    return MalleabilityError(f"data set {name} is not readable under {root}: {why}")
+
+
+def _member_limit() -> int:
+    """Bytes one array may take: MAX_ARRAY_BYTES, or the memory available now if that is less."""
+    try:
+        with open("/proc/meminfo") as fh:
+            avail = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return MAX_ARRAY_BYTES
+    return min(MAX_ARRAY_BYTES, avail)
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, key: str) -> np.ndarray:
+    """One ``.npy`` member, its header checked before the data are decompressed."""
+    where, limit = f"{path}: '{key}'", _member_limit()
+    require(info.file_size <= limit + 65536,
+            f"{where} declares {info.file_size / 2**30:.3g} GiB uncompressed, over the {limit / 2**30:.3g} GiB limit")
+    with zf.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        require(version in ((1, 0), (2, 0)), f"{where} uses .npy format {version}, not 1.0 or 2.0")
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = reader(fh)
+        offset = fh.tell()
+    require(not dtype.hasobject, f"{where} holds Python objects (pickled data), which are never loaded")
+    count = int(np.prod(shape, dtype=object))
+    need = count * max(dtype.itemsize, 8)  # the pixels become float64
+    require(need <= limit, f"{where} declares shape {shape} of {dtype}: {need / 2**30:.3g} GiB as float64, "
+            f"over the {limit / 2**30:.3g} GiB limit")
+    require(info.file_size >= offset + count * dtype.itemsize,
+            f"{where} declares shape {shape} but holds only {info.file_size - offset} data bytes (truncated)")
+    with zf.open(info) as fh:
+        arr = np.lib.format.read_array(fh, allow_pickle=False)
+    arr.setflags(write=False)
+    return arr
+
+
+def _npz_members(zf: zipfile.ZipFile) -> dict:
+    """{key: ZipInfo} for the keys used; other members are never decompressed."""
+    members = {i.filename: i for i in zf.infolist()}
+    return {k: info for k in NPZ_KEYS if (info := members.get(f"{k}.npy") or members.get(k)) is not None}
+
+
 @functools.lru_cache(maxsize=4)
+def _read_npz_cached(path: str, stamp: tuple) -> dict:
+    """``stamp`` (the CRC-32 and size of each used member, the file's mtime and size) keys the
+    cache, so a file rewritten in place is read again however close in time the writes were."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return {k: _read_member(zf, info, path, k) for k, info in _npz_members(zf).items()}
+    except MalleabilityError:
+        raise
+    except Exception:  # bad CRC, bad zlib stream, bad header, short data: the file is damaged
+        raise MalleabilityError(f"cannot read {path} as .npz: the file is corrupt or truncated") from None
+
+
 def _read_npz(path: str) -> dict:
+    """The arrays ``x``, ``y`` and, if present, ``x_test``, ``y_test`` (read-only)."""
     p = Path(path)
     require(p.exists(), f"data file not found: {path}")
     require(p.is_file(), f"expected an .npz file, got a directory: {path}")
     try:
-        with np.load(p, allow_pickle=False) as z:
-            content = {k: z[k] for k in z.files}
-    except Exception as exc:
-        raise MalleabilityError(f"cannot read {path} as .npz: {type(exc).__name__}: {exc}") from None
+        st = p.stat()
+        with zipfile.ZipFile(p) as zf:
+            stamp = tuple((k, i.CRC, i.file_size) for k, i in _npz_members(zf).items())
+        content = _read_npz_cached(str(p.resolve()), stamp + (st.st_mtime_ns, st.st_size))
+    except zipfile.BadZipFile:
+        raise MalleabilityError(f"{path} is not an .npz file (not a zip archive, or truncated)") from None
+    except OSError as exc:
+        raise MalleabilityError(f"cannot read {path}: {exc.strerror or exc}") from None
     for key in ("x", "y"):
         require(key in content, f"{path} has no '{key}' array (needs x (N, ...) and y (N,))")
     require(("x_test" in content) == ("y_test" in content), f"{path}: x_test and y_test must come together")
     return content
 
 
-def _npz_pixels(x: np.ndarray, what: str) -> np.ndarray:
+def _npz_pixels(x: np.ndarray, what: str, allow_empty: bool = False) -> np.ndarray:
+    x = _real_array(x, what)
     require(x.ndim >= 2, f"{what} must be (N, ...) with N samples, got shape {x.shape}")
-    flat = x.reshape(x.shape[0], -1)
+    require(allow_empty or x.shape[0] >= 1, f"{what} is empty: it has no rows")
+    d = int(np.prod(x.shape[1:]))
+    require(d >= 1, f"{what} has no features: shape {x.shape}")
+    flat = x.reshape(x.shape[0], d)
     if flat.dtype == np.uint8:
         return flat.astype(np.float64) / 255.0
-    require(np.issubdtype(flat.dtype, np.number) and not np.iscomplexobj(flat), f"{what} must be numeric")
-    flat = flat.astype(np.float64)
+    with np.errstate(over="ignore"):  # float128 beyond float64's range becomes inf, refused next
+        flat = flat.astype(np.float64)
     require(bool(np.all(np.isfinite(flat))), f"{what} has NaN or inf entries")
     return flat
 
 
 def _npz_labels(y: np.ndarray, n_rows: int, what: str) -> np.ndarray:
-    y = np.asarray(y).reshape(-1)
+    y = np.asarray(y)
+    require(y.dtype.kind in "iu", f"{what} must hold integer labels, got {y.dtype}")
+    y = y.reshape(-1)
     require(y.shape[0] == n_rows, f"{what} has {y.shape[0]} labels for {n_rows} rows")
-    require(np.issubdtype(y.dtype, np.integer), f"{what} must hold integer labels, got {y.dtype}")
     require(bool(np.all(y >= 0)), f"{what} has negative labels")
+    require(y.size == 0 or int(y.max()) < MAX_CLASSES,
+            f"{what} has label {int(y.max()) if y.size else 0}: labels are class indices below {MAX_CLASSES}")
     return y.astype(np.int64)
 
 
@@ -299,15 +428,44 @@ def _draw(y: np.ndarray, classes, count: int, rng: np.random.Generator, what: st
     return np.sort(rng.permutation(pool)[:count])
 
 
+def _require_class_rows(y: np.ndarray, classes, where: str) -> None:
+    """Every requested class must have a row, else the draw silently loses it."""
+    for c in classes or ():
+        require(bool(np.any(y == c)), f"class {c} has no rows in {where}")
+
+
 def _validate(cfg: DataConfig) -> None:
     require(isinstance(cfg.dataset, str) and cfg.dataset.strip() != "", "dataset name is empty")
+    for name in ("n", "n_test", "seed"):
+        v = getattr(cfg, name)
+        require(isinstance(v, (int, np.integer)) and not isinstance(v, bool), f"{name} must be an integer, got {v!r}")
     require(int(cfg.n) >= 1, f"n must be >= 1, got {cfg.n}")
     require(int(cfg.n_test) >= 0, f"n_test must be >= 0, got {cfg.n_test}")
     require(int(cfg.seed) >= 0, f"seed must be >= 0, got {cfg.seed}")
+    if cfg.classes is not None:
+        c = cfg.classes
+        require(all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for v in c),
+                f"classes must be class indices >= 0, got {list(c)}")
+        require(len(c) >= 2 and len(set(c)) == len(c), f"classes needs at least two distinct classes, got {list(c)}")
     if cfg.dataset not in DATASET_NAMES and not cfg.dataset.endswith(".npz"):
         raise MalleabilityError(
             f"unknown dataset {cfg.dataset!r}: choose one of {', '.join(DATASET_NAMES)} or a path to an .npz"
         )
+
+
+def _check_labels(ds: Dataset, classes, user_npz: bool) -> None:
+    """Labels that make NTK distances and flip rates meaningful: two classes or more in training,
+    every requested class trained on and, for an .npz (whose class count comes from its labels),
+    no test label that no training row has."""
+    seen = np.unique(ds.y_train)
+    require(seen.size >= 2, f"{ds.name}: the training rows hold one class only ({ds.class_names[int(seen[0])]}); "
+            "NTK distances and flip rates need at least two classes")
+    missing = [c for i, c in enumerate(classes or ()) if i not in seen]
+    require(not missing, f"{ds.name}: class {missing[0] if missing else ''} has no rows among the "
+            f"{ds.y_train.size} training rows; raise n")
+    stray = np.setdiff1d(ds.y_test, seen)
+    require(not (user_npz and stray.size), f"{ds.name}: test label "
+            f"{ds.class_names[int(stray[0])] if stray.size else ''} appears in no training row")
 
 
 def load_dataset(cfg: DataConfig, *, allow_download: bool | None = None) -> Dataset:
@@ -327,6 +485,7 @@ def load_dataset(cfg: DataConfig, *, allow_download: bool | None = None) -> Data
             ds = _load_cifar_subset(cfg, classes, root)
         else:
             ds = _load_torchvision_dataset(cfg, classes, root, may_download)
+    _check_labels(ds, classes, cfg.dataset.endswith(".npz"))
     for what, px in (("training", ds.pixels_train), ("test", ds.pixels_test)):
         zr = zero_rows(px) if px.shape[0] else np.array([], int)
         if zr.size:
@@ -335,6 +494,12 @@ def load_dataset(cfg: DataConfig, *, allow_download: bool | None = None) -> Data
                 "a zero row has no unit-norm direction"
             )
     return ds
+
+
+def data_fingerprint(cfg: DataConfig, *, allow_download: bool | None = None) -> str:
+    """:attr:`Dataset.fingerprint` of the rows ``cfg`` selects: a cache key that changes whenever
+    the data behind the same configuration do (another root, a rewritten file)."""
+    return load_dataset(cfg, allow_download=allow_download).fingerprint
 
 
 def _names_for(dataset: str, classes, num_classes: int) -> tuple[str, ...]:
@@ -349,6 +514,7 @@ def _load_torchvision_dataset(cfg: DataConfig, classes, root: Path, may_download
         raise MalleabilityError(f"data root {root} does not exist (set --data-root or MALLEABILITY_DATA)")
     px_tr, y_tr = _torchvision_split(cfg.dataset, str(root), True, may_download)
     px_te, y_te = _torchvision_split(cfg.dataset, str(root), False, may_download)
+    _require_class_rows(y_tr, classes, f"the {cfg.dataset} training split under {root}")
     i_tr = _draw(y_tr, classes, int(cfg.n), np.random.default_rng(int(cfg.seed)), "n", cfg.dataset)
     i_te = _draw(y_te, classes, int(cfg.n_test), np.random.default_rng([int(cfg.seed), 1]), "n_test", cfg.dataset)
     k = len(classes) if classes is not None else 10
@@ -374,6 +540,7 @@ def _load_cifar_subset(cfg: DataConfig, classes, root: Path) -> Dataset:
     # torchvision's CIFAR10 keeps HWC uint8 too, so the flattening order is the same in both sources.
     px = _npz_pixels(x, "x")
     y = _npz_labels(content["y"], x.shape[0], "y")
+    _require_class_rows(y, classes, str(path))
     pool = np.flatnonzero(_class_mask(y, classes))
     need = int(cfg.n) + int(cfg.n_test)
     require(
@@ -403,9 +570,10 @@ def _load_npz_dataset(cfg: DataConfig, classes) -> Dataset:
     content = _read_npz(cfg.dataset)
     x = _npz_pixels(content["x"], "x")
     y = _npz_labels(content["y"], x.shape[0], "y")
+    _require_class_rows(y, classes, f"{cfg.dataset} (y)")
     keep = np.flatnonzero(_class_mask(y, classes))
     if "x_test" in content:
-        xt = _npz_pixels(content["x_test"], "x_test")
+        xt = _npz_pixels(content["x_test"], "x_test", allow_empty=True)
         require(xt.shape[1] == x.shape[1], f"x_test has {xt.shape[1]} features, x has {x.shape[1]}")
         yt = _npz_labels(content["y_test"], xt.shape[0], "y_test")
         i_tr = keep[: int(cfg.n)]

@@ -95,9 +95,10 @@ def test_npz_rules(tmp_path):
     sub = load_dataset(DataConfig(str(p), n=2, n_test=5, classes=(2, 1)))
     assert list(sub.y_train) == [1, 0] and list(sub.y_test) == [1, 0, 1, 0]
     q = tmp_path / "f.npz"
-    np.savez(q, x=np.ones((4, 2)) * 0.5, y=np.zeros(4, int), x_test=np.ones((3, 2)), y_test=np.ones(3, int))
+    np.savez(q, x=np.ones((4, 2)) * 0.5, y=np.array([0, 1, 1, 0]), x_test=np.ones((3, 2)), y_test=np.ones(3, int))
     dq = load_dataset(DataConfig(str(q), n=4, n_test=2))
     assert dq.pixels_test.shape == (2, 2) and np.all(dq.pixels_train == 0.5) and dq.num_classes == 2
+    assert list(dq.y_test) == [1, 1] and np.all(dq.pixels_test == 1.0)
 
 
 def test_npz_errors(tmp_path):
