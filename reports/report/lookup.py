@@ -1,0 +1,66 @@
+"""Finding things in a results document: labels, the paper's numbers, tasks, model keys (no statistics)."""
+
+from __future__ import annotations
+
+import re
+
+from malleability.reports.report.markdown import esc
+
+ATTACKS = ("fgsm", "pgd", "mim", "noise")
+PRIMARY = "after_vs_init_absolute"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """'mlp-attn[attention_input=center]' -> ('mlp-attn', 'attention_input=center')."""
+    m = re.fullmatch(r"([^\[]+)(?:\[(.*)\])?", key)
+    return (m.group(1), m.group(2) or "") if m else (key, "")
+
+
+def model_label(results: dict, key: str) -> str:
+    base, opts = split_key(key)
+    label = results.get("labels", {}).get("models", {}).get(base, base)
+    return esc(label + (f" ({opts})" if opts else ""))
+
+
+def task_label(results: dict, task: str) -> str:
+    return esc(results.get("labels", {}).get("datasets", {}).get(task, task))
+
+
+def paper_flip(results: dict, task: str, model: str, attack: str, training: str | None = None) -> float | None:
+    for row in results.get("paper_numbers", []):
+        if (row.get("quantity") == "flip_rate" and row.get("dataset") == task and row.get("model") == model
+                and row.get("attack") == attack and row.get("training") == training):
+            return row["value"]
+    return None
+
+
+def paper_ntk(results: dict, task: str, model: str, width: int) -> float | None:
+    for row in results.get("paper_numbers", []):
+        if (row.get("quantity") == "ntk_distance" and row.get("dataset") == task and row.get("model") == model
+                and row.get("width") == width):
+            return row["value"]
+    return None
+
+
+def paper_value(results: dict, quantity: str, task: str) -> float | None:
+    for row in results.get("paper_numbers", []):
+        if row.get("quantity") == quantity and row.get("dataset") == task:
+            return row["value"]
+    return None
+
+
+def is_binary(cell: dict) -> bool:
+    return cell.get("classes") not in (None, "all")
+
+
+def protocol_of(cell: dict) -> str:
+    return (cell.get("readings") or "").rsplit("protocol=", 1)[-1] or "paper"
+
+
+def cells_of_kind(results: dict, kind: str) -> list[dict]:
+    return [c for c in results.get("cells", []) if c.get("kind") == kind and c.get("status") != "failed"]
+
+
+def flip_set_sizes(results: dict) -> str:
+    sizes = sorted({(c.get("result") or {}).get("n_flip_set") for c in cells_of_kind(results, "flip-rate")} - {None})
+    return ", ".join(map(str, sizes)) or "—"

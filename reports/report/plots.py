@@ -1,0 +1,243 @@
+"""The report's plots, each readable without the text: one function per PNG, drawn from the summary only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from malleability.reports.report.lookup import ATTACKS, PRIMARY, is_binary, paper_flip, paper_ntk, split_key
+
+MARKERS = "osD^vP*X"
+PAPER_MODELS = ("relu", "mlp-attn")  # the variants beyond the paper have their own verdict rows
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(plt, fig, path: Path) -> bool:
+    if not getattr(fig, "_laid_out", False):
+        fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return True
+
+
+def _label(results, key):
+    base, opts = split_key(key)
+    return results.get("labels", {}).get("models", {}).get(base, base) + (f" ({opts})" if opts else "")
+
+
+def _positive_errors(mean, ci):
+    """Whiskers for a log axis: never below a small positive fraction of the mean."""
+    if mean is None or not ci or mean <= 0:
+        return [[0], [0]]
+    lo = max(ci[0], mean / 10)
+    return [[mean - lo], [max(0.0, ci[1] - mean)]]
+
+
+def plot_ntk(results: dict, path: Path) -> bool:
+    ntk = results["summary"]["ntk"]
+    if not ntk:
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(ntk), figsize=(6.5 * len(ntk), 4.6), squeeze=False)
+    for ax, (task, summ) in zip(axes[0], sorted(ntk.items())):
+        keys = sorted({(c["model"], c["protocol"]) for c in summ["cells"] if c["distance"] == PRIMARY
+                       and split_key(c["model"])[0] in PAPER_MODELS})
+        for i, (model, protocol) in enumerate(keys):
+            cells = sorted((c for c in summ["cells"] if c["distance"] == PRIMARY and c["model"] == model
+                            and c["protocol"] == protocol and c["mean"]), key=lambda c: c["width"])
+            if not cells:
+                continue
+            xs = [c["width"] for c in cells]
+            ys = [c["mean"] for c in cells]
+            err = [sum((_positive_errors(c["mean"], c["ci95"])[j] for c in cells), []) for j in (0, 1)]
+            learned = all(c["learned_seeds"] == c["seeds"] for c in cells)
+            ax.errorbar(xs, ys, yerr=err, marker=MARKERS[i % len(MARKERS)], capsize=3,
+                        linestyle="-" if protocol == "paper" else "--", mfc=None if learned else "white",
+                        label=f"{_label(results, model)}, {protocol}" + ("" if learned else " (did not learn)"))
+            base, _ = split_key(model)
+            paper = [(w, paper_ntk(results, task, base, w)) for w in (16, 1024, 4096)]
+            paper = [(w, v) for w, v in paper if v is not None]
+            if paper and model == base and protocol == "paper":
+                ax.plot([p[0] for p in paper], [p[1] for p in paper], marker="*", markersize=13, linestyle=":",
+                        mfc="white", color=ax.lines[-1].get_color(), label=f"paper {_label(results, model)}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("width m")
+        ax.set_ylabel("‖K_T − K_0‖_F (after vs init, absolute)")
+        ax.set_title(results.get("labels", {}).get("datasets", {}).get(task, task))
+        ax.legend(fontsize=6.5, loc="best")
+    fig.suptitle("NTK distance vs width: ours (lines; 95% intervals, lower whiskers cut at a tenth of the mean) "
+                 "and the paper's Table 1 (stars); hollow markers: did not learn", fontsize=9)
+    return _save(plt, fig, path)
+
+
+def plot_flip(results: dict, path: Path) -> bool:
+    flip = results["summary"]["flip"]
+    eps = results["scale"]["flip"]["eps"]
+    panels = [(t, s) for t, s in sorted(flip.items()) if any(c["eps"] == eps for c in s["cells"])]
+    has_adv = any(s["ablation"] for _, s in panels)
+    if not panels:
+        return False
+    plt = _plt()
+    n = len(panels) + (1 if has_adv else 0)
+    fig, axes = plt.subplots(n, 1, figsize=(12, 3.6 * n), squeeze=False)
+    for ax, (task, summ) in zip(axes[:, 0], panels):
+        cells = [c for c in summ["cells"] if c["eps"] == eps and not c["adv_train"]
+                 and c["readings"].endswith("protocol=paper") and split_key(c["model"])[0] in PAPER_MODELS]
+        models = sorted({c["model"] for c in cells})
+        width = 0.8 / max(1, len(models))
+        for j, model in enumerate(models):
+            labelled = False
+            for i, attack in enumerate(ATTACKS):
+                c = next((c for c in cells if c["model"] == model and c["attack"] == attack), None)
+                if c is None:
+                    continue
+                first, labelled = not labelled, True
+                x = i + (j - (len(models) - 1) / 2) * width
+                fr = c["flip_rate"]
+                ci = fr["ci95"] or [fr["mean"], fr["mean"]]
+                ax.bar(x, fr["mean"], width, color=f"C{j}", hatch=None if c["accuracy"]["learned"] else "//",
+                       edgecolor="black" if not c["accuracy"]["learned"] else f"C{j}",
+                       label=_label(results, model) + ("" if c["accuracy"]["learned"] else " (did not learn)")
+                       if first else None)
+                ax.errorbar(x, fr["mean"], yerr=[[fr["mean"] - ci[0]], [ci[1] - fr["mean"]]], color="0.3", capsize=2)
+                base, _ = split_key(model)
+                paper = paper_flip(results, task, base, attack) if model == base else None
+                if paper is not None:
+                    ax.plot(x, paper, marker="D", color="red", mfc="white", markersize=7, linestyle="none",
+                            label="paper")
+        ax.set_xticks(range(len(ATTACKS)))
+        ax.set_xticklabels([a.upper() if a != "noise" else "noise (control)" for a in ATTACKS])
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("flip rate")
+        kind = "binary" if cells and is_binary(cells[0]) else "10-class"
+        ax.set_title(f"{results.get('labels', {}).get('datasets', {}).get(task, task)} ({kind}), ε = {eps}", fontsize=9)
+        handles, labels = ax.get_legend_handles_labels()
+        uniq = dict(zip(labels, handles))
+        ax.legend(uniq.values(), uniq.keys(), fontsize=6.5, ncol=3, loc="upper right")
+    if has_adv:
+        ax = axes[-1, 0]
+        groups = [(t, a) for t, s in panels for a in s["ablation"]]
+        for i, (task, a) in enumerate(groups):
+            for j, (key, color) in enumerate((("standard", "C0"), ("adversarial_training", "C3"))):
+                st = a[key]
+                ci = st["ci95"] or [st["mean"], st["mean"]]
+                ax.bar(i + (j - 0.5) * 0.38, st["mean"], 0.38, color=color,
+                       label=("standard training" if j == 0 else "PGD adversarial training") if i == 0 else None)
+                ax.errorbar(i + (j - 0.5) * 0.38, st["mean"], yerr=[[st["mean"] - ci[0]], [ci[1] - st["mean"]]],
+                            color="0.3", capsize=2)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels([f"{t}\n{_label(results, a['model'])}" for t, a in groups], fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("PGD flip rate")
+        ax.set_title("Table 4: standard vs adversarial training", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle("Influence flip rates (bars: ours with Wilson 95% intervals; red diamonds: the paper; "
+                 "hatched: network did not learn)", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    fig._laid_out = True
+    return _save(plt, fig, path)
+
+
+def plot_kappa(results: dict, path: Path) -> bool:
+    rows = results["summary"]["widths"]["rows"]
+    if not rows:
+        return False
+    plt = _plt()
+    tasks = sorted({r["task"] for r in rows})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for i, view in enumerate(sorted({r["features"] for r in rows if r["task"] == task})):
+            pts = sorted((r["n"], r["log10_pseudo_kappa_G"]) for r in rows
+                         if r["task"] == task and r["features"] == view and r["log10_pseudo_kappa_G"] is not None)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=MARKERS[i], label=f"{_label(results, view)} view")
+        paper = [p["value"] for p in results.get("paper_numbers", []) if p.get("quantity") == "kappa_G"
+                 and p.get("dataset") == task]
+        if paper:
+            import math
+
+            ax.axhline(math.log10(paper[0]), color="red", linestyle="--", label=f"paper κ(G) = {paper[0]:.3g}")
+        ax.set_xscale("log")
+        ax.set_xlabel("training-set size n")
+        ax.set_ylabel("log10 pseudo-κ of the Gram matrix")
+        ax.set_title(results.get("labels", {}).get("datasets", {}).get(task, task))
+        ax.legend(fontsize=7)
+    fig.suptitle("Condition number of the data as each model sees it, against n", fontsize=9)
+    return _save(plt, fig, path)
+
+
+def plot_widths(results: dict, path: Path) -> bool:
+    rows = [r for r in results["summary"]["widths"]["rows"] if r["features"] == "relu"]
+    measured = [(t, m) for t, ms in results["summary"]["measured_widths"].items() for m in ms
+                if m["log10_width"] is not None]
+    if not rows:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    tasks = sorted({r["task"] for r in rows})
+    for i, task in enumerate(tasks):
+        pts = sorted((r["n"], r["log10_v1"], r["log10_v2"]) for r in rows if r["task"] == task)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=f"C{i}", label=f"{task}: v1 κ⁶/ε²")
+        ax.plot([p[0] for p in pts], [p[2] for p in pts], marker="s", linestyle="--", color=f"C{i}",
+                label=f"{task}: v2 κ_d⁶ n ln n")
+    top = max([p for r in rows for p in (r["log10_v1"], r["log10_v2"]) if p is not None] + [5.0]) + 5
+    n_ntk = results["scale"]["ntk"]["n"]
+    shown = set()
+    for task, m in measured:
+        above = m["log10_width"] > top
+        label = ("measured, extrapolated" if m["extrapolated"] else "measured") + (" (above the axis)" if above else "")
+        ax.plot(n_ntk, min(m["log10_width"], top - 0.5), marker="^" if above else "*", markersize=11,
+                linestyle="none", color="black", mfc="white" if m["extrapolated"] else "black",
+                label=None if label in shown else label)
+        shown.add(label)
+    ax.set_ylim(0, top)
+    import math
+
+    widest = max(results["scale"]["ntk"]["widths"])
+    ax.axhline(math.log10(widest), color="grey", linestyle=":", label=f"largest width run ({widest})")
+    ax.set_xscale("log")
+    ax.set_xlabel("training-set size n")
+    ax.set_ylabel("log10 width")
+    ax.set_title("Widths Thm 4.7 predicts from our κ (unit-row data) vs widths where the measured distance reaches ε",
+                 fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(plt, fig, path)
+
+
+def plot_eps(results: dict, path: Path) -> bool:
+    flip = results["summary"]["flip"]
+    series = {}
+    for task, summ in flip.items():
+        for c in summ["cells"]:
+            if not c["adv_train"] and c["readings"].endswith("protocol=paper") \
+                    and c["attack"] in results["scale"]["flip"]["eps_sweep_attacks"]:
+                series.setdefault((task, c["model"], c["attack"]), []).append((c["eps"], c["flip_rate"]["mean"]))
+    series = {k: sorted(v) for k, v in series.items() if len(v) >= 2}
+    if not series:
+        return False
+    plt = _plt()
+    tasks = sorted({k[0] for k in series})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for i, (key, pts) in enumerate(sorted((k, v) for k, v in series.items() if k[0] == task)):
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=MARKERS[i % len(MARKERS)],
+                    linestyle="--" if key[2] == "noise" else "-", label=f"{_label(results, key[1])}, {key[2]}")
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("ℓ∞ budget ε (pixel space)")
+        ax.set_ylabel("flip rate")
+        ax.set_title(task)
+        ax.legend(fontsize=7)
+    fig.suptitle("ε sweep: flip rate against the budget (dashed: the random-sign noise control)", fontsize=9)
+    return _save(plt, fig, path)
+
+
+PLOTS = {"ntk_distance.png": plot_ntk, "flip_rates.png": plot_flip, "kappa.png": plot_kappa,
+         "widths.png": plot_widths, "eps_sweep.png": plot_eps}
