@@ -32,17 +32,16 @@ whose declared size exceeds :data:`MAX_ARRAY_BYTES` or the memory available (che
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
-import socket
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from malleability.errors import MalleabilityError, require
+from malleability.empirics.npz_io import _npz_labels, _npz_pixels, _read_npz, _real_array
+from malleability.empirics.torchvision_io import _torchvision_split
 from malleability.validation import zero_rows
 
 DATASET_NAMES = ("mnist", "fashion-mnist", "cifar10")
@@ -54,9 +53,6 @@ FASHION_MNIST_CLASSES = (
 MNIST_CLASSES = tuple(str(i) for i in range(10))
 _CLASS_NAMES = {"mnist": MNIST_CLASSES, "fashion-mnist": FASHION_MNIST_CLASSES, "cifar10": CIFAR10_CLASSES}
 CIFAR10_SUBSET = Path("cifar10-subset") / "cifar10_train_first4000.npz"
-NPZ_KEYS = ("x", "y", "x_test", "y_test")
-MAX_ARRAY_BYTES = 8 * 2**30  # an .npz member that would need more (as float64) is refused unread
-MAX_CLASSES = 10_000  # labels are class indices; a label of 10**9 would mean a 10**9-way output
 
 
 @dataclass(frozen=True)
@@ -118,7 +114,7 @@ class Dataset:
                         (self.y_test, "<i8")):
             a = np.ascontiguousarray(a, dtype=kind)  # fixed byte order: the same digest on every machine
             h.update(f"|{kind}{a.shape}|".encode())
-            h.update(memoryview(a).cast("B"))
+            h.update(a.tobytes() if a.size == 0 else memoryview(a).cast("B"))
         h.update(f"|k={int(self.num_classes)}".encode())
         return h.hexdigest()[:32]
 
@@ -175,16 +171,6 @@ def unit_rows(x):
     return scaled / np.linalg.norm(scaled, axis=1, keepdims=True)
 
 
-def _real_array(x, what: str) -> np.ndarray:
-    """``x`` as a numpy array of real numbers (bool, int, uint, float), else a one-line refusal."""
-    try:
-        arr = np.asarray(x)
-    except Exception:  # ragged lists and other shapes numpy cannot hold
-        raise MalleabilityError(f"{what} is not a rectangular array of numbers") from None
-    require(arr.dtype.kind in "biuf", f"{what} must hold real numbers, got dtype {arr.dtype}")
-    return arr
-
-
 # --------------------------------------------------------------------------------------------
 # options
 
@@ -239,172 +225,6 @@ def resolve_data_root(data_root: str | None) -> tuple[Path, bool]:
     if env:
         return Path(env).expanduser(), False
     return user_cache_dir(), True
-
-
-def _network_reachable(host: str = "ossci-datasets.s3.amazonaws.com", port: int = 443, timeout: float = 3.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-# --------------------------------------------------------------------------------------------
-# raw sources (cached per process: MNIST's idx file is ~50 MB)
-
-
-@functools.lru_cache(maxsize=8)
-def _torchvision_split(name: str, root: str, train: bool, allow_download: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(pixels uint8 (N, d) flattened, labels int64) from torchvision, or a one-line error."""
-    import torchvision
-
-    cls = {"mnist": torchvision.datasets.MNIST, "fashion-mnist": torchvision.datasets.FashionMNIST,
-           "cifar10": torchvision.datasets.CIFAR10}[name]
-    try:
-        ds = cls(root=root, train=train, download=False)
-    except Exception as exc:
-        if not (isinstance(exc, RuntimeError) and "not found" in str(exc).lower()):
-            raise _unreadable(name, root, cls) from None
-        if not allow_download:
-            raise MalleabilityError(
-                f"data set {name} not found under {root} (and no download attempted: pass --data-root or set "
-                f"MALLEABILITY_DATA to a folder laid out for torchvision)"
-            ) from None
-        if not _network_reachable():
-            raise MalleabilityError(
-                f"data set {name} not found under {root} and no network to download it; pass --data-root "
-                f"or set MALLEABILITY_DATA"
-            ) from None
-        try:
-            ds = cls(root=root, train=train, download=True)
-        except Exception as exc:  # network errors of any kind -> one line
-            raise MalleabilityError(f"could not download {name} into {root}: {exc}") from None
-    try:
-        data = ds.data
-        data = data.numpy() if hasattr(data, "numpy") else np.asarray(data)
-        labels = np.asarray(ds.targets, dtype=np.int64).reshape(-1)
-        ok = data.ndim >= 2 and data.shape[0] == labels.shape[0] > 0 and data.dtype == np.uint8
-    except Exception:
-        ok = False
-    if not ok:
-        raise _unreadable(name, root, cls)
-    pixels = np.ascontiguousarray(data.reshape(data.shape[0], -1))
-    pixels.setflags(write=False)
-    labels.setflags(write=False)
-    return pixels, labels
-
-
-def _unreadable(name: str, root: str, cls) -> MalleabilityError:
-    """Files that exist but do not load. A legacy pickled ``processed/*.pt`` is never unpickled
-    beyond torch's safe loader, so the way out is to remove it, not to trust it."""
-    legacy = Path(root) / cls.__name__ / "processed"
-    why = (f"it holds a legacy pickled {legacy}/training.pt that is not loaded for safety; remove "
-           f"{legacy} or use a root with the raw files" if (legacy / "training.pt").exists()
-           else "its files are corrupt, truncated or in an unknown format")
-    return MalleabilityError(f"data set {name} is not readable under {root}: {why}")
-
-
-def _member_limit() -> int:
-    """Bytes one array may take: MAX_ARRAY_BYTES, or the memory available now if that is less."""
-    try:
-        with open("/proc/meminfo") as fh:
-            avail = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError, IndexError):
-        return MAX_ARRAY_BYTES
-    return min(MAX_ARRAY_BYTES, avail)
-
-
-def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, key: str) -> np.ndarray:
-    """One ``.npy`` member, its header checked before the data are decompressed."""
-    where, limit = f"{path}: '{key}'", _member_limit()
-    require(info.file_size <= limit + 65536,
-            f"{where} declares {info.file_size / 2**30:.3g} GiB uncompressed, over the {limit / 2**30:.3g} GiB limit")
-    with zf.open(info) as fh:
-        version = np.lib.format.read_magic(fh)
-        require(version in ((1, 0), (2, 0)), f"{where} uses .npy format {version}, not 1.0 or 2.0")
-        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = reader(fh)
-        offset = fh.tell()
-    require(not dtype.hasobject, f"{where} holds Python objects (pickled data), which are never loaded")
-    count = int(np.prod(shape, dtype=object))
-    need = count * max(dtype.itemsize, 8)  # the pixels become float64
-    require(need <= limit, f"{where} declares shape {shape} of {dtype}: {need / 2**30:.3g} GiB as float64, "
-            f"over the {limit / 2**30:.3g} GiB limit")
-    require(info.file_size >= offset + count * dtype.itemsize,
-            f"{where} declares shape {shape} but holds only {info.file_size - offset} data bytes (truncated)")
-    with zf.open(info) as fh:
-        arr = np.lib.format.read_array(fh, allow_pickle=False)
-    arr.setflags(write=False)
-    return arr
-
-
-def _npz_members(zf: zipfile.ZipFile) -> dict:
-    """{key: ZipInfo} for the keys used; other members are never decompressed."""
-    members = {i.filename: i for i in zf.infolist()}
-    return {k: info for k in NPZ_KEYS if (info := members.get(f"{k}.npy") or members.get(k)) is not None}
-
-
-@functools.lru_cache(maxsize=4)
-def _read_npz_cached(path: str, stamp: tuple) -> dict:
-    """``stamp`` (the CRC-32 and size of each used member, the file's mtime and size) keys the
-    cache, so a file rewritten in place is read again however close in time the writes were."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return {k: _read_member(zf, info, path, k) for k, info in _npz_members(zf).items()}
-    except MalleabilityError:
-        raise
-    except Exception:  # bad CRC, bad zlib stream, bad header, short data: the file is damaged
-        raise MalleabilityError(f"cannot read {path} as .npz: the file is corrupt or truncated") from None
-
-
-def _read_npz(path: str) -> dict:
-    """The arrays ``x``, ``y`` and, if present, ``x_test``, ``y_test`` (read-only)."""
-    p = Path(path)
-    require(p.exists(), f"data file not found: {path}")
-    require(p.is_file(), f"expected an .npz file, got a directory: {path}")
-    try:
-        st = p.stat()
-        with zipfile.ZipFile(p) as zf:
-            stamp = tuple((k, i.CRC, i.file_size) for k, i in _npz_members(zf).items())
-        content = _read_npz_cached(str(p.resolve()), stamp + (st.st_mtime_ns, st.st_size))
-    except zipfile.BadZipFile:
-        raise MalleabilityError(f"{path} is not an .npz file (not a zip archive, or truncated)") from None
-    except OSError as exc:
-        raise MalleabilityError(f"cannot read {path}: {exc.strerror or exc}") from None
-    for key in ("x", "y"):
-        require(key in content, f"{path} has no '{key}' array (needs x (N, ...) and y (N,))")
-    require(("x_test" in content) == ("y_test" in content), f"{path}: x_test and y_test must come together")
-    return content
-
-
-def _npz_pixels(x: np.ndarray, what: str, allow_empty: bool = False) -> np.ndarray:
-    x = _real_array(x, what)
-    require(x.ndim >= 2, f"{what} must be (N, ...) with N samples, got shape {x.shape}")
-    require(allow_empty or x.shape[0] >= 1, f"{what} is empty: it has no rows")
-    d = int(np.prod(x.shape[1:]))
-    require(d >= 1, f"{what} has no features: shape {x.shape}")
-    flat = x.reshape(x.shape[0], d)
-    if flat.dtype == np.uint8:
-        return flat.astype(np.float64) / 255.0
-    with np.errstate(over="ignore"):  # float128 beyond float64's range becomes inf, refused next
-        flat = flat.astype(np.float64)
-    require(bool(np.all(np.isfinite(flat))), f"{what} has NaN or inf entries")
-    return flat
-
-
-def _npz_labels(y: np.ndarray, n_rows: int, what: str) -> np.ndarray:
-    y = np.asarray(y)
-    require(y.dtype.kind in "iu", f"{what} must hold integer labels, got {y.dtype}")
-    y = y.reshape(-1)
-    require(y.shape[0] == n_rows, f"{what} has {y.shape[0]} labels for {n_rows} rows")
-    require(bool(np.all(y >= 0)), f"{what} has negative labels")
-    require(y.size == 0 or int(y.max()) < MAX_CLASSES,
-            f"{what} has label {int(y.max()) if y.size else 0}: labels are class indices below {MAX_CLASSES}")
-    return y.astype(np.int64)
-
-
-# --------------------------------------------------------------------------------------------
-# subsets
 
 
 def _class_mask(y: np.ndarray, classes) -> np.ndarray:

@@ -22,13 +22,13 @@ count of the machine.
 from __future__ import annotations
 
 import os
-import re
 import sys
 
 import click
 
 from malleability import __version__
 from malleability.errors import MalleabilityError
+from malleability.reports.cli_common import one_line
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
@@ -37,12 +37,6 @@ EXIT_INTERRUPTED = 130
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # "ValueError: " and the like inside a bad-input message: the user needs the reason, not the class.
-_CLASS_PREFIX = re.compile(r"(?<![\w.])(?:[A-Za-z_][\w.]*\.)?_*[A-Z]\w*(?:Error|Exception): ")
-
-
-def one_line(message: str) -> str:
-    """A message on one line, without Python exception class names."""
-    return " ".join(_CLASS_PREFIX.sub("", str(message)).split()) or "(no message)"
 
 
 def use_one_thread() -> None:

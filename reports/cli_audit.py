@@ -56,7 +56,7 @@ def register(main: click.Group, bench: click.Group) -> None:
             # The report is written (failed cells are listed in it), but an incomplete audit must not look
             # like a finished one to a script: exit 2 when every failure is bad input (e.g. a missing data
             # set), 1 otherwise. A rerun retries only the failed cells.
-            from malleability.reports.cli import one_line
+            from malleability.reports.cli_common import one_line
 
             first = one_line(failed[0].get("error") or "unknown error")
             bad_input = all(str(c.get("error") or "").startswith("MalleabilityError") for c in failed)

@@ -5,10 +5,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 
 import click
 
 from malleability.errors import MalleabilityError, require
+
+
+_CLASS_PREFIX = re.compile(r"(?<![\w.])(?:[A-Za-z_][\w.]*\.)?_*[A-Z]\w*(?:Error|Exception): ")
+
+
+def one_line(message: str) -> str:
+    """A message on one line, without Python exception class names."""
+    return " ".join(_CLASS_PREFIX.sub("", str(message)).split()) or "(no message)"
 
 
 def dump(obj) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from malleability.empirics import data as data_mod
+from malleability.empirics import torchvision_io
 from malleability.empirics.data import DataConfig, load_dataset, parse_classes, unit_rows
 from malleability.errors import MalleabilityError
 
@@ -25,7 +25,7 @@ def no_network(monkeypatch):
     monkeypatch.setattr(tvu, "download_url", boom)
     monkeypatch.setattr(tvu, "download_and_extract_archive", boom)
     monkeypatch.setattr(socket, "create_connection", boom)
-    monkeypatch.setattr(data_mod, "_network_reachable", boom)
+    monkeypatch.setattr(torchvision_io, "_network_reachable", boom)
 
 
 def test_mnist_subset_shapes_ranges_and_unit_rows(data_root):

@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from malleability.empirics import data as data_mod
+from malleability.empirics import npz_io, torchvision_io
 from malleability.empirics.data import DataConfig, data_fingerprint, load_dataset, unit_rows
 from malleability.errors import MalleabilityError
 
@@ -34,7 +35,7 @@ def no_network(monkeypatch):
         raise AssertionError("network/download attempted in a test")
 
     monkeypatch.setattr(socket, "create_connection", boom)
-    monkeypatch.setattr(data_mod, "_network_reachable", boom)
+    monkeypatch.setattr(torchvision_io, "_network_reachable", boom)
 
 
 def one_line_error(fn, *args, match: str | None = None, **kwargs) -> str:
@@ -282,7 +283,7 @@ def test_a_huge_declared_uncompressed_size_is_refused_before_decompressing(tmp_p
     blob[at + 24: at + 28] = struct.pack("<I", 0xF0000000)
     path.write_bytes(bytes(blob))
     assert zipfile.ZipFile(path).getinfo("x.npy").file_size == 0xF0000000
-    monkeypatch.setattr(data_mod, "MAX_ARRAY_BYTES", 2**30)
+    monkeypatch.setattr(npz_io, "MAX_ARRAY_BYTES", 2**30)
     tracemalloc.start()
     try:
         one_line_error(load_npz, path, match=r"'x' declares 3.75 GiB uncompressed, over the 1 GiB limit")
@@ -295,11 +296,11 @@ def test_a_huge_declared_uncompressed_size_is_refused_before_decompressing(tmp_p
 def test_the_limit_applies_to_real_members_too(tmp_path, monkeypatch):
     path = npz(tmp_path, "mid.npz", x=np.ones((200, 100)), y=np.arange(200) % 2)  # 160 kB as float64
     path8 = npz(tmp_path, "u8.npz", x=np.ones((100, 100), np.uint8), y=np.arange(100) % 2)  # 10 kB on disk
-    monkeypatch.setattr(data_mod, "MAX_ARRAY_BYTES", 64 * 1024)
+    monkeypatch.setattr(npz_io, "MAX_ARRAY_BYTES", 64 * 1024)
     one_line_error(load_npz, path, match="limit")
     # uint8 pixels become float64: the limit counts the 8 bytes each entry will take
     one_line_error(load_npz, path8, match=r"0.*GiB as float64")
-    monkeypatch.setattr(data_mod, "MAX_ARRAY_BYTES", 2**20)
+    monkeypatch.setattr(npz_io, "MAX_ARRAY_BYTES", 2**20)
     assert load_npz(path).d == 100 and load_npz(path8).d == 100
 
 

@@ -10,13 +10,12 @@ Per kind, seconds = coefficients · features(cell) (non-negative least squares o
   null floor; ``adv`` = the PGD steps per batch under adversarial training, else 0; ``att`` = 1
   for a transductive model (its features cost a d x d product per row, in every attack step).
 
-:func:`calibrate` times scaled-down cells of every kind and refits the constants below;
-:func:`estimate_seconds` spreads predicted cells over workers, costliest first.
+:func:`malleability.reports.audit.calibrate.calibrate` times scaled-down cells of every kind and
+refits the constants below; :func:`estimate_seconds` spreads predicted cells over workers, costliest first.
 """
 
 from __future__ import annotations
 
-import time
 
 # Fitted by calibrate() on 2026-12-01, AMD EPYC (2 cores shared), torch 2.14 CPU, one thread.
 COEFFICIENTS: dict[str, tuple[float, ...]] = {
@@ -80,68 +79,3 @@ def estimate_seconds(cells, workers: int, coefficients: dict | None = None) -> f
         i = loads.index(min(loads))
         loads[i] += s
     return max(loads) if cells else 0.0
-
-
-def time_cells(cells) -> list[float]:
-    """Seconds of each cell run in this process (the caller sets the thread count)."""
-    out = []
-    for cell in cells:
-        t = time.perf_counter()
-        cell.fn(cell.config)
-        out.append(time.perf_counter() - t)
-    return out
-
-
-def fit(cells, seconds) -> dict[str, tuple[float, ...]]:
-    """Non-negative least squares of the seconds on the features, per kind (kinds not timed keep their constants).
-
-    Rows are weighted by 1/seconds so the fit is in relative error: a cheap cell counts as much
-    as a costly one.
-    """
-    import numpy as np
-    from scipy.optimize import nnls
-
-    out = dict(COEFFICIENTS)
-    for kind in {c.kind for c in cells}:
-        rows = [(features(c), s) for c, s in zip(cells, seconds) if c.kind == kind]
-        A = np.array([f for f, _ in rows], dtype=float)
-        b = np.array([s for _, s in rows], dtype=float)
-        w = 1.0 / np.maximum(b, 1e-3)
-        scale = np.maximum(A.max(axis=0), 1e-300)  # columns of very different magnitude
-        x, _ = nnls(A / scale * w[:, None], b * w)
-        out[kind] = tuple(float(v) for v in x / scale)
-    return out
-
-
-def calibration_cells(data_root: str | None = None) -> list:
-    """Scaled-down cells of every kind: theory, widths, ntk-distance, flip-rate (plain, adversarial, null floor)."""
-    from malleability.reports.audit.plan import plan_cells
-    from malleability.reports.audit.scales import get_scale
-
-    cells = []
-    sizes = [("ntk.n=48", "ntk.widths=16,256", "ntk.epochs=2", "flip.n=40", "flip.width=32", "flip.epochs=2"),
-             ("ntk.n=120", "ntk.widths=64,1024", "ntk.epochs=4", "flip.n=100", "flip.width=128", "flip.epochs=3"),
-             ("ntk.n=200", "ntk.widths=512", "ntk.epochs=6", "flip.n=160", "flip.width=256", "flip.epochs=4")]
-    for i, size in enumerate(sizes):
-        over = [*size, "flip.adv_training=true", "flip.adv_train_steps=3", "flip.null_eps=1e-6",
-                "flip.attacks=fgsm,noise", "widths.n=" + ("20,40" if i == 0 else "100,300")]
-        plan = plan_cells(get_scale("tiny", over), data_root=data_root)
-        cells.extend(c for c in plan.cells if c.kind != "theory" or i == 0)
-    return cells
-
-
-def calibrate(data_root: str | None = None) -> dict:
-    """Time the calibration cells on one thread and fit the coefficients: {coefficients, cells, seconds}."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cells = calibration_cells(data_root)
-        time_cells(cells[:3])  # warm-up: imports, data loading and first-call allocations are not a cell's cost
-        seconds = time_cells(cells)
-    finally:
-        torch.set_num_threads(threads)
-    coef = fit(cells, seconds)
-    return {"coefficients": coef, "cells": [c.describe() for c in cells], "seconds": seconds,
-            "predicted": [cell_seconds(c, coef) for c in cells]}

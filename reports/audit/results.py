@@ -33,12 +33,14 @@ def compact(value):
 
 def analyse(results: dict) -> dict:
     """Summary and verdicts from the cells of a results document (pure; used by the audit and `report --resummarise`)."""
+    from malleability.reports.audit import limitations  # its judges register with the verdicts' registry
     from malleability.reports.audit.summary import summarise
     from malleability.reports.audit.verdicts import OUTCOMES, criteria, verdicts
 
     scale = results["scale"]
     summary = summarise(results["cells"], eps=scale["widths"]["eps"], baseline=scale["baseline"])
-    return {"summary": summary, "verdicts": verdicts(results, summary), "criteria": criteria(),
+    return {"summary": summary, "verdicts": verdicts(results, summary),
+            "criteria": {**criteria(), **limitations.criteria()},
             "outcomes": {k: {"label": v[0], "meaning": v[1]} for k, v in OUTCOMES.items()}}
 
 

@@ -242,10 +242,12 @@ def validate_scale(scale: Scale) -> None:
     for reading in scale.attention_inputs:
         require(reading in ATTENTION_INPUTS, f"unknown attention input {reading!r}: choose from {', '.join(ATTENTION_INPUTS)}")
     require(scale.attention_inputs, "attention_inputs must not be empty")
-    from malleability.reports.audit.limitations import limitation_variants
-
-    for model, options, _reading in limitation_variants(scale):
-        get_model(model, options)
+    for model in scale.limitation_models:
+        require(model in MODELS, f"unknown model {model!r} in limitation_models: choose from {', '.join(MODELS)}")
+        get_model(model)
+    if "truncated-attn" in scale.limitation_models:
+        for rank in scale.truncation_ranks:
+            get_model("truncated-attn", {"rank": rank})
     for attack in (*f.attacks, *f.eps_sweep_attacks):
         require(attack in ATTACKS, f"unknown attack {attack!r}: choose from {', '.join(ATTACKS)}")
     for name, value in (("ntk.n", k.n), ("ntk.seeds", k.seeds), ("ntk.epochs", k.epochs), ("flip.n", f.n),

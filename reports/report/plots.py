@@ -20,8 +20,17 @@ def _plt():
 
 
 def _save(plt, fig, path: Path) -> bool:
+    import textwrap
+
+    top = 0.96
+    title = fig._suptitle
+    if title is not None:
+        # a title wider than the figure is cut off at both edges: wrap it to the figure's width
+        lines = textwrap.wrap(title.get_text(), width=max(40, int(fig.get_figwidth() * 15)))
+        title.set_text("\n".join(lines))
+        top = 1 - 0.045 * len(lines) * 4.6 / fig.get_figheight()
     if not getattr(fig, "_laid_out", False):
-        fig.tight_layout(rect=(0, 0, 1, 0.96))
+        fig.tight_layout(rect=(0, 0, 1, top))
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
     return True
@@ -175,19 +184,22 @@ def plot_kappa(results: dict, path: Path) -> bool:
 
 
 def plot_widths(results: dict, path: Path) -> bool:
-    rows = [r for r in results["summary"]["widths"]["rows"] if r["features"] == "relu"]
+    rows = results["summary"]["widths"]["rows"]
     measured = [(t, m) for t, ms in results["summary"]["measured_widths"].items() for m in ms
                 if m["log10_width"] is not None]
     if not rows:
         return False
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    tasks = sorted({r["task"] for r in rows})
-    for i, task in enumerate(tasks):
-        pts = sorted((r["n"], r["log10_v1"], r["log10_v2"]) for r in rows if r["task"] == task)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=f"C{i}", label=f"{task}: v1 κ⁶/ε²")
+    fig, ax = plt.subplots(figsize=(9, 5))
+    # one colour per (data set, view): each model sees differently conditioned rows
+    groups = sorted({(r["task"], r["features"]) for r in rows})
+    for i, (task, view) in enumerate(groups):
+        pts = sorted((r["n"], r["log10_v1"], r["log10_v2"]) for r in rows
+                     if r["task"] == task and r["features"] == view)
+        name = f"{_label(results, task)}, {_label(results, view)} view"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=f"C{i}", label=f"{name}: v1 κ⁶/ε²")
         ax.plot([p[0] for p in pts], [p[2] for p in pts], marker="s", linestyle="--", color=f"C{i}",
-                label=f"{task}: v2 κ_d⁶ n ln n")
+                label=f"{name}: v2 κ_d⁶ n ln n")
     top = max([p for r in rows for p in (r["log10_v1"], r["log10_v2"]) if p is not None] + [5.0]) + 5
     n_ntk = results["scale"]["ntk"]["n"]
     shown = set()

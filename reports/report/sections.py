@@ -131,6 +131,13 @@ FLIP_HEADER = ["model", "protocol", "attack", "flip rate", "95%", "− noise", "
                "test acc", "KRR acc", "learned", "paper", "paper in 95% (≥ 3 seeds)"]
 
 
+def _with_paper_column(cells: list[dict], rows: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    """The paper-in-interval column only where some cell has 3 seeds or more (fewer give no usable interval)."""
+    if any(c["flip_rate"]["n"] >= 3 for c in cells):
+        return FLIP_HEADER, rows
+    return FLIP_HEADER[:-1], [row[:-1] for row in rows]
+
+
 def flip_tables(doc: Doc, r: dict, plots: dict) -> None:
     eps = r["scale"]["flip"]["eps"]
     doc.h(2, "Tables 2 and 3: influence flip rates")
@@ -141,7 +148,7 @@ def flip_tables(doc: Doc, r: dict, plots: dict) -> None:
         if not cells:
             continue
         what = f"{task_label(r, task)} ({'binary, Table 3' if is_binary(cells[0]) else '10-class, Table 2'})"
-        doc.table(FLIP_HEADER, _flip_rows(r, task, cells), caption=_flip_caption(r, what))
+        doc.table(*_with_paper_column(cells, _flip_rows(r, task, cells)), caption=_flip_caption(r, what))
     ratios = [(task, x) for task, summ in sorted(r["summary"]["flip"].items()) for x in summ["ratios"]
               if x["eps"] == eps and x["attack"] != "noise"]
     doc.table(["data", "model / baseline", "attack", "adv. training", "protocol", "ratio", "95% (paired bootstrap)", "note"],
@@ -166,7 +173,8 @@ def flip_tables(doc: Doc, r: dict, plots: dict) -> None:
     for task, summ in sorted(r["summary"]["flip"].items()):
         adv_rows += _flip_rows(r, task, [c for c in summ["cells"] if c["adv_train"]])
     if adv_rows:
-        doc.table(FLIP_HEADER, adv_rows, caption="The adversarially trained cells with their accuracies.")
+        adv_cells = [c for summ in r["summary"]["flip"].values() for c in summ["cells"] if c["adv_train"]]
+        doc.table(*_with_paper_column(adv_cells, adv_rows), caption="The adversarially trained cells with their accuracies.")
 
 
 def eps_sweep(doc: Doc, r: dict, plots: dict) -> None:
