@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -208,3 +209,57 @@ def test_bad_counts_are_refused():
         D.make_dask_executor("127.0.0.1:1", n_workers=0, log=None)
     with pytest.raises(MalleabilityError, match="retries"):
         D.DaskExecutor(None, retries=-1)
+
+
+def _plan_cells():
+    from malleability.reports.audit.plan import plan_cells
+
+    return [c for c in plan_cells(get_scale("tiny")).cells if c.kind != "widths"][:4]
+
+
+def test_dask_scheduler_and_worker_commands_on_loopback(tmp_path, monkeypatch):
+    """The way a cluster runs it: `dask scheduler` and `dask worker` processes, the address from the environment."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from malleability.reports.audit.cache import CellCache
+    from malleability.reports.audit.executor import SerialExecutor, run_cells
+
+    dask_cli = shutil.which("dask") or str(Path(sys.executable).with_name("dask"))
+    if not Path(dask_cli).exists():
+        pytest.skip("no dask command")
+    info = tmp_path / "scheduler.json"
+    logs = [open(tmp_path / f"{n}.log", "w") for n in ("scheduler", "worker")]
+    procs = [subprocess.Popen([dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                               "--scheduler-file", str(info)], stdout=logs[0], stderr=subprocess.STDOUT)]
+    try:
+        deadline = time.time() + 30
+        while not (info.exists() and info.stat().st_size) and time.time() < deadline:
+            time.sleep(0.1)
+        address = json.loads(info.read_text())["address"]
+        procs.append(subprocess.Popen([dask_cli, "worker", address, "--nworkers", "1", "--nthreads", "1",
+                                       "--no-dashboard", "--host", "127.0.0.1"], stdout=logs[1],
+                                      stderr=subprocess.STDOUT))
+        monkeypatch.setenv(D.ADDRESS_ENV, address)
+        ex, close = D.make_dask_executor(None, n_workers=1, timeout_s=60, log=None)
+        try:
+            assert ex.n_workers == 1
+            remote = run_cells(_plan_cells(), ex, CellCache(tmp_path / "c-dask"), progress=None)
+            ex.client.shutdown()  # scheduler and workers stop at once (faster than SIGTERM to each)
+        finally:
+            close()
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for f in logs:
+            f.close()
+    local = run_cells(_plan_cells(), SerialExecutor(), CellCache(tmp_path / "c-local"), progress=None)
+    assert [o.status for o in remote.outcomes] == ["computed"] * len(local.outcomes)
+    assert [_stable(o.entry["result"]) for o in remote.outcomes] == [_stable(o.entry["result"]) for o in local.outcomes]
