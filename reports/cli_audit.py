@@ -24,8 +24,8 @@ def register(main: click.Group, bench: click.Group) -> None:
 
     @main.command("audit")
     @click.option("--scale", "scale_name", default="quick", show_default=True, metavar="quick|default|paper",
-                  help="quick: CI-sized (<15 min on 2 cores); default: the CPU reference run (~30-45 min); "
-                       "paper: the paper's widths and epochs (GPU).")
+                  help="quick: CI-sized; default: the CPU reference run; paper: the paper's widths and epochs (GPU). "
+                       "--dry-run prints each one's cells and its cost-model run time.")
     @click.option("--out", "out_dir", default="audit-out", show_default=True, type=click.Path(file_okay=False),
                   help="Folder for report.md, report.html, results.json and the PNG plots.")
     @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -35,19 +35,52 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--data-root", default=None, type=click.Path(), help="Data folder (default: $MALLEABILITY_DATA).")
     @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
                   help="Cell cache (default: $MALLEABILITY_CACHE_DIR or ~/.cache/malleability/audit-cells).")
+    @click.option("--executor", "executor_kind", type=click.Choice(["local", "dask"]), default="local",
+                  show_default=True,
+                  help="local: processes on this machine; dask: a dask.distributed cluster (pip install '.[dask]').")
+    @click.option("--scheduler", default=None, metavar="ADDRESS",
+                  help="Dask scheduler (default $DASK_SCHEDULER_ADDRESS; unset: a local dask cluster of --workers "
+                       "processes).")
+    @click.option("--dry-run", is_flag=True, help="Print the plan (cells per kind) and the cost-model run time; run nothing.")
     @click.option("--override", "overrides", multiple=True, hidden=True, help="FIELD=VALUE of the scale (tests).")
-    def audit_cmd(scale_name, out_dir, device, fresh, workers, data_root, cache_dir, overrides):
+    def audit_cmd(scale_name, out_dir, device, fresh, workers, data_root, cache_dir, executor_kind, scheduler, dry_run,
+                  overrides):
         """Run every theory check and experiment at a scale; write a report beside the paper's numbers."""
         from malleability.reports.audit import get_scale, run_audit
 
         scale = get_scale(scale_name, overrides)
         if workers is not None and workers < 1:
             raise MalleabilityError(f"--workers must be >= 1, got {workers}")
+        if scheduler is not None and executor_kind != "dask":
+            raise MalleabilityError("--scheduler needs --executor dask")
+        if dry_run:
+            from collections import Counter
+
+            from malleability.reports.audit import estimate_seconds, plan_cells
+            from malleability.reports.audit.executor import default_workers
+
+            cells = plan_cells(scale, data_root=data_root).cells
+            n_workers = workers or default_workers()
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(Counter(c.kind for c in cells).items()))
+            click.echo(f"scale {scale.name}: {len(cells)} cells ({kinds}); cost-model estimate "
+                       f"{estimate_seconds(cells, n_workers) / 60:.1f} min on {n_workers} CPU worker(s), one thread each")
+            return
         from malleability.empirics.training import resolve_device
 
         resolved = resolve_device(device)
-        results = run_audit(scale, out_dir, cache_dir=cache_dir, device=resolved, workers=workers, fresh=fresh,
-                            data_root=data_root, overrides=tuple(overrides))
+        executor = close = None
+        if executor_kind == "dask":
+            from malleability.reports.audit.dask_executor import make_dask_executor
+
+            executor, close = make_dask_executor(scheduler, n_workers=workers, data_root=data_root)
+            workers = workers or max(1, executor.n_workers)
+        try:
+            results = run_audit(scale, out_dir, cache_dir=cache_dir, device=resolved, workers=workers, fresh=fresh,
+                                data_root=data_root, overrides=tuple(overrides), executor=executor,
+                                executor_name=executor_kind)
+        finally:
+            if close:
+                close()
         counts = results["counts"]
         click.echo(f"wrote {out_dir}/report.md ({counts['computed']} cells computed, {counts['cached']} cached, "
                    f"{counts['failed']} failed, {counts['missing']} not run)")

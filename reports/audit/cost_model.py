@@ -64,12 +64,19 @@ def features(cell) -> list[float]:
     return [1.0]
 
 
+# What a cell costs inside an audit beyond its own computation (result transfer, provenance, the
+# executor's bookkeeping): measured on a 252-cell quick-scale run on 2 workers (2026-12-01), whose
+# wall time was 2.9x the sum of the calibrated cell times.
+AUDIT_OVERHEAD_S = {"ntk-distance": 1.0, "flip-rate": 1.0}
+
+
 def cell_seconds(cell, coefficients: dict | None = None) -> float:
-    """Predicted seconds of one cell on one thread."""
+    """Predicted seconds of one cell on one thread, inside an audit."""
     if cell.kind == "theory" and coefficients is None and cell.config.claim in THEORY_SECONDS:
         return THEORY_SECONDS[cell.config.claim]
     coef = (coefficients or COEFFICIENTS).get(cell.kind, (5.0,))
-    return float(sum(c * f for c, f in zip(coef, features(cell))))
+    overhead = AUDIT_OVERHEAD_S.get(cell.kind, 0.0) if coefficients is None else 0.0
+    return overhead + float(sum(c * f for c, f in zip(coef, features(cell))))
 
 
 def estimate_seconds(cells, workers: int, coefficients: dict | None = None) -> float:

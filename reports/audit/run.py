@@ -139,6 +139,7 @@ def run_audit(
     progress: Callable[[str], None] | None = _stderr,
     render: bool = True,
     overrides: tuple[str, ...] = (),
+    executor_name: str = "local",
 ) -> dict:
     """Run (or resume) the audit and write OUT/results.json (+ the report unless ``render`` is False)."""
     say = progress or (lambda _l: None)
@@ -195,7 +196,8 @@ def run_audit(
     results = build_results(
         scale=dataclasses.asdict(scale), records=records, missing=missing, code=code,
         options={"device": device, "workers": workers, "fresh": fresh, "data_root": data_root,
-                 "cache_dir": str(cache.root), "overrides": list(overrides)},
+                 "cache_dir": str(cache.root), "overrides": list(overrides),
+                 "executor": executor_name},
         started=started, estimate_s=est,
         counts={"cells": len(records), "cached": stats.cached, "computed": stats.computed, "failed": stats.failed,
                 "missing": len(plan.missing)},
