@@ -53,28 +53,131 @@ def _activation_pattern(z: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     return (z @ W.T > 0).to(z.dtype)
 
 
+def _same_tensor(x: torch.Tensor, y: torch.Tensor) -> bool:
+    # views of one memory are the same rows: the self-kernel takes the symmetric path
+    return x is y or (x.shape == y.shape and x.stride() == y.stride() and x.dtype == y.dtype
+                      and x.device == y.device and x.data_ptr() == y.data_ptr())
+
+
+def _pattern_int8(z: torch.Tensor, W: torch.Tensor, chunk: int) -> torch.Tensor:
+    """σ'(z Wᵀ) as an (n, m) int8 0/1 matrix, equal to the pattern of the product in z's dtype.
+
+    float64: the product is screened in float32 on unit-normalised rows. With ``|ẑ·ŵ| <= 1`` the
+    float32 error is at most ``c = γ_{d+6} + d·2^-140`` (input rounding, accumulation, underflow),
+    so ``|P32| > c`` fixes the sign of the exact product; the rare entries with ``|P32| <= c`` are
+    recomputed as float64 dot products. Other dtypes use the product in their own precision.
+    """
+    n, d = z.shape
+    out = torch.empty(n, W.shape[0], dtype=torch.int8, device=z.device)
+    screen = z.dtype == torch.float64 and torch.get_float32_matmul_precision() == "highest"
+    if screen:
+        zs = (z / z.norm(dim=1, keepdim=True).clamp_min(1e-300)).float()
+        Ws = (W / W.norm(dim=1, keepdim=True).clamp_min(1e-300)).float()
+        c = 1.01 * (d + 6) * 2.0**-24 + d * 2.0**-140
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        if not screen:
+            out[start:stop] = (z[start:stop] @ W.T > 0).view(torch.int8)
+            continue
+        P = zs[start:stop] @ Ws.T
+        out[start:stop] = (P > 0).view(torch.int8)
+        idx = (P.abs_() <= c).nonzero()
+        if idx.shape[0] > P.numel() // 16:  # many near-zero pre-activations: one float64 product
+            out[start:stop] = (z[start:stop] @ W.T > 0).view(torch.int8)
+        elif idx.shape[0]:
+            i, r = idx[:, 0], idx[:, 1]
+            exact = (z[start:stop][i] * W[r]).sum(1) > 0
+            out[start + i, r] = exact.to(torch.int8)
+    return out
+
+
+def _int_gram_ok() -> bool:
+    global _INT_MM
+    if _INT_MM is None:
+        try:
+            x = torch.tensor([[1, 0, 1], [1, 1, 0]], dtype=torch.int8)
+            _INT_MM = torch.equal(torch._int_mm(x, x.T), torch.tensor([[2, 1], [1, 2]], dtype=torch.int32))
+        except (RuntimeError, AttributeError, TypeError):
+            _INT_MM = False
+    return _INT_MM
+
+
+_INT_MM = None
+
+
+def _count_gram(S1: torch.Tensor, S2: torch.Tensor) -> torch.Tensor:
+    """S1 S2ᵀ for 0/1 int8 patterns: exact integer counts (int32 GEMM, else float32 below 2^24)."""
+    if _int_gram_ok():
+        return torch._int_mm(S1, S2.T)
+    ft = torch.float32 if S1.shape[1] < 2**24 else torch.float64
+    return S1.to(ft) @ S2.to(ft).T
+
+
+def _sym_blocks(lo: int, hi: int, leaf: int, chunk: int):
+    """Upper-triangular tiling of [lo, hi)²: diagonal leaves plus off-diagonal rectangles."""
+    if hi - lo <= leaf:
+        yield lo, hi, lo, hi
+        return
+    mid = (lo + hi) // 2
+    yield from _sym_blocks(lo, mid, leaf, chunk)
+    for r0 in range(lo, mid, chunk):
+        for c0 in range(mid, hi, chunk):
+            yield r0, min(r0 + chunk, mid), c0, min(c0 + chunk, hi)
+    yield from _sym_blocks(mid, hi, leaf, chunk)
+
+
 def empirical_ntk(z1, z2, W, a=None, *, chunk_size: int = 1024) -> torch.Tensor:
     """Closed-form empirical NTK, (n1, n2): ``(z1 z2ᵀ) ⊙ (σ'(z1 Wᵀ) diag(a²) σ'(z2 Wᵀ)ᵀ) / m``.
 
-    ``a``: (m,) one output column, None -> ones (the ±1 case). Chunked over rows of ``z1``.
+    ``a``: (m,) one output column, None -> ones (the ±1 case). When a² is constant (a = ±c)
+    the middle factor is c² times a matrix of integer counts <= m, computed exactly from int8
+    0/1 patterns; otherwise the weighted pattern's Gram is taken in z's dtype. For the
+    self-kernel (z1, z2 the same tensor) both Grams are computed on upper-triangular tiles only
+    and mirrored. Minimal work (self-kernel, ±1): one (n, d)x(d, m) product for the pattern
+    (float32 screening in a float64 run), n(n+1)·m integer multiply-adds and n(n+1)·d/2
+    float64 ones. Peak memory beyond the (n1, n2) output: (n1 + n2)·m bytes of patterns,
+    about 10·chunk·m bytes for one pattern chunk, 4·m·d for the float32 copy of W, and
+    12·chunk² bytes per tile.
     """
     _check(z1, z2, W, a)
     require(a is None or a.ndim == 1, "empirical_ntk takes one output column a (m,); use empirical_ntk_multi")
     require(int(chunk_size) >= 1, f"chunk_size must be >= 1, got {chunk_size}")
+    chunk = int(chunk_size)
     m = W.shape[0]
+    same = _same_tensor(z1, z2)
     W = W.detach()
-    z1, z2 = z1.detach(), z2.detach()
-    S2 = _activation_pattern(z2, W)
+    z1 = z1.detach()
+    z2 = z1 if same else z2.detach()
+    require(bool(torch.isfinite(z1).all()) and bool(torch.isfinite(z2).all()) and bool(torch.isfinite(W).all()),
+            "z1, z2 and W must be finite")
+    scale, weights = 1.0, None
     if a is not None:
-        S2 = S2 * (a.detach() ** 2).to(S2.dtype)
-    same = z1 is z2
+        a2 = a.detach().to(z1.dtype) ** 2
+        if bool((a2 == a2[0]).all()):
+            scale = float(a2[0])
+        else:
+            weights = a2
+    S1 = _pattern_int8(z1, W, chunk)
+    S2 = S1 if same else _pattern_int8(z2, W, chunk)
+
+    def gram(r0, r1, c0, c1):
+        if weights is None:
+            return _count_gram(S1[r0:r1], S2[c0:c1])
+        return (S1[r0:r1].to(z1.dtype) * weights) @ S2[c0:c1].to(z1.dtype).T
+
     out = torch.empty(z1.shape[0], z2.shape[0], dtype=z1.dtype, device=z1.device)
-    for start in range(0, z1.shape[0], int(chunk_size)):
-        stop = min(start + int(chunk_size), z1.shape[0])
-        zc = z1[start:stop]
-        Sc = _activation_pattern(zc, W) if not (same and a is None) else S2[start:stop]
-        out[start:stop] = (zc @ z2.T) * (Sc @ S2.T)
-    return out.div_(m)
+    factor = scale / m
+    if same:
+        blocks = _sym_blocks(0, z1.shape[0], min(256, chunk), chunk)
+    else:
+        blocks = ((r0, min(r0 + chunk, z1.shape[0]), c0, min(c0 + chunk, z2.shape[0]))
+                  for r0 in range(0, z1.shape[0], chunk) for c0 in range(0, z2.shape[0], chunk))
+    for r0, r1, c0, c1 in blocks:
+        block = (z1[r0:r1] @ z2[c0:c1].T).mul_(gram(r0, r1, c0, c1)).mul_(factor)
+        out[r0:r1, c0:c1] = block
+        if same and r0 != c0:
+            out[c0:c1, r0:r1] = block.T
+    return out
 
 
 def empirical_ntk_multi(z1, z2, W, A, *, chunk_size: int = 1024) -> torch.Tensor:

@@ -80,17 +80,61 @@ def parse_attacks(spec) -> list[str]:
     return attacks
 
 
-def model_options(models, *, attention_input: str | None) -> dict[str, dict]:
-    """{model: options} from the model options the CLI offers (each applied to the models that have it)."""
+def _model_fields() -> dict[str, list]:
+    """Option name -> the dataclass fields of the registered models that have it."""
     from malleability.empirics.models import MODELS
 
+    out: dict[str, list] = {}
+    for cls in MODELS.values():
+        for fld in dataclasses.fields(cls):
+            out.setdefault(fld.name, []).append((cls, fld))
+    return out
+
+
+def _parse_option(text: str, fld, flag: str):
+    kind = str(fld.type)
+    if text.strip().lower() in ("none", "full") and "None" in kind:
+        return None
+    try:
+        if kind.startswith("int"):
+            return int(text)
+        if kind.startswith("float"):
+            value = float(text)
+            require(math.isfinite(value), f"{flag} must be finite, got {text!r}")
+            return value
+        if kind.startswith("tuple"):
+            return tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise MalleabilityError(f"{flag} must be {kind.split(' ')[0]}, got {text!r}") from None
+    return text
+
+
+def model_option_flags(f):
+    """One ``--<option>`` flag per option of the registered models (from their dataclasses); each applies to
+    every selected model that has that option."""
+    for name, owners in sorted(_model_fields().items(), reverse=True):
+        flag = f"--{name.replace('_', '-')}"
+        models = ", ".join(sorted(cls.name for cls, _ in owners))
+        helptext = owners[0][1].metadata.get("help", name)
+        f = click.option(flag, f"model__{name}", default=None, type=str,
+                         help=f"model option ({models}): {helptext} (default {owners[0][1].default})")(f)
+    return f
+
+
+def model_options(models, kwargs: dict) -> dict[str, dict]:
+    """{model: options} from the ``--<option>`` flags given (popped from ``kwargs``), for the models that have them."""
+    from malleability.empirics.models import MODELS, get_model
+
+    given = {k.split("__", 1)[1]: kwargs.pop(k) for k in [k for k in kwargs if k.startswith("model__")]}
+    given = {k: v for k, v in given.items() if v is not None}
     out = {}
     for m in models:
-        fields = {f.name for f in dataclasses.fields(MODELS[m])}
-        opts = {}
-        if attention_input is not None and "attention_input" in fields:
-            opts["attention_input"] = attention_input
-        out[m] = opts
+        fields = {f.name: f for f in dataclasses.fields(MODELS[m])}
+        out[m] = {k: _parse_option(v, fields[k], f"--{k.replace('_', '-')}") for k, v in given.items() if k in fields}
+        get_model(m, out[m])  # a bad value is a one-line error before any work
+    unused = sorted(k for k in given if not any(k in {f.name for f in dataclasses.fields(MODELS[m])} for m in models))
+    require(not unused, f"--{unused[0].replace('_', '-') if unused else ''} applies to none of the models "
+            f"{', '.join(models)}")
     return out
 
 
@@ -101,12 +145,6 @@ def data_config(dataset, n, n_test, classes, data_seed, data_root):
     require(n_test >= 0, f"--n-test must be >= 0, got {n_test}")
     return DataConfig(dataset=dataset, n=n, n_test=n_test, classes=parse_classes(classes, dataset), seed=data_seed,
                       data_root=data_root)
-
-
-def attention_input_option(f):
-    return click.option("--attention-input", default="raw", show_default=True,
-                        help="attention models' input: raw (the paper's text) | center | standardize "
-                             "(training-set statistics)")(f)
 
 
 def attack_option_flags(f):
@@ -133,7 +171,7 @@ def attack_options(kwargs: dict) -> dict[str, dict]:
     from malleability.empirics.attacks import option_fields
 
     out: dict[str, dict] = {}
-    for key in [k for k in kwargs if "__" in k]:
+    for key in [k for k in kwargs if "__" in k and not k.startswith("model__")]:
         value = kwargs.pop(key)
         if value is None:
             continue

@@ -21,11 +21,11 @@ from malleability.errors import require
 from malleability.reports.cli_common import (
     attack_option_flags,
     attack_options,
-    attention_input_option,
     data_config,
     dump,
     fmt,
     interval,
+    model_option_flags,
     model_options,
     parse_attacks,
     parse_eps,
@@ -71,7 +71,7 @@ def register(main: click.Group, bench: click.Group) -> None:
                   help="also measure the numerical floor: flip rate under a null perturbation of this size (e.g. 1e-6)")
     @click.option("--models", default="mlp-attn,relu", show_default=True, help="comma list of registered models")
     @click.option("--baseline", default="relu", show_default=True, help="the model the others' ratios are against")
-    @attention_input_option
+    @model_option_flags
     @attack_option_flags
     @click.option("--data-root", default=None, help="data folder (default $MALLEABILITY_DATA, then the user cache)")
     @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
@@ -99,7 +99,7 @@ def register(main: click.Group, bench: click.Group) -> None:
             data, TrainConfig(protocol=kw["protocol"], epochs=kw["epochs"], device=dev, dtype=kw["dtype"]),
             models=models, attacks=attacks, eps_list=eps_list, seeds=seeds,
             adv_modes=[False, True] if kw["ablation"] else [bool(kw["adv_train"])],
-            model_options=model_options(models, attention_input=kw["attention_input"]), attack_options=attacks_opts,
+            model_options=model_options(models, kw), attack_options=attacks_opts,
             intervention=kw["intervention"], tau=kw["tau"], recompute=kw["recompute"], space=kw["space"],
             lam=kw["lam"], width=kw["width"], ntk_at=kw["ntk_at"], attention_c=kw["attention_c"],
             adv_train_steps=kw["adv_train_steps"], null_eps=kw["null_eps"])

@@ -17,11 +17,11 @@ import click
 
 from malleability.errors import MalleabilityError, require
 from malleability.reports.cli_common import (
-    attention_input_option,
     data_config,
     dump,
     fmt,
     interval,
+    model_option_flags,
     model_options,
     parse_models,
     parse_seeds,
@@ -71,7 +71,7 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--widths", default="default", show_default=True, help="comma list of widths; 'default' = 4..4096 (powers of 2)")
     @click.option("--seeds", default="1", show_default=True, help="count (0..S-1) or comma list of seeds")
     @click.option("--models", default="relu,mlp-attn", show_default=True, help="comma list of registered models")
-    @attention_input_option
+    @model_option_flags
     @click.option("--epochs", default=None, type=int, help="override the protocol's epochs (scaled-down runs)")
     @click.option("--protocol", default="paper", type=click.Choice(["paper", "lazy"]), show_default=True)
     @click.option("--loss", default="auto", type=click.Choice(["auto", "ce", "mse-ovr", "mse"]), show_default=True)
@@ -81,8 +81,8 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--function-kernel", default="infinite", type=click.Choice(["infinite", "init"]), show_default=True)
     @click.option("--eps", default=None, type=float, help="also report the width where each fitted distance reaches eps")
     @click.option("--json", "as_json", is_flag=True, help="print JSON {rows, summary, slopes, ...}")
-    def ntk_distance(dataset, n, n_test, classes, data_seed, data_root, widths, seeds, models, attention_input, epochs,
-                     protocol, loss, device, dtype, kernel_points, function_kernel, eps, as_json):
+    def ntk_distance(dataset, n, n_test, classes, data_seed, data_root, widths, seeds, models, epochs,
+                     protocol, loss, device, dtype, kernel_points, function_kernel, eps, as_json, **model_flags):
         """NTK distance vs width (all named distances, log-log slopes with 95% intervals)."""
         from malleability.empirics.data import load_dataset
         from malleability.empirics.experiments import ntk_distance as experiment
@@ -95,7 +95,7 @@ def register(main: click.Group, bench: click.Group) -> None:
         data = data_config(dataset, n, n_test, classes, data_seed, data_root)
         train = TrainConfig(protocol=protocol, epochs=epochs, loss=loss, device=resolve_device(device), dtype=dtype)
         configs = experiment.sweep(data, train, model_list, experiment.parse_widths(widths), parse_seeds(seeds),
-                                   model_options=model_options(model_list, attention_input=attention_input),
+                                   model_options=model_options(model_list, model_flags),
                                    kernel_points=kernel_points, function_kernel=function_kernel)
         load_dataset(configs[0].data)  # fail fast on bad data before any training
 

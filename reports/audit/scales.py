@@ -110,12 +110,12 @@ def _r(scale: Scale, **parts) -> Scale:
 _BASE = Scale(name="base")
 SCALES: dict[str, Scale] = {
     "quick": _r(_BASE, name="quick",
-                description="CI-sized: every table at a small size on 2 cores; trends only",
-                truncation_ranks=(1, 10, None),
+                description="CI-sized: every table and every limitation at a small size on 2 cores; trends only",
+                truncation_ranks=(1, None),
                 widths={"n": (50, 100, 200, 500)},
-                ntk={"n": 256, "n_test": 128, "widths": (16, 64, 256, 1024, 4096), "seeds": 2, "epochs": 20},
-                flip={"n": 300, "n_test": 75, "width": 128, "epochs": 20, "seeds": 3, "null_eps": None,
-                      "eps_sweep": (), "adv_train_steps": 5}),
+                ntk={"n": 200, "n_test": 100, "widths": (16, 64, 256, 1024), "seeds": 2, "epochs": 20},
+                flip={"n": 200, "n_test": 60, "width": 128, "epochs": 20, "seeds": 3, "null_eps": None,
+                      "eps_sweep": (), "adv_train_steps": 3}),
     "default": _r(_BASE, name="default",
                   description="the CPU reference run on 2 cores",
                   ntk={"n": 500, "n_test": 200, "widths": (16, 64, 256, 1024, 4096), "seeds": 5, "epochs": 30,
