@@ -45,6 +45,7 @@ def build_markdown(results: dict, plots: dict[str, bool]) -> str:
     sections.table1(doc, results, plots)
     sections.flip_tables(doc, results, plots)
     sections.eps_sweep(doc, results, plots)
+    sections.limitations(doc, results, plots)
     sections.kappa(doc, results, plots)
     sections.missing(doc, results)
     sections.scale_table(doc, results)

@@ -251,5 +251,49 @@ def plot_eps(results: dict, path: Path) -> bool:
     return _save(plt, fig, path)
 
 
+def plot_truncation(results: dict, path: Path) -> bool:
+    """Accuracy against malleability over the rank r of truncated attention (the paper's untested remark)."""
+    import re
+
+    eps = results["scale"]["flip"]["eps"]
+    series = {}
+    for task, summ in sorted(results["summary"]["flip"].items()):
+        for c in summ["cells"]:
+            base, opts = split_key(c["model"])
+            if base != "truncated-attn" or c["attack"] != "pgd" or c["eps"] != eps or c["adv_train"]:
+                continue
+            m = re.search(r"rank=(\w+)", opts)
+            rank = None if (m is None or m.group(1) == "None") else int(m.group(1))
+            series.setdefault(task, []).append((rank, c["flip_rate"], c["accuracy"]))
+    if not series:
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(series), figsize=(5.8 * len(series), 4.2), squeeze=False)
+    for ax, (task, pts) in zip(axes[0], sorted(series.items())):
+        full = max([r for r, _, _ in pts if r is not None] + [1]) * 4
+        pts = sorted(pts, key=lambda p: full if p[0] is None else p[0])
+        xs = [full if r is None else r for r, _, _ in pts]
+        fr = [p[1]["mean"] for p in pts]
+        lo = [p[1]["mean"] - (p[1]["ci95"] or [p[1]["mean"]] * 2)[0] for p in pts]
+        hi = [(p[1]["ci95"] or [p[1]["mean"]] * 2)[1] - p[1]["mean"] for p in pts]
+        ax.errorbar(xs, fr, yerr=[lo, hi], marker="o", capsize=3, color="C3", label="PGD flip rate (Wilson 95%)")
+        acc = [p[2]["test"]["mean"] for p in pts]
+        ax.plot(xs, acc, marker="s", color="C0", label="test accuracy")
+        chance = max(p[2]["chance"] or 0 for p in pts)
+        ax.axhline(chance, color="C0", linestyle=":", label=f"chance ({chance:.2f})")
+        ax.set_xscale("log")
+        ax.set_xticks(xs)
+        ax.set_xticklabels(["full" if r is None else str(r) for r, _, _ in pts])
+        from matplotlib.ticker import NullFormatter
+
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("rank r of the truncated attention matrix C_r")
+        ax.set_title(results.get("labels", {}).get("datasets", {}).get(task, task))
+        ax.legend(fontsize=7)
+    fig.suptitle("Truncated attention: malleability and accuracy against the rank (full = MLP-Attn)", fontsize=9)
+    return _save(plt, fig, path)
+
+
 PLOTS = {"ntk_distance.png": plot_ntk, "flip_rates.png": plot_flip, "kappa.png": plot_kappa,
-         "widths.png": plot_widths, "eps_sweep.png": plot_eps}
+         "widths.png": plot_widths, "eps_sweep.png": plot_eps, "truncation.png": plot_truncation}

@@ -231,6 +231,27 @@ def kappa(doc: Doc, r: dict, plots: dict) -> None:
         doc.image("widths.png", "predicted and measured widths")
 
 
+LIMITATIONS = ("limitation-softmax", "limitation-inductive", "prop-b4", "limitation-truncation")
+
+
+def limitations(doc: Doc, r: dict, plots: dict) -> None:
+    """One subsection per limitation the paper names, with its verdict, and the truncation trade-off."""
+    rows = [v for v in r["verdicts"] if v["claim"] in LIMITATIONS]
+    if not rows:
+        return
+    doc.h(2, "Beyond the paper: its named limitations, measured")
+    doc.p("Softmax attention, inductive (within-image) attention, learnable Q/K/V (Prop B.4) and truncated "
+          "attention run in Table 1 and Table 2 beside 2L-ReLU and MLP-Attn, under the same accuracy gate.")
+    for v in rows:
+        doc.h(3, f"{esc(v['claim'])}: {esc(v['verdict_label'])}")
+        doc.p(f"{esc(v.get('statement', ''))}. {esc(v['meaning'])} Criterion: {esc(v.get('criterion', ''))}. "
+              f"Holds under: {esc(', '.join(v.get('readings_holding', [])) or '—')}; fails under: "
+              f"{esc(', '.join(v.get('readings_failing', [])) or '—')}; not testable under: "
+              f"{esc(', '.join(v.get('readings_not_testable', [])) or '—')}. Detail: {esc(v.get('detail', ''))}")
+    if plots.get("truncation.png"):
+        doc.image("truncation.png", "truncated attention: flip rate and accuracy against the rank")
+
+
 def missing(doc: Doc, r: dict) -> None:
     doc.h(2, "Missing cells")
     if not r.get("missing"):
