@@ -105,12 +105,16 @@ def _int_gram_ok() -> bool:
 _INT_MM = None
 
 
-def _count_gram(S1: torch.Tensor, S2: torch.Tensor) -> torch.Tensor:
-    """S1 S2ᵀ for 0/1 int8 patterns: exact integer counts (int32 GEMM, else float32 below 2^24)."""
-    if _int_gram_ok():
-        return torch._int_mm(S1, S2.T)
+def _count_gram(S1: torch.Tensor, S2t: torch.Tensor) -> torch.Tensor:
+    """S1 S2t for 0/1 int8 patterns (S2t = S2ᵀ, (m, n2)): exact integer counts.
+
+    int32 GEMM where torch has it (wrong results were seen for inner size 1, hence m >= 8),
+    else float32, exact for counts below 2^24.
+    """
+    if S1.shape[1] >= 8 and _int_gram_ok():
+        return torch._int_mm(S1, S2t)
     ft = torch.float32 if S1.shape[1] < 2**24 else torch.float64
-    return S1.to(ft) @ S2.to(ft).T
+    return S1.to(ft) @ S2t.to(ft)
 
 
 def _sym_blocks(lo: int, hi: int, leaf: int, chunk: int):
@@ -159,11 +163,12 @@ def empirical_ntk(z1, z2, W, a=None, *, chunk_size: int = 1024) -> torch.Tensor:
             weights = a2
     S1 = _pattern_int8(z1, W, chunk)
     S2 = S1 if same else _pattern_int8(z2, W, chunk)
+    S2t = S2.T.contiguous()
 
     def gram(r0, r1, c0, c1):
         if weights is None:
-            return _count_gram(S1[r0:r1], S2[c0:c1])
-        return (S1[r0:r1].to(z1.dtype) * weights) @ S2[c0:c1].to(z1.dtype).T
+            return _count_gram(S1[r0:r1], S2t[:, c0:c1])
+        return (S1[r0:r1].to(z1.dtype) * weights) @ S2t[:, c0:c1].to(z1.dtype)
 
     out = torch.empty(z1.shape[0], z2.shape[0], dtype=z1.dtype, device=z1.device)
     factor = scale / m
