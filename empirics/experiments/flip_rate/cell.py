@@ -267,6 +267,13 @@ def run_flip_rate_cell(cfg: FlipRateConfig) -> dict:
     timing["total"] = time.perf_counter() - t_start
 
     z_train = model0.features(x_unit.to(dtype))
+    accuracy = model_quality(model0, ds.x_train, y_np, ds.x_test, y_test_np, krr_predictions=before.predictions)
+    accuracy_after = model_quality(model1, x_new.cpu().numpy(), y_new.cpu().numpy(), ds.x_test, y_test_np,
+                                   krr_predictions=after.predictions)
+    # the keys of earlier versions, kept beside the gate's
+    accuracy.update(test_before=accuracy["test"], test_after=accuracy_after["test"],
+                    train_loss_final_before=accuracy["final_loss"],
+                    train_loss_final_after=accuracy_after["final_loss"] if cfg.recompute == "retrain" else None)
     return {
         "model": cfg.model,
         "model_label": feature_model.label,
@@ -302,9 +309,8 @@ def run_flip_rate_cell(cfg: FlipRateConfig) -> dict:
             "krr_test_loss_before": float(before.test_loss.mean()),
             "krr_test_loss_after": float(after.test_loss.mean()),
         },
-        "accuracy": model_quality(model0, ds.x_train, y_np, ds.x_test, y_test_np, krr_predictions=before.predictions),
-        "accuracy_after": model_quality(model1, x_new.cpu().numpy(), y_new.cpu().numpy(), ds.x_test, y_test_np,
-                                        krr_predictions=after.predictions),
+        "accuracy": accuracy,
+        "accuracy_after": accuracy_after,
         "weight_change": weight_change(model0.W0, model0.net.W),
         "pattern_flip_share": pattern_flip_share(z_train, model0.W0, model0.net.W),
         "readings": {

@@ -123,6 +123,7 @@ def summarise(rows: list[dict], *, baseline: str = BASELINE) -> dict:
         if key[2] != CONTROL and noise_key in by_seed:
             diff = difference_interval(by_seed[key], by_seed[noise_key], lower=-1.0, upper=1.0)
             diff["definition"] = "per-seed flip rate (attack) − flip rate (noise control), same group and model"
+            diff["excess"] = diff["mean"]  # the key of earlier versions
             entry["excess_over_noise"] = diff
         cells.append(entry)
     ratios = []
