@@ -184,6 +184,8 @@ def empirical_ntk(z1, z2, W, a=None, *, chunk_size: int = 1024) -> torch.Tensor:
                   for r0 in range(0, z1.shape[0], chunk) for c0 in range(0, z2.shape[0], chunk))
     for r0, r1, c0, c1 in blocks:
         block = (z1[r0:r1] @ z2[c0:c1].T).mul_(gram(r0, r1, c0, c1)).mul_(factor)
+        if same and r0 == c0:  # a GEMM of A Aᵀ need not be bitwise symmetric: mirror its upper half
+            block = block.triu().add_(block.triu(1).T)
         out[r0:r1, c0:c1] = block
         if same and r0 != c0:
             out[c0:c1, r0:r1] = block.T

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from malleability.empirics.data import DataConfig, load_dataset
 from malleability.empirics.ntk import (
+    IMPLEMENTATIONS,
     empirical_ntk,
     empirical_ntk_multi,
     empirical_ntk_reference,
@@ -146,3 +147,92 @@ def test_reference_symmetric_path_mirrors_blocks():
     A = torch.randint(0, 2, (9, 2), generator=torch.Generator().manual_seed(9)).double() * 2 - 1
     assert torch.allclose(empirical_ntk_reference(z, z, W, chunk_size=3), empirical_ntk(z, z, W), atol=1e-14)
     assert torch.allclose(empirical_ntk_reference(z, z, W, A, chunk_size=3), empirical_ntk_multi(z, z, W, A), atol=1e-14)
+
+
+def test_hand_computed_two_by_two():
+    # z1 = e1, z2 = (e1 + e2)/√2; w1 = (1, 1) active on both, w2 = (-1, 2) active on z2 only.
+    # K = <z, z'> · #{r active on both} / m, m = 2
+    s = 1 / math.sqrt(2)
+    z = torch.tensor([[1.0, 0.0], [s, s]], dtype=torch.float64)
+    W = torch.tensor([[1.0, 1.0], [-1.0, 2.0]], dtype=torch.float64)
+    expected = torch.tensor([[1 * 1 / 2, s * 1 / 2], [s * 1 / 2, 1 * 2 / 2]], dtype=torch.float64)
+    for impl in IMPLEMENTATIONS:
+        assert torch.allclose(ntk(z, z, W, implementation=impl), expected, rtol=0, atol=1e-15), impl
+    a = torch.tensor([2.0, -3.0], dtype=torch.float64)  # general a: weights a_r² = 4, 9
+    wexp = torch.tensor([[4 / 2, s * 4 / 2], [s * 4 / 2, (4 + 9) / 2]], dtype=torch.float64)
+    assert torch.allclose(empirical_ntk(z, z, W, a), wexp, rtol=0, atol=1e-14)
+    # a = ±c: c² times the counts
+    assert torch.allclose(empirical_ntk(z, z, W, torch.tensor([-3.0, 3.0], dtype=torch.float64)),
+                          9 * expected, rtol=0, atol=1e-14)
+
+
+def test_near_zero_preactivations_take_the_float64_sign():
+    # z·w = ±1e-9: float32 rounds -1 + 1e-9 to -1 and would see 0; the float64 sign must win
+    eps = 1e-9
+    z = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 0.0]], dtype=torch.float64)
+    W = torch.tensor([[1.0, -1.0 + eps], [1.0, -1.0 - eps], [-1.0, 1.0 + eps], [0.0, 1.0]], dtype=torch.float64)
+    S = (z @ W.T > 0).double()
+    assert S[0].tolist() == [1.0, 0.0, 1.0, 1.0]
+    exact = (z @ z.T) * (S @ S.T) / 4
+    assert torch.equal(empirical_ntk(z, z, W), exact)
+    assert torch.equal(empirical_ntk(z[:2], z, W), exact[:2])
+
+
+@pytest.mark.parametrize("n,m,chunk", [(1, 1, 1024), (2, 1, 1), (5, 7, 2), (37, 9, 8), (300, 64, 1024), (300, 40, 64)])
+def test_integer_counts_and_symmetric_tiles_equal_exact_arithmetic(n, m, chunk):
+    # exact oracle: counts in int64 and <z, z'> in float64 from the same pattern
+    z = rows(n, 6, n + m)
+    W = torch.randn(m, 6, generator=torch.Generator().manual_seed(m), dtype=torch.float64)
+    S = (z @ W.T > 0).long()
+    exact = (z @ z.T) * (S @ S.T).double() / m
+    K = empirical_ntk(z, z, W, chunk_size=chunk)
+    assert float((K - exact).abs().max()) <= 1e-15
+    assert torch.equal(K, K.T)
+    # a view of the same memory is the self-kernel too; a copy takes the general path
+    assert torch.allclose(empirical_ntk(z, z[:], W, chunk_size=chunk), exact, rtol=0, atol=1e-15)
+    assert torch.allclose(empirical_ntk(z, z.clone(), W, chunk_size=chunk), exact, rtol=0, atol=1e-15)
+
+
+def test_large_width_entries_match_mpmath():
+    import mpmath
+
+    z = rows(6, 784, 2)
+    W = torch.randn(4096, 784, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    K = empirical_ntk(z, z, W)
+    S = (z @ W.T > 0).long()
+    counts = S @ S.T
+    mpmath.mp.prec = 200
+    for i, j in [(0, 0), (0, 5), (3, 4)]:
+        dot = mpmath.fsum(mpmath.mpf(float(x)) * mpmath.mpf(float(y)) for x, y in zip(z[i], z[j]))
+        exact = dot * int(counts[i, j]) / 4096
+        assert abs(float(K[i, j]) - float(exact)) <= 1e-15 * abs(float(exact)) + 1e-300
+
+
+def test_weighted_path_equals_reference_at_width():
+    z = rows(20, 30, 4)
+    W = torch.randn(200, 30, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    a = torch.randn(200, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    R = empirical_ntk_reference(z, z, W, a)
+    assert float((empirical_ntk(z, z, W, a, chunk_size=7) - R).abs().max() / R.abs().max()) < 1e-13
+
+
+def test_non_finite_inputs_are_rejected():
+    z = rows(3, 4)
+    W = torch.randn(5, 4, dtype=torch.float64)
+    bad = z.clone()
+    bad[1, 2] = float("nan")
+    with pytest.raises(MalleabilityError, match="finite"):
+        empirical_ntk(bad, z, W)
+    with pytest.raises(MalleabilityError, match="finite"):
+        empirical_ntk(z, z, W * float("inf"))
+
+
+def test_benchmark_reports_all_ratios_and_old_aliases():
+    from malleability.empirics.ntk import benchmark_ntk
+
+    res = benchmark_ntk(40, 8, 32, repeats=1, neural_tangents=False)
+    assert res["speedup_vs_reference"] == res["speedup"] > 0
+    assert res["ratio_to_floor"] == res["closed_form_over_floor"] > 0
+    assert res["speedup_vs_neural_tangents"] is None and res["neural_tangents_reason"]
+    assert res["max_rel_diff"] < 1e-12
+    assert res["floor_flops"]["pattern_gram"] == 40 * 41 * 32
