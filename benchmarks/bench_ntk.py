@@ -1,12 +1,12 @@
 #!/usr/bin/env python
-"""Closed-form empirical NTK vs the torch.func Jacobian contraction, same inputs, one process.
+"""Closed-form empirical NTK vs the torch.func reference, its matmul floor and neural-tangents.
 
-Targets (issue 3): at n=1024, d=784, m=1024, float64, on 2 cores the closed form is >= 50x
-faster than the reference with max_rel_diff <= 1e-10; at m=4096 the closed form runs within
-3x of its own matrix products' floor at this machine's measured GEMM rate.
+Goals at n=1024, d=784, m=4096, float64, 1 and 2 threads: ratio_to_floor <= 1.2,
+speedup_vs_neural_tangents >= 1.5 (where jax and neural-tangents are importable; run with a
+Python that has them, never required by the tests) and max_rel_diff <= 1e-12.
 
-    python benchmarks/bench_ntk.py            # both configurations, prints the numbers
-    python benchmarks/bench_ntk.py --json
+    python benchmarks/bench_ntk.py                      # m = 1024 and 4096, 1 and 2 threads
+    python benchmarks/bench_ntk.py --m 4096 --threads 1 --json
 """
 
 from __future__ import annotations
@@ -18,30 +18,35 @@ import sys
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--m", type=int, nargs="+", default=[1024, 4096])
+    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--reference-budget", type=float, default=60.0)
+    p.add_argument("--reference-budget", type=float, default=0.0,
+                   help="seconds; 0 times the reference on 128 rows and scales")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     import torch
 
     from malleability.empirics.ntk import benchmark_ntk
 
-    torch.set_num_threads(args.threads)
     results = []
-    for m in (1024, 4096):
-        res = benchmark_ntk(1024, 784, m, "float64", repeats=args.repeats,
-                            reference_budget_s=args.reference_budget if m == 1024 else 0.0)
-        results.append(res)
-        if not args.json:
-            scaled = f" (scaled from a {res['reference_scaled_from_rows']}-row block)" if res["reference_scaled_from_rows"] else ""
-            print(f"n=1024 d=784 m={m} float64, {res['threads']} threads: closed form {res['closed_form_s']:.4f} s, "
-                  f"reference {res['reference_s']:.2f} s{scaled}, speedup {res['speedup']:.0f}x (target >= 50), "
-                  f"max_rel_diff {res['max_rel_diff']:.1e} (target <= 1e-10)")
-            print(f"    matmul floor {res['matmul_floor_s']:.4f} s at {res['gemm_gflops']:.1f} GFLOP/s; "
-                  f"closed form / floor = {res['closed_form_over_floor']:.2f} (target <= 3 at m=4096)")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for m in args.m:
+            res = benchmark_ntk(1024, 784, m, args.dtype, repeats=args.repeats,
+                                reference_budget_s=args.reference_budget)
+            results.append(res)
+            if args.json:
+                continue
+            nt = (f"{res['speedup_vs_neural_tangents']:.2f}x (target >= 1.5)"
+                  if res["speedup_vs_neural_tangents"] is not None else f"n/a ({res['neural_tangents_reason']})")
+            print(f"n=1024 d=784 m={m} {args.dtype}, {res['threads']} threads: closed form {res['closed_form_s']:.4f} s; "
+                  f"speedup_vs_reference {res['speedup_vs_reference']:.0f}x; "
+                  f"ratio_to_floor {res['ratio_to_floor']:.2f} (target <= 1.2); speedup_vs_neural_tangents {nt}; "
+                  f"max_rel_diff {res['max_rel_diff']:.1e}")
     if args.json:
-        print(json.dumps(results, indent=1))
+        print(json.dumps(results, indent=1, default=str))
     return 0
 
 
