@@ -21,6 +21,10 @@ def register(main: click.Group, bench: click.Group) -> None:
     """Add the benchmark commands to the `bench` group."""
 
     @bench.command("ntk")
+    @click.option("--model", default="relu", show_default=True,
+                  help="relu | mlp-attn: the closed form of parameter-free features; qkv-attn: the NTK over all "
+                       "parameters (factored and torch.func) against plain Jacobian contraction")
+    @click.option("--d-k", "d_k", default=64, type=int, show_default=True, help="qkv-attn: projection width")
     @click.option("--n", "n", default=1024, type=int, show_default=True)
     @click.option("--d", "d", default=784, type=int, show_default=True)
     @click.option("--m", "m", default=1024, type=int, show_default=True)
@@ -32,7 +36,7 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--neural-tangents/--no-neural-tangents", "with_nt", default=True, show_default=True,
                   help="also time neural-tangents' structured-derivatives NTK where jax and it are importable")
     @click.option("--json", "as_json", is_flag=True)
-    def bench_ntk(n, d, m, dtype, repeats, threads, reference_budget, with_nt, as_json):
+    def bench_ntk(model, d_k, n, d, m, dtype, repeats, threads, reference_budget, with_nt, as_json):
         """Closed-form NTK vs the torch.func reference, its matmul floor and neural-tangents (one process)."""
         import torch
 
@@ -42,8 +46,22 @@ def register(main: click.Group, bench: click.Group) -> None:
         require(min(n, d, m) >= 1, "--n, --d and --m must be >= 1")
         require(repeats >= 1, "--repeats must be >= 1")
         require(threads is None or threads >= 1, "--threads must be >= 1")
+        require(model in ("relu", "mlp-attn", "qkv-attn"), f"--model must be relu, mlp-attn or qkv-attn, got {model!r}")
+        require(d_k >= 1, "--d-k must be >= 1")
         if threads is not None:
             torch.set_num_threads(threads)
+        if model == "qkv-attn":
+            from malleability.empirics.ntk_params import benchmark_qkv_ntk
+
+            res = benchmark_qkv_ntk(n, d, m, d_k)
+            res.update(model=model, provenance=provenance())
+            click.echo(_dump(res) if as_json else
+                       f"qkv-attn n={n} d={d} m={m} d_k={d_k}: factored {res['factored_s']:.3f} s, torch.func "
+                       f"{res['jacobian_s']:.3f} s, plain Jacobian {res['reference_s']:.3f} s; speedup "
+                       f"{res['speedup']:.1f}x (torch.func {res['jacobian_speedup']:.1f}x); memory "
+                       f"{res['factored_bytes'] / 2**20:.0f} / {res['jacobian_bytes'] / 2**20:.0f} / "
+                       f"{res['reference_bytes'] / 2**20:.0f} MiB")
+            return
         res = benchmark_ntk(n, d, m, dtype, repeats=repeats, reference_budget_s=reference_budget,
                             neural_tangents=with_nt)
         res["provenance"] = provenance()
