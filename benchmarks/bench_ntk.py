@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from malleability.empirics.ntk import benchmark_ntk
+    from malleability.empirics.ntk_bench import benchmark_ntk
 
     results = []
     for threads in args.threads:

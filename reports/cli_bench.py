@@ -40,7 +40,7 @@ def register(main: click.Group, bench: click.Group) -> None:
         """Closed-form NTK vs the torch.func reference, its matmul floor and neural-tangents (one process)."""
         import torch
 
-        from malleability.empirics.ntk import benchmark_ntk
+        from malleability.empirics.ntk_bench import benchmark_ntk
         from malleability.provenance import provenance
 
         require(min(n, d, m) >= 1, "--n, --d and --m must be >= 1")

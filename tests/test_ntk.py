@@ -228,7 +228,7 @@ def test_non_finite_inputs_are_rejected():
 
 
 def test_benchmark_reports_all_ratios_and_old_aliases():
-    from malleability.empirics.ntk import benchmark_ntk
+    from malleability.empirics.ntk_bench import benchmark_ntk
 
     res = benchmark_ntk(40, 8, 32, repeats=1, neural_tangents=False)
     assert res["speedup_vs_reference"] == res["speedup"] > 0

@@ -31,7 +31,8 @@ def test_every_section_renders(tiny, tmp_path):
     for title in ("## Verdicts", "## Table 1", "## Tables 2 and 3", "## Table 4", "## κ of the data",
                   "## Missing cells", "## Scale and reproducibility"):
         assert title in md
-    assert all(plots.values()) and all((tmp_path / name).stat().st_size > 1000 for name in plots)
+    expected = {name: ok for name, ok in plots.items() if name != "truncation.png"}  # tiny runs no truncated-attn
+    assert all(expected.values()) and all((tmp_path / name).stat().st_size > 1000 for name in expected)
     for v in tiny["verdicts"]:  # rendered generically, one row per verdict
         assert f"| {esc(v['claim'])} |" in md and v["verdict_label"] in md
 

@@ -1,0 +1,184 @@
+"""Benchmarks of the closed-form empirical NTK: against the torch.func reference, its matmul floor and
+neural-tangents (where jax and neural-tangents are importable), in one process.
+
+Imported by ``malleability bench ntk`` and ``benchmarks/bench_ntk.py``; nothing here is used by an experiment.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from malleability.empirics.ntk import _int_gram_ok, empirical_ntk, empirical_ntk_reference
+from malleability.errors import require
+
+
+def _median_time(fn, repeats: int) -> float:
+    import statistics
+    import time
+
+    times = []
+    for _ in range(max(1, int(repeats))):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _neural_tangents_time(z: torch.Tensor, W: torch.Tensor, repeats: int) -> dict:
+    """neural-tangents' structured-derivatives NTK of the same network, jitted and warm.
+
+    W is passed in neural-tangents' own (d, m) layout (with ``x @ W.T`` inside the function it
+    falls back to Jacobians). Both the symmetric call (x2=None) and x2=x are timed; the
+    faster counts. With one torch thread XLA is asked for one thread too, if jax is imported
+    here first. Raises ImportError when jax or neural-tangents is missing.
+    """
+    import os
+    import sys
+
+    threads = torch.get_num_threads()
+    if threads == 1 and "jax" not in sys.modules:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                   + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    import jax
+    import jax.numpy as jnp
+    import neural_tangents as nt
+
+    float64 = z.dtype == torch.float64
+    if float64:
+        jax.config.update("jax_enable_x64", True)
+    jdt = jnp.float64 if float64 else jnp.float32
+    x = jnp.asarray(z.numpy(), dtype=jdt)
+    params = jnp.asarray(W.T.contiguous().numpy(), dtype=jdt)
+    m = W.shape[0]
+    a = jnp.ones(m, dtype=jdt)
+
+    def f(p, xs):
+        return jax.nn.relu(xs @ p) @ a / math.sqrt(m)
+
+    fn = jax.jit(nt.empirical_ntk_fn(f, trace_axes=(), vmap_axes=0,
+                                     implementation=nt.NtkImplementation.STRUCTURED_DERIVATIVES))
+    best, K = None, None
+    for x2 in (None, x):
+        K = fn(x, x2, params).block_until_ready()  # compile and warm up
+        t = _median_time(lambda: fn(x, x2, params).block_until_ready(), repeats)
+        best = t if best is None else min(best, t)
+    return {"time_s": best, "K": torch.from_numpy(jax.device_get(K).copy()),
+            "threads": 1 if threads == 1 else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                              else os.cpu_count()),
+            "versions": {"jax": jax.__version__, "neural_tangents": getattr(nt, "__version__", None)}}
+
+
+def _gemm_rate(shape: tuple[int, int, int], dtype: torch.dtype, repeats: int, gen) -> float:
+    """Multiply-add pairs per second (2·p·q·r FLOP / s) of one (p, q)x(q, r) product in dtype."""
+    p, q, r = shape
+    if dtype == torch.int8:
+        A = torch.randint(0, 2, (p, q), generator=gen, dtype=torch.int8)
+        Bt = torch.randint(0, 2, (r, q), generator=gen, dtype=torch.int8).T.contiguous()
+        if q >= 8 and _int_gram_ok():
+            fn = lambda: torch._int_mm(A, Bt)  # noqa: E731
+        else:
+            A32, B32 = A.float(), Bt.float()
+            fn = lambda: A32 @ B32  # noqa: E731
+    else:
+        A = torch.randn(p, q, generator=gen, dtype=torch.float64).to(dtype)
+        B = torch.randn(r, q, generator=gen, dtype=torch.float64).to(dtype)
+        fn = lambda: A @ B.T  # noqa: E731
+    fn()
+    return 2.0 * p * q * r / _median_time(fn, max(3, int(repeats)))
+
+
+def benchmark_ntk(n: int = 1024, d: int = 784, m: int = 1024, dtype: str = "float64", *, repeats: int = 3,
+                  reference_budget_s: float = 60.0, seed: int = 0, neural_tangents: bool = True) -> dict:
+    """Closed form vs the ``torch.func`` Jacobian contraction (and neural-tangents where importable).
+
+    ``speedup_vs_reference`` (alias ``speedup``) = median reference time / median closed-form
+    time. The reference runs on all n rows when a timed 128-row block predicts under
+    ``reference_budget_s``; otherwise its time is the block's time scaled by the number of
+    64-row chunk pairs it computes (c(c+1)/2 for c chunks) and ``reference_scaled_from_rows``
+    says so. ``max_rel_diff`` = max |K − K_ref| / max |K_ref| over the entries computed.
+
+    ``ratio_to_floor`` (alias ``closed_form_over_floor``) = closed-form time / ``matmul_floor_s``,
+    the minimal algorithm's products at the rates measured here, each on a full product of the
+    same shape and operand type: the pattern product 2·n·d·m (float32, the screening, in a
+    float64 run; the run's dtype otherwise), the symmetric pattern Gram n(n+1)·m as int8
+    (float32 without int8 GEMM) and the symmetric z Gram n(n+1)·d in the run's dtype.
+    Elementwise work and the recheck of near-zero pre-activations are not in the floor.
+
+    ``speedup_vs_neural_tangents``: neural-tangents time / closed-form time, or None with
+    ``neural_tangents_reason`` when jax or neural-tangents is not importable.
+    """
+    require(min(int(n), int(d), int(m)) >= 1, "n, d and m must be >= 1")
+    require(int(repeats) >= 1, "repeats must be >= 1")
+    require(dtype in ("float32", "float64"), f"unknown dtype {dtype!r}")
+    n, d, m = int(n), int(d), int(m)
+    dt = getattr(torch, dtype)
+    gen = torch.Generator().manual_seed(int(seed))
+    z = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    z = (z / z.norm(dim=1, keepdim=True)).to(dt)
+    W = torch.randn(m, d, generator=gen, dtype=torch.float64).to(dt)
+    K = empirical_ntk(z, z, W)
+    t_closed = _median_time(lambda: empirical_ntk(z, z, W), repeats)
+    chunk = 64
+    empirical_ntk_reference(z[:2], z[:2], W, chunk_size=chunk)  # warm up torch.func's tracing
+    block = min(n, 2 * chunk)
+    zb = z[:block]
+    t_block = _median_time(lambda: empirical_ntk_reference(zb, zb, W, chunk_size=chunk), 1)
+
+    def pairs(rows: int) -> int:  # chunk pairs (j >= i) the symmetric reference computes
+        c = -(-rows // chunk)
+        return c * (c + 1) // 2
+
+    estimate = t_block * pairs(n) / pairs(block)
+    if block == n or estimate <= reference_budget_s:
+        holder = {}
+        t_ref = _median_time(lambda: holder.setdefault("K", empirical_ntk_reference(z, z, W, chunk_size=chunk)), 1)
+        K_ref, K_cmp, scaled_from = holder["K"], K, None
+    else:
+        K_ref = empirical_ntk_reference(zb, zb, W, chunk_size=chunk)
+        K_cmp, t_ref, scaled_from = K[:block, :block], estimate, block
+    max_rel_diff = float((K_cmp - K_ref).abs().max() / K_ref.abs().max())
+    pattern_dt = torch.float32 if dt == torch.float64 else dt
+    rates = {
+        "pattern": _gemm_rate((n, d, m), pattern_dt, repeats, gen),
+        "pattern_gram": _gemm_rate((n, m, n), torch.int8, repeats, gen),
+        "z_gram": _gemm_rate((n, d, n), dt, repeats, gen),
+    }
+    flops = {"pattern": 2.0 * n * d * m, "pattern_gram": float(n * (n + 1) * m), "z_gram": float(n * (n + 1) * d)}
+    floor = sum(flops[k] / rates[k] for k in flops)
+    res = {
+        "n": n, "d": d, "m": m, "dtype": dtype, "repeats": int(repeats),
+        "threads": torch.get_num_threads(),
+        "closed_form_s": t_closed,
+        "reference_s": t_ref,
+        "reference_scaled_from_rows": scaled_from,
+        "speedup_vs_reference": t_ref / t_closed,
+        "max_rel_diff": max_rel_diff,
+        "floor_flops": flops,
+        "floor_gflops_rates": {k: v / 1e9 for k, v in rates.items()},
+        "int8_gemm": bool(m >= 8 and _int_gram_ok()),
+        "matmul_floor_s": floor,
+        "ratio_to_floor": t_closed / floor,
+        # older names of the same numbers
+        "speedup": t_ref / t_closed,
+        "closed_form_over_floor": t_closed / floor,
+        "closed_form_flops": sum(flops.values()),
+        "gemm_gflops": rates["pattern"] / 1e9,
+    }
+    res.update({"neural_tangents_s": None, "speedup_vs_neural_tangents": None,
+                "neural_tangents_max_rel_diff": None, "neural_tangents_threads": None,
+                "neural_tangents_versions": None, "neural_tangents_reason": None})
+    if not neural_tangents:
+        res["neural_tangents_reason"] = "not requested"
+        return res
+    try:
+        nt_res = _neural_tangents_time(z, W, repeats)
+    except ImportError as exc:
+        res["neural_tangents_reason"] = f"jax/neural-tangents not importable: {exc}"
+        return res
+    K_nt = nt_res["K"].to(K.dtype).reshape(K.shape)
+    res.update({"neural_tangents_s": nt_res["time_s"], "speedup_vs_neural_tangents": nt_res["time_s"] / t_closed,
+                "neural_tangents_max_rel_diff": float((K - K_nt).abs().max() / K_nt.abs().max()),
+                "neural_tangents_threads": nt_res["threads"], "neural_tangents_versions": nt_res["versions"]})
+    return res
