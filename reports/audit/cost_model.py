@@ -65,9 +65,9 @@ def features(cell) -> list[float]:
 
 
 # What a cell costs inside an audit beyond its own computation (result transfer, provenance, the
-# executor's bookkeeping): measured on a 252-cell quick-scale run on 2 workers (2026-12-01), whose
-# wall time was 2.9x the sum of the calibrated cell times.
-AUDIT_OVERHEAD_S = {"ntk-distance": 1.0, "flip-rate": 1.0}
+# executor's bookkeeping), from two audits on 2 workers (2026-12-01): 1.0 s gave 7.0 min against a measured
+# 4.6 min on the 358-cell quick reference run, 0 s gave a third of a 252-cell run's wall time.
+AUDIT_OVERHEAD_S = {"ntk-distance": 0.3, "flip-rate": 0.3}
 
 
 def cell_seconds(cell, coefficients: dict | None = None) -> float:

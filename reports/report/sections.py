@@ -58,7 +58,9 @@ def verdicts(doc: Doc, r: dict) -> None:
     doc.h(3, "Criteria and details")
     for v in r["verdicts"]:
         doc.p(f"**{esc(v['claim'])}**: {esc(v['verdict_label'])}. {esc(v['meaning'])} "
-              f"Criterion: {esc(v.get('criterion', ''))}. As stated: {esc(v.get('as_stated') or 'not stated')}. "
+              f"Criterion: {esc(v.get('criterion', ''))}."
+              + ("" if "As stated" in v.get("criterion", "") else f" As stated: {esc(v.get('as_stated') or 'not stated')}.")
+              + " "
               f"Detail: {esc(v.get('detail', ''))}")
 
 
