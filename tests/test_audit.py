@@ -17,17 +17,10 @@ from malleability.errors import MalleabilityError
 from malleability.reports import audit as A
 from malleability.reports.cli import main
 
+from _audit_helpers import stable as _stable
+
 TINY = ["--scale", "tiny", "--workers", "1", "--device", "cpu"]
-_VOLATILE = ("wall_time", "timing", "time_s", "elapsed", "seconds", "provenance", "timestamp", "finished_at")
 
-
-def _stable(value):
-    """A result without its timing/provenance fields (they differ between runs by design)."""
-    if isinstance(value, dict):
-        return {k: _stable(v) for k, v in value.items() if not any(t in k for t in _VOLATILE)}
-    if isinstance(value, list):
-        return [_stable(v) for v in value]
-    return value
 
 
 def _cell_results(results: dict) -> dict:

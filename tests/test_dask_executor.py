@@ -18,17 +18,10 @@ from malleability.errors import MalleabilityError  # noqa: E402
 from malleability.reports.audit import get_scale, run_audit  # noqa: E402
 from malleability.reports.audit import dask_executor as D  # noqa: E402
 
-_VOLATILE = ("wall_time", "timing", "time_s", "elapsed", "seconds", "provenance", "timestamp", "finished_at")
+from _audit_helpers import stable as _stable  # noqa: E402
+
 SLOW = ("ntk.epochs=1200",)  # about a second per NTK cell: long enough to kill a worker in the middle of one
 
-
-def _stable(value):
-    """A result without its timing/provenance fields (they differ between runs by design)."""
-    if isinstance(value, dict):
-        return {k: _stable(v) for k, v in value.items() if not any(t in k for t in _VOLATILE)}
-    if isinstance(value, list):
-        return [_stable(v) for v in value]
-    return value
 
 
 def _by_key(results):

@@ -27,16 +27,10 @@ from malleability.reports.audit.plan import Plan
 from malleability.reports.audit.results import load_results, write_results
 from malleability.reports.cli import main
 
+from _audit_helpers import stable as _stable
+
 TINY = get_scale("tiny")
-_VOLATILE = ("wall_time", "timing", "time_s", "elapsed", "seconds", "provenance", "timestamp", "finished_at")
 
-
-def _stable(value):
-    if isinstance(value, dict):
-        return {k: _stable(v) for k, v in value.items() if not any(t in k for t in _VOLATILE)}
-    if isinstance(value, list):
-        return [_stable(v) for v in value]
-    return value
 
 
 def _cells(results):
