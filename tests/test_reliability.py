@@ -455,6 +455,12 @@ USAGE_CASES = [
     ["flip-rate", "--dataset", "mnist", "--attack", "fgsm", "--width", "wide"],
     ["widths"],
     ["widths", "--dataset", "mnist", "--eps", "x"],
+    # model options refused before any data is loaded or trained on (no progress line)
+    *[[cmd, "--dataset", "mnist", *(["--attack", "fgsm"] if cmd == "flip-rate" else []), *opts]
+      for cmd in ("ntk-distance", "flip-rate")
+      for opts in (["--models", "patch-attn", "--patch-size", "5"], ["--models", "truncated-attn", "--rank", "0"],
+                   ["--models", "truncated-attn", "--rank", "785"], ["--models", "softmax-attn", "--temperature", "0"],
+                   ["--models", "softmax-attn", "--temperature", "-1"], ["--models", "qkv-attn", "--d-k", "0"])],
     ["report"],
     ["nosuchcommand"],
     ["--bogus"],

@@ -47,6 +47,13 @@ def get_model(name: str, options: Mapping[str, Any] | None = None) -> FeatureMod
     return cls(**options)
 
 
+def check_models(models, model_options: Mapping[str, Mapping[str, Any]] | None, d: int) -> None:
+    """Every model with its options built and asked whether it takes rows of d values: a bad option
+    (a patch size that does not divide the image, say) is refused before any data is loaded or trained on."""
+    for name in models:
+        get_model(name, (model_options or {}).get(name)).check_dimension(int(d))
+
+
 def model_label(name: str) -> str:
     return MODELS[name].label if name in MODELS else name
 
@@ -59,5 +66,5 @@ for _info in pkgutil.iter_modules(__path__):
     if _info.name != "base":
         importlib.import_module(f"{__name__}.{_info.name}")
 
-__all__ = ["BASELINE", "FeatureModel", "MODELS", "PAPER_MODELS", "State", "check_model", "get_model", "labels",
+__all__ = ["BASELINE", "FeatureModel", "MODELS", "PAPER_MODELS", "State", "check_model", "check_models", "get_model", "labels",
            "model_label", "model_names", "register", "unit"]

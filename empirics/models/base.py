@@ -49,6 +49,10 @@ class FeatureModel:
         require(x_train_unit.ndim == 2, f"expected (n, d) training rows, got shape {tuple(x_train_unit.shape)}")
         return {}
 
+    def check_dimension(self, d: int) -> None:
+        """Refuse, before any work, rows of d values that these options cannot take (default: any d)."""
+        require(int(d) >= 1, f"rows need at least one value, got d = {d}")
+
     def init_params(self, d: int, seed: int) -> dict | None:
         """Initial values of the trainable feature parameters named in ``param_names`` (None: no parameters)."""
         return None

@@ -77,11 +77,14 @@ class PatchAttn(FeatureModel):
                 f"no default patch size for a {h}x{w} image; give patch_size")
         return h // TOKENS_PER_SIDE
 
-    def fit(self, x_train_unit: torch.Tensor):
-        super().fit(x_train_unit)
-        shape = image_shape_for(x_train_unit.shape[1], self.image_shape)
+    def check_dimension(self, d: int) -> None:
+        shape = image_shape_for(int(d), self.image_shape)
         p = self.patch_side(shape)
         require(shape[0] % p == 0 and shape[1] % p == 0, f"patch size {p} does not divide the {shape[0]}x{shape[1]} image")
+
+    def fit(self, x_train_unit: torch.Tensor):
+        super().fit(x_train_unit)
+        self.check_dimension(x_train_unit.shape[1])
         return {}
 
     def embed(self, x_unit: torch.Tensor, state) -> torch.Tensor:

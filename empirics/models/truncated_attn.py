@@ -42,11 +42,14 @@ class TruncatedAttn(MLPAttn):
         require(self.rank is None or (isinstance(self.rank, int) and not isinstance(self.rank, bool) and self.rank >= 1),
                 f"rank must be an integer >= 1 (or None for full rank), got {self.rank!r}")
 
+    def check_dimension(self, d: int) -> None:
+        super().check_dimension(d)
+        require(self.rank is None or self.rank <= int(d), f"rank {self.rank} exceeds the dimension d = {d}")
+
     def fit(self, x_train_unit: torch.Tensor) -> State:
         state = super().fit(x_train_unit)
         if self.rank is None:
             return state
-        d = x_train_unit.shape[1]
-        require(self.rank <= d, f"rank {self.rank} exceeds the dimension d = {d}")
+        self.check_dimension(x_train_unit.shape[1])
         state["C"] = truncate_gram(self.attention_rows(x_train_unit, state), int(self.rank))
         return state

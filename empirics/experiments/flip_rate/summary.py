@@ -27,7 +27,7 @@ from malleability.empirics.attacks import CONTROL
 from malleability.empirics.data import DataConfig
 from malleability.empirics.experiments.flip_rate.config import FlipRateConfig
 from malleability.empirics.experiments.memory import data_dimension, require_fits
-from malleability.empirics.models import BASELINE
+from malleability.empirics.models import BASELINE, check_models
 from malleability.empirics.training import TrainConfig
 from malleability.errors import require
 from malleability.stats import (
@@ -49,6 +49,7 @@ def sweep(data: DataConfig, train: TrainConfig, *, models, attacks, eps_list, se
     require(seeds, "no seeds")
     require_fits(data.n, data_dimension(data.dataset), int(cell_options.get("width", 256)), "flip-rate")
     model_options, attack_options = dict(model_options or {}), dict(attack_options or {})
+    check_models(models, model_options, data_dimension(data.dataset))
     return [
         FlipRateConfig(data=dataclasses.replace(data, seed=int(data.seed) + int(s)),
                        train=dataclasses.replace(train, seed=int(s)), model=model,
