@@ -6,6 +6,7 @@ Each family of commands lives in its own module and registers itself here:
 * ``reports.cli_ntk``       ``ntk-distance``, ``widths``
 * ``reports.cli_bench``     ``bench ntk``, ``bench influence``
 * ``reports.cli_flip_rate`` ``flip-rate``
+* ``reports.cli_k_layer``   ``k-layer``
 * ``reports.cli_audit``     ``audit``, ``report``
 
 Bad input raises :class:`malleability.errors.MalleabilityError`; this module turns it,
@@ -112,9 +113,9 @@ def bench() -> None:
 
 
 def _register_all() -> None:
-    from malleability.reports import cli_audit, cli_bench, cli_flip_rate, cli_ntk, cli_theory
+    from malleability.reports import cli_audit, cli_bench, cli_flip_rate, cli_k_layer, cli_ntk, cli_theory
 
-    for module in (cli_theory, cli_ntk, cli_flip_rate, cli_audit, cli_bench):
+    for module in (cli_theory, cli_ntk, cli_flip_rate, cli_k_layer, cli_audit, cli_bench):
         module.register(main, bench)
 
 

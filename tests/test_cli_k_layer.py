@@ -1,0 +1,77 @@
+"""`malleability k-layer` through click's CliRunner: the JSON document, the table, every bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from malleability.empirics.experiments import k_layer
+from malleability.reports.cli import main
+from malleability.theory import layers
+
+SMALL = ["--datasets", "mnist", "--n", "8", "--ks", "1,2", "--measure-max-n", "8"]
+
+
+def run(*args):
+    return CliRunner().invoke(main, ["k-layer", *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def small_json(data_root):
+    res = run(*SMALL, "--data-root", data_root, "--json")
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout), res.stderr
+
+
+def test_json_has_the_rows_the_summary_and_where_they_came_from(small_json, data_root):
+    doc, stderr = small_json
+    assert set(doc) == {"config", "rows", "summary", "provenance"}
+    assert doc["config"]["datasets"] == ["mnist"] and doc["config"]["n"] == [8] and doc["config"]["ks"] == [1, 2]
+    assert len(doc["rows"]) == len(layers.CODES) * 2
+    for r in doc["rows"]:  # n = 8 <= measure_max_n: every row measured by the mpmath recursion
+        assert r["dataset"] == "mnist" and r["n"] == 8
+        assert r["exponent_measured"] == pytest.approx(r["exact_exponent"], rel=1e-6)
+    assert doc["summary"] == k_layer.summarise(doc["rows"])
+    assert doc["summary"]["follows"]["iic"] == ["2k+1"] and doc["summary"]["follows"]["ccc"] == ["3^k"]
+    assert doc["provenance"]["versions"]["malleability"]
+    assert "[1/1] mnist n=8 (mpmath recursion)" in stderr  # progress on stderr, never in the JSON
+
+
+def test_table_names_the_law_of_each_code(data_root):
+    res = run(*SMALL, "--codes", "iic,ccc", "--data-root", data_root)
+    assert res.exit_code == 0, res.output
+    out = res.stdout
+    assert "iic follows 2k+1" in out and "ccc follows 3^k" in out
+    assert not any(line.startswith(("cii", "iii")) for line in out.splitlines())  # only the codes asked for
+    iic2 = next(line.split() for line in out.splitlines() if line.startswith("iic") and line.split()[1] == "2")
+    assert iic2[2] == "5" and iic2[3] == "5" and iic2[4] == "2k+1"  # k, exponent, exact, law
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--codes", "iic,xyz"], "unknown recursion 'xyz'"),
+    (["--n", "1"], "--n values must be >= 2"),
+    (["--n", "8,ten"], "--n must be a comma list of integers"),
+    (["--ks", "0"], "--ks values must be >= 1"),
+    (["--ks", "1.5"], "--ks must be a comma list of integers"),
+    (["--datasets", "imagenet"], "unknown dataset 'imagenet'"),
+    (["--measure-max-n", "-1"], "--measure-max-n must be >= 0"),
+    (["--measure-max-n", "many"], "'many' is not a valid integer"),
+    (["--dps-margin", "5"], "--dps-margin must be >= 10"),
+    (["--seed", "-1"], "--seed must be >= 0"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, match, data_root):
+    res = run("--n", "8", "--ks", "1", "--data-root", data_root, *args)
+    assert res.exit_code == 2, res.output
+    assert match in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in res.output and res.stdout == ""
+
+
+def test_missing_data_set_folder_is_one_line_before_any_work(tmp_path):
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    for root, match in ((empty, "not found"), (tmp_path / "absent", "does not exist")):
+        res = run("--datasets", "mnist", "--n", "8", "--data-root", root)
+        assert res.exit_code == 2, res.output
+        assert match in res.stderr and len(res.stderr.strip().splitlines()) == 1  # no progress line: nothing ran
