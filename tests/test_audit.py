@@ -47,7 +47,7 @@ def test_tiny_audit_end_to_end(uninterrupted):
     out = tmp / "clean"
     assert results["schema"] == A.SCHEMA and results["scale"]["name"] == "tiny"
     kinds = {c["kind"] for c in results["cells"]}
-    assert kinds == {"theory", "widths", "ntk-distance", "flip-rate"}  # one name per experiment
+    assert kinds == {"theory", "widths", "ntk-distance", "flip-rate", "k-layer"}  # one name per experiment
     for c in results["cells"]:
         assert c["status"] == "computed", (c["label"], c["error"])
         assert c["config"] and c["wall_time_s"] >= 0 and c["key"]
@@ -65,12 +65,15 @@ def test_tiny_audit_end_to_end(uninterrupted):
             assert "learned" in c["result"]["accuracy"]
         if c["kind"] == "flip-rate":
             assert 0.0 <= c["result"]["flip_rate"] <= 1.0 and "learned" in c["result"]["accuracy"]
+    k_layer = [c for c in results["cells"] if c["kind"] == "k-layer"]
+    assert [c["tags"]["n"] for c in k_layer] == [8, 30] and all(len(c["result"]["rows"]) == 16 for c in k_layer)
+    assert results["summary"]["k_layer"]["follows"]["iic"] == ["2k+1"]  # real MNIST rows, k = 1, 2
     flip_attacks = {c["tags"]["attack"] for c in results["cells"] if c["kind"] == "flip-rate"}
     assert flip_attacks == {"fgsm", "noise"}  # the noise control runs beside the attacks, even at tiny
     fgsm = [c for c in results["summary"]["flip"]["mnist"]["cells"] if c["attack"] == "fgsm"]
     assert fgsm and all(c["excess_over_noise"] is not None for c in fgsm)
     claims = [v["claim"] for v in results["verdicts"]]
-    assert claims[0] == "thm4.1" and "headline-6-9x" in claims and "table4" in claims
+    assert claims[0] == "thm4.1" and "headline-6-9x" in claims and "table4" in claims and "k-layer-real-data" in claims
     assert all(v["verdict"] in results["outcomes"] for v in results["verdicts"])
     assert (out / "report.md").stat().st_size > 0 and (out / "report.html").stat().st_size > 0
     assert not (out / ".cache").exists()  # the cache lives outside the report folder

@@ -29,7 +29,7 @@ def _render(results, out):
 def test_every_section_renders(tiny, tmp_path):
     plots, md, html = _render(tiny, tmp_path)
     for title in ("## Verdicts", "## Table 1", "## Tables 2 and 3", "## Table 4", "## κ of the data",
-                  "## Missing cells", "## Scale and reproducibility"):
+                  "## k layers of attention on real data", "## Missing cells", "## Scale and reproducibility"):
         assert title in md
     expected = {name: ok for name, ok in plots.items() if name != "truncation.png"}  # tiny runs no truncated-attn
     assert all(expected.values()) and all((tmp_path / name).stat().st_size > 1000 for name in expected)

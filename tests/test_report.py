@@ -25,7 +25,7 @@ def test_report_files_and_sections(tiny):
     out, results = tiny
     md = (out / "report.md").read_text(encoding="utf-8")
     for heading in ("## Verdicts", "## Table 1", "## Tables 2 and 3", "## Table 4", "## κ of the data",
-                    "## Missing cells", "## Scale and reproducibility"):
+                    "## k layers of attention on real data", "## Missing cells", "## Scale and reproducibility"):
         assert heading in md
     assert md.index("## Verdicts") < md.index("## Table 1")
     for v in results["verdicts"]:  # every verdict row is shown, with its label and meaning

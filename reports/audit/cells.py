@@ -6,6 +6,7 @@ Kinds are the experiments' names (plus ``theory``); each calls its experiment's 
 * ``widths``        -> ``malleability.empirics.experiments.widths.width_report``
 * ``ntk-distance``  -> ``malleability.empirics.experiments.ntk_distance.run_cell``
 * ``flip-rate``     -> ``malleability.empirics.experiments.flip_rate.run_cell``
+* ``k-layer``       -> ``malleability.empirics.experiments.k_layer.run`` (one data set, one n per cell)
 
 This module is part of the cache's code hash: what it stores for a config is part of the result.
 """
@@ -70,5 +71,29 @@ def run_flip_cell(cfg) -> dict:
     return jsonable(run_cell(cfg))
 
 
+def run_k_layer_cell(cfg) -> dict:
+    """The k-layer rows of one data set at one n (a ``KLayerConfig`` of one of each)."""
+    from malleability.empirics.experiments import k_layer
+
+    require(len(cfg.datasets) == 1 and len(cfg.n) == 1,
+            f"a k-layer cell is one data set at one n, got datasets {cfg.datasets} and n {cfg.n}")
+    return {"rows": jsonable(k_layer.run(cfg))}
+
+
+def data_of(cfg):
+    """The DataConfig whose rows a cell reads (its data fingerprint is part of the cache key), or None.
+
+    Cells of most kinds carry it as ``cfg.data``; a k-layer cell names its data set and n, and
+    reads the subset ``k_layer.run`` draws: n training rows, no test rows, the config's seed.
+    """
+    data = getattr(cfg, "data", None)
+    if data is not None or not hasattr(cfg, "datasets"):
+        return data
+    from malleability.empirics.data import DataConfig
+
+    require(len(cfg.datasets) == 1 and len(cfg.n) == 1, "a k-layer cell is one data set at one n")
+    return DataConfig(dataset=cfg.datasets[0], n=int(cfg.n[0]), n_test=0, seed=int(cfg.seed), data_root=cfg.data_root)
+
+
 RUNNERS = {"theory": run_theory_cell, "widths": run_widths_cell, "ntk-distance": run_ntk_cell,
-           "flip-rate": run_flip_cell}
+           "flip-rate": run_flip_cell, "k-layer": run_k_layer_cell}

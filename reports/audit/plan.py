@@ -85,7 +85,23 @@ def plan_cells(scale: Scale, *, device: str = "cpu", data_root: str | None = Non
                                       f"ntk {task} {model}/{reading} {protocol} m={cfg.width} seed={cfg.train.seed}",
                                       tags=tags))
     cells.extend(_flip_cells(scale, variants, beyond, device, data_root, flip_rate))
+    cells.extend(_k_layer_cells(scale, data_root))
     return Plan(cells, [])
+
+
+def _k_layer_cells(scale: Scale, data_root: str | None) -> list[Cell]:
+    """One cell per (data set, n): each loads its own subset, and the mpmath-measured n cost a minute each."""
+    from malleability.empirics.experiments.k_layer import KLayerConfig
+
+    kl = scale.k_layer
+    out = []
+    for dataset in kl.datasets:
+        for n in kl.n:
+            cfg = KLayerConfig(datasets=(dataset,), n=(int(n),), ks=tuple(kl.ks), seed=0, data_root=data_root,
+                               measure_max_n=int(kl.measure_max_n))
+            out.append(Cell("k-layer", cfg, RUNNERS["k-layer"], f"k-layer {dataset} n={n}",
+                            tags={"table": "k-layer", "task": dataset, "n": int(n)}))
+    return out
 
 
 def _flip_cells(scale: Scale, variants, beyond, device, data_root, flip_rate) -> list[Cell]:

@@ -33,14 +33,17 @@ def compact(value):
 
 def analyse(results: dict) -> dict:
     """Summary and verdicts from the cells of a results document (pure; used by the audit and `report --resummarise`)."""
-    from malleability.reports.audit import limitations  # its judges register with the verdicts' registry
+    # Their judges register with the verdicts' registry. The limitations first, as when the plan has imported them
+    # already, so a resummarised document lists its verdicts in the audit's order.
+    from malleability.reports.audit import limitations
+    from malleability.reports.audit import k_layer_verdict
     from malleability.reports.audit.summary import summarise
     from malleability.reports.audit.verdicts import OUTCOMES, criteria, verdicts
 
     scale = results["scale"]
     summary = summarise(results["cells"], eps=scale["widths"]["eps"], baseline=scale["baseline"])
     return {"summary": summary, "verdicts": verdicts(results, summary),
-            "criteria": {**criteria(), **limitations.criteria()},
+            "criteria": {**criteria(), **limitations.criteria(), **k_layer_verdict.criteria()},
             "outcomes": {k: {"label": v[0], "meaning": v[1]} for k, v in OUTCOMES.items()}}
 
 

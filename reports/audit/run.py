@@ -72,11 +72,12 @@ def _data_fingerprints(cells, say: Callable[[str], None]) -> dict[str, str | Mal
     downloads on a fresh machine (once, into the user cache) instead of several workers racing.
     """
     from malleability.reports.audit.cache import canonical_json
+    from malleability.reports.audit.cells import data_of
 
     out: dict[str, str | MalleabilityError] = {}
     reported = set()
     for cell in cells:
-        data = getattr(cell.config, "data", None)
+        data = data_of(cell.config)
         if data is None:
             continue
         key = canonical_json(data)
@@ -94,9 +95,10 @@ def _data_fingerprints(cells, say: Callable[[str], None]) -> dict[str, str | Mal
 
 def _fingerprint_of(fingerprints: dict):
     from malleability.reports.audit.cache import canonical_json
+    from malleability.reports.audit.cells import data_of
 
     def fingerprint(cell) -> str | None:
-        data = getattr(cell.config, "data", None)
+        data = data_of(cell.config)
         if data is None:
             return None
         fp = fingerprints[canonical_json(data)]

@@ -7,7 +7,7 @@ audit and the CLI give identical numbers for identical cells.
 
 from __future__ import annotations
 
-from malleability.empirics.experiments import flip_rate, ntk_distance
+from malleability.empirics.experiments import flip_rate, k_layer, ntk_distance
 from malleability.empirics.experiments.widths import measured_widths
 
 PRIMARY_NTK_READING = "after_vs_init_absolute"  # unnormalised, like the paper's magnitudes (45.1, 246.2)
@@ -50,8 +50,15 @@ def summarise_widths(records: list[dict]) -> dict:
     return {"rows": rows, "paper_kappa_match": matches}
 
 
+def summarise_k_layer(records: list[dict]) -> dict | None:
+    """The k-layer experiment's own summary over the rows of all k-layer cells (every data set and n); None: none."""
+    rows = [row for c in _ok(records, "k-layer") for row in c["result"].get("rows") or []]
+    return k_layer.summarise(rows) if rows else None
+
+
 def summarise(records: list[dict], *, eps: float = 0.1, baseline: str = "relu") -> dict:
-    """{'ntk': {task: ntk summary}, 'flip': {task: flip summary}, 'widths': ..., 'measured_widths': ...}."""
+    """{'ntk': {task: ntk summary}, 'flip': {task: flip summary}, 'widths': ..., 'measured_widths': ...,
+    'k_layer': k-layer summary or None}."""
     ntk_rows: dict[str, list[dict]] = {}
     for c in _ok(records, "ntk-distance"):
         ntk_rows.setdefault(c["tags"]["task"], []).append(c["result"])
@@ -62,7 +69,7 @@ def summarise(records: list[dict], *, eps: float = 0.1, baseline: str = "relu") 
     flip = {task: flip_rate.summarise(rows, baseline=baseline) for task, rows in sorted(flip_rows.items())}
     measured = {task: measured_widths(s, eps) for task, s in ntk.items()}
     return {"ntk": ntk, "flip": flip, "widths": summarise_widths(records), "measured_widths": measured,
-            "primary_ntk_reading": PRIMARY_NTK_READING, "eps": eps}
+            "k_layer": summarise_k_layer(records), "primary_ntk_reading": PRIMARY_NTK_READING, "eps": eps}
 
 
 def model_key(model: str, reading: str) -> str:

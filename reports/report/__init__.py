@@ -47,6 +47,7 @@ def build_markdown(results: dict, plots: dict[str, bool]) -> str:
     sections.eps_sweep(doc, results, plots)
     sections.limitations(doc, results, plots)
     sections.kappa(doc, results, plots)
+    sections.k_layer(doc, results)
     sections.missing(doc, results)
     sections.scale_table(doc, results)
     return doc.text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from malleability.reports.report.lookup import (
     PRIMARY,
+    cells_of_kind,
     flip_set_sizes,
     is_binary,
     model_label,
@@ -231,6 +232,47 @@ def kappa(doc: Doc, r: dict, plots: dict) -> None:
               caption="Measured widths: only where the slope's whole 95% interval lies below 0.")
     if plots.get("widths.png"):
         doc.image("widths.png", "predicted and measured widths")
+
+
+def _k_layer_data(r: dict) -> str:
+    """Each data set and n of the k-layer cells, and whether the mpmath recursion measured it."""
+    seen = {}
+    for c in cells_of_kind(r, "k-layer"):
+        for row in (c.get("result") or {}).get("rows") or []:
+            key = (row["dataset"], row["n"])
+            seen[key] = seen.get(key, False) or row.get("exponent_measured") is not None
+    return "; ".join(f"{esc(d)} n={n}: {'mpmath recursion' if m else 'Gram polynomial (theory)'}"
+                     for (d, n), m in sorted(seen.items())) or "—"
+
+
+def k_layer(doc: Doc, r: dict) -> None:
+    """κ of k stacked linearised-attention layers on real rows, against the three candidate laws."""
+    doc.h(2, "k layers of attention on real data")
+    s, scale = r["summary"].get("k_layer"), r["scale"].get("k_layer") or {}
+    if not s:
+        doc.p("No k-layer cells at this scale.")
+        return
+    laws = {}  # k -> the candidate exponents, as the rows carry them
+    for c in cells_of_kind(r, "k-layer"):
+        for row in (c.get("result") or {}).get("rows") or []:
+            laws.setdefault(row["k"], row.get("candidates") or {})
+    rows = []
+    for c in s["cells"]:
+        cand = laws.get(c["k"], {})
+        rows.append([esc(c["code"]), str(c["k"]), num(c["exact_exponent"]),
+                     "—" if c["min"] is None else f"{num(c['min'], 4)}–{num(c['max'], 4)}",
+                     *(num(cand.get(name)) for name in ("2k+1", "2^(k+1)-1", "3^k")),
+                     esc(", ".join(c["fits"]) or "none")])
+    doc.table(["code", "k", "exact exponent", "measured exponent (min–max)", "2k+1", "2^(k+1)−1", "3^k",
+               "laws that fit"], rows,
+              caption=f"p with κ(Gram_k) = κ(G)^p on the unit rows of {esc(', '.join(scale.get('datasets', [])))}, "
+                      f"n = {esc(', '.join(map(str, scale.get('n', []))))}; the mpmath recursion measures n ≤ "
+                      f"{esc(scale.get('measure_max_n'))}, larger n use the Gram polynomial of X's singular values; "
+                      f"a law fits when every exponent is within {num(s['tolerance'])} (relative) of it. Codes: Q, K, V "
+                      "each the input X (i) or the current layer X_l (c).")
+    doc.bullets(f"**{esc(code)}** follows {esc(' and '.join(fl) or 'no law of the three')}"
+                for code, fl in sorted(s["follows"].items()))
+    doc.p(f"Data sets and n: {_k_layer_data(r)}. Reading: {esc(s.get('reading', ''))}.")
 
 
 LIMITATIONS = ("limitation-softmax", "limitation-inductive", "prop-b4", "limitation-truncation")
