@@ -4,6 +4,8 @@ Per kind, seconds = coefficients · features(cell) (non-negative least squares o
 
 * ``theory``:       [1]
 * ``widths``:       [1, Σ_n n³ · views]  (eigen-decompositions of n x n Gram matrices)
+* ``k-layer``:      [1, M · P · n³, M · P · n²] with P = codes x ks Grams and M = 1 where the mpmath
+  recursion measures them (n <= measure_max_n), else 0
 * ``ntk-distance``: [1, n · epochs · m · d (training), n² · (m + d) (three kernels, the regression)]
 * ``flip-rate``:    [1, T · n · epochs · m · d, adv · T · n · epochs · m · d, T · n² · (m + d),
   att · T · n · d², att · adv · T · n · epochs · d²] with ``T`` = 2 trainings, or 3 with the
@@ -23,6 +25,8 @@ COEFFICIENTS: dict[str, tuple[float, ...]] = {
     # the intercept is a timed widths cell in a fresh process (14.5 s: loading the data set dominates)
     "widths": (14.5, 1.908e-09),
     "ntk-distance": (0.0128, 3.167e-10, 2.812e-10),
+    # from timed cells of 2026-12-02 (n = 20 measured: 8 s, n = 50 measured: 52-78 s, unmeasured: 0.1-1.8 s)
+    "k-layer": (1.5, 9.5e-6, 3.2e-4),
     "flip-rate": (0.0296, 1.162e-10, 2.264e-10, 1.407e-10, 2.816e-10, 1.008e-10),
 }
 
@@ -49,6 +53,14 @@ def features(cell) -> list[float]:
     if cell.kind == "widths":
         ns = cfg.ns or (cfg.data.n,)
         return [1.0, float(sum(int(n) ** 3 for n in ns) * max(1, len(cfg.models)))]
+    if cell.kind == "k-layer":
+        # mpmath products and eigensolves where measured (about n^2.3 between n = 20 and 50), else the polynomial
+        grams = float(len(cfg.codes) * len(cfg.ks))
+        n = int(max(cfg.n))
+        measured = 1.0 if n <= int(cfg.measure_max_n) else 0.0
+        return [1.0, measured * grams * n ** 3, measured * grams * n ** 2]
+    if cell.kind not in ("ntk-distance", "flip-rate"):
+        return [1.0]
     epochs = cfg.train.epochs if cfg.train.epochs is not None else 500
     n, m, d = int(cfg.data.n), int(cfg.width), _dim(cfg)
     if cell.kind == "ntk-distance":

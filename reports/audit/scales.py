@@ -75,6 +75,17 @@ class FlipScale:
 
 
 @dataclass(frozen=True)
+class KLayerScale:
+    datasets: tuple[str, ...] = field(default=("mnist", "cifar10"), metadata=_h(
+        "data sets whose unit rows feed k stacked attention layers; empty: no k-layer cells"))
+    n: tuple[int, ...] = field(default=(20, 50, 100, 200), metadata=_h("training-set sizes n (one cell each)"))
+    ks: tuple[int, ...] = field(default=(1, 2, 3, 4), metadata=_h("numbers of layers k"))
+    measure_max_n: int = field(default=50, metadata=_h(
+        "largest n whose k-layer Gram is computed by the mpmath recursion (about a minute at n = 50); larger n: "
+        "the Gram polynomial from the singular values"))
+
+
+@dataclass(frozen=True)
 class Scale:
     """How big an audit is. Every field is recorded in results.json."""
 
@@ -94,6 +105,7 @@ class Scale:
     widths: WidthsScale = field(default_factory=WidthsScale, metadata=_h("κ of the data and the widths"))
     ntk: NTKScale = field(default_factory=NTKScale, metadata=_h("NTK distance vs width (Table 1)"))
     flip: FlipScale = field(default_factory=FlipScale, metadata=_h("flip rates (Tables 2-4, ε sweep)"))
+    k_layer: KLayerScale = field(default_factory=KLayerScale, metadata=_h("k stacked attention layers on real rows"))
 
 
 def _r(scale: Scale, **parts) -> Scale:
@@ -113,6 +125,7 @@ SCALES: dict[str, Scale] = {
                 description="CI-sized: every table and every limitation at a small size on 2 cores; trends only",
                 truncation_ranks=(1, None),
                 widths={"n": (50, 100, 200, 500)},
+                k_layer={"n": (20, 100, 200), "measure_max_n": 20},
                 ntk={"n": 200, "n_test": 100, "widths": (16, 64, 256, 1024), "seeds": 2, "epochs": 20},
                 flip={"n": 200, "n_test": 60, "width": 128, "epochs": 20, "seeds": 3, "null_eps": None,
                       "eps_sweep": (), "adv_train_steps": 3}),
@@ -139,13 +152,14 @@ SCALES: dict[str, Scale] = {
                limitation_models=(),
                theory={"claims": ("thm4.1",)},
                widths={"tasks": ("mnist",), "n": (20, 40)},
+               k_layer={"datasets": ("mnist",), "n": (8, 30), "ks": (1, 2), "measure_max_n": 8},
                ntk={"tasks": ("mnist",), "n": 24, "n_test": 8, "widths": (8, 32), "seeds": 1, "epochs": 1},
                flip={"tasks_10class": ("mnist",), "tasks_binary": (), "attacks": ("fgsm", "noise"), "n": 30,
                      "n_test": 6, "width": 16, "epochs": 1, "seeds": 1, "adv_training": False, "null_eps": None,
                      "eps_sweep": (0.1, 0.3), "eps_sweep_attacks": ("noise",)}),
 }
 PUBLIC_SCALES = ("quick", "default", "paper")
-_PARTS = ("theory", "widths", "ntk", "flip")
+_PARTS = ("theory", "widths", "ntk", "flip", "k_layer")
 # flat field names of earlier versions -> part.field
 _LEGACY = {"theory_profile": "theory.profile", "theory_claims": "theory.claims", "kappa_tasks": "widths.tasks",
            "kappa_n": "widths.n", "width_eps": "widths.eps", "ntk_protocol": "ntk.protocols",
@@ -183,7 +197,7 @@ def _coerce(value: str, current: Any, name: str) -> Any:
                 return tuple(float(v) for v in items)
             if name.endswith("truncation_ranks"):
                 return tuple(None if v.lower() in ("none", "full") else int(v) for v in items)
-            if name.endswith((".n", ".widths")):
+            if name.endswith((".n", ".widths", ".ks")):
                 return tuple(int(v) for v in items)
             return tuple(items)
         return value
@@ -265,4 +279,11 @@ def validate_scale(scale: Scale) -> None:
     for protocol in (*k.protocols, *f.protocols):
         require(protocol in ("paper", "lazy"), f"protocol must be paper or lazy, got {protocol!r}")
     require(k.protocols and f.protocols, "protocols must not be empty")
+    kl = scale.k_layer
+    for dataset in kl.datasets:
+        require(dataset in ("mnist", "cifar10", "fashion-mnist"), f"unknown k_layer data set {dataset!r}: choose from "
+                "mnist, cifar10, fashion-mnist")
+    require(all(n >= 2 for n in kl.n), "k_layer.n values must be >= 2")
+    require(kl.ks and all(k >= 1 for k in kl.ks), "k_layer.ks must be integers >= 1")
+    require(kl.measure_max_n >= 0, f"k_layer.measure_max_n must be >= 0, got {kl.measure_max_n}")
     require(scale.dtype in ("float32", "float64"), f"dtype must be float32 or float64, got {scale.dtype!r}")
