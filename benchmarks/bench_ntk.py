@@ -3,7 +3,9 @@
 
 Goals at n=1024, d=784, m=4096, float64, 1 and 2 threads: ratio_to_floor <= 1.2,
 speedup_vs_neural_tangents >= 1.5 (where jax and neural-tangents are importable; run with a
-Python that has them, never required by the tests) and max_rel_diff <= 1e-12.
+Python that has them, never required by the tests) and a max relative error <= 1e-12, measured as
+max_rel_error against an extended-precision oracle (max_rel_diff, against torch.func, is as large as
+torch.func's own float64 rounding, reference_max_rel_error).
 
     python benchmarks/bench_ntk.py                      # m = 1024 and 4096, 1 and 2 threads
     python benchmarks/bench_ntk.py --m 4096 --threads 1 --json
@@ -44,7 +46,7 @@ def main(argv=None) -> int:
             print(f"n=1024 d=784 m={m} {args.dtype}, {res['threads']} threads: closed form {res['closed_form_s']:.4f} s; "
                   f"speedup_vs_reference {res['speedup_vs_reference']:.0f}x; "
                   f"ratio_to_floor {res['ratio_to_floor']:.2f} (target <= 1.2); speedup_vs_neural_tangents {nt}; "
-                  f"max_rel_diff {res['max_rel_diff']:.1e}")
+                  f"max_rel_error {res['max_rel_error']:.1e} (torch.func's own {res['reference_max_rel_error']:.1e})")
     if args.json:
         print(json.dumps(results, indent=1, default=str))
     return 0

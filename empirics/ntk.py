@@ -49,6 +49,14 @@ def _check(z1: torch.Tensor, z2: torch.Tensor, W: torch.Tensor, a) -> None:
         require(a.shape[0] == W.shape[0] and a.ndim in (1, 2), f"a must be (m,) or (m, K), got {tuple(a.shape)}")
 
 
+def _require_finite(*tensors: torch.Tensor) -> None:
+    # one reduction per tensor: a NaN or inf entry makes the sum non-finite; only when it is (a NaN, an
+    # inf, or finite entries whose sum overflows) is the elementwise test run
+    for t in tensors:
+        if not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
+            raise MalleabilityError("z1, z2 and W must be finite")
+
+
 def _activation_pattern(z: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     return (z @ W.T > 0).to(z.dtype)
 
@@ -59,16 +67,20 @@ def _same_tensor(x: torch.Tensor, y: torch.Tensor) -> bool:
                       and x.device == y.device and x.data_ptr() == y.data_ptr())
 
 
-def _pattern_int8(z: torch.Tensor, W: torch.Tensor, chunk: int) -> torch.Tensor:
-    """σ'(z Wᵀ) as an (n, m) int8 0/1 matrix, equal to the pattern of the product in z's dtype.
+def _pattern_t_int8(z: torch.Tensor, W: torch.Tensor, chunk: int) -> torch.Tensor:
+    """σ'(W zᵀ) as an (m, n) int8 0/1 matrix, equal to the pattern of the product in z's dtype.
 
-    float64: the product is screened in float32 on unit-normalised rows. With ``|ẑ·ŵ| <= 1`` the
-    float32 error is at most ``c = γ_{d+6} + d·2^-140`` (input rounding, accumulation, underflow),
-    so ``|P32| > c`` fixes the sign of the exact product; the rare entries with ``|P32| <= c`` are
-    recomputed as float64 dot products. Other dtypes use the product in their own precision.
+    Transposed, because the pattern Gram S1 S2ᵀ takes S2ᵀ contiguous and S1 = (S1ᵀ)ᵀ as a view
+    at the same speed: no transpose copy. float64: the product is screened in float32 on
+    unit-normalised rows. With ``|ẑ·ŵ| <= 1`` the float32 error is at most
+    ``c = γ_{d+6} + d·2^-140`` (input rounding, accumulation, underflow), so ``|P32| > c`` fixes
+    the sign of the exact product; the rare entries with ``|P32| <= c`` (about 0.1% for random
+    rows) are recomputed as float64 dot products. Other dtypes use the product in their own precision.
     """
     n, d = z.shape
-    out = torch.empty(n, W.shape[0], dtype=torch.int8, device=z.device)
+    m = W.shape[0]
+    out = torch.empty(m, n, dtype=torch.int8, device=z.device)
+    bits = out.view(torch.bool)
     screen = z.dtype == torch.float64 and torch.get_float32_matmul_precision() == "highest"
     if screen:
         # cast first, normalise in float32 (cheaper; its rounding is inside the slack of c);
@@ -82,18 +94,32 @@ def _pattern_int8(z: torch.Tensor, W: torch.Tensor, chunk: int) -> torch.Tensor:
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         if not screen:
-            out[start:stop] = (z[start:stop] @ W.T > 0).view(torch.int8)
+            torch.gt(W @ z[start:stop].T, 0, out=bits[:, start:stop])
             continue
-        P = zs[start:stop] @ Ws.T
-        out[start:stop] = (P > 0).view(torch.int8)
-        idx = (P.abs_() <= c).nonzero()
-        if idx.shape[0] > P.numel() // 16:  # many near-zero pre-activations: one float64 product
-            out[start:stop] = (z[start:stop] @ W.T > 0).view(torch.int8)
-        elif idx.shape[0]:
-            i, r = idx[:, 0], idx[:, 1]
-            exact = (z[start:stop][i] * W[r]).sum(1) > 0
-            out[start + i, r] = exact.to(torch.int8)
+        P = Ws @ zs[start:stop].T  # (m, rows)
+        torch.gt(P, 0, out=bits[:, start:stop])
+        near = (P.abs_() <= c).view(-1).nonzero().view(-1)
+        if near.numel() > P.numel() // 16:  # many near-zero pre-activations: one float64 product
+            torch.gt(W @ z[start:stop].T, 0, out=bits[:, start:stop])
+        elif near.numel():
+            r, i = near.div(stop - start, rounding_mode="floor"), near.remainder(stop - start) + start
+            bits[r, i] = _exact_dot_signs(z, W, i, r)
     return out
+
+
+def _exact_dot_signs(z: torch.Tensor, W: torch.Tensor, i: torch.Tensor, r: torch.Tensor, block: int = 256):
+    """z_i · w_r > 0 for index pairs, in z's dtype; gathered a block at a time into reused buffers
+    (one gather of every pair at once costs more in memory traffic than the dot products)."""
+    d, k = z.shape[1], i.numel()
+    signs = torch.empty(k, dtype=torch.bool, device=z.device)
+    bz = torch.empty(min(block, k), d, dtype=z.dtype, device=z.device)
+    bw = torch.empty_like(bz)
+    for s in range(0, k, block):
+        e = min(s + block, k)
+        torch.index_select(z, 0, i[s:e], out=bz[: e - s])
+        torch.index_select(W, 0, r[s:e], out=bw[: e - s])
+        torch.gt(torch.einsum("kd,kd->k", bz[: e - s], bw[: e - s]), 0, out=signs[s:e])
+    return signs
 
 
 def _int_gram_ok() -> bool:
@@ -113,10 +139,11 @@ _INT_MM = None
 def _count_gram(S1: torch.Tensor, S2t: torch.Tensor) -> torch.Tensor:
     """S1 S2t for 0/1 int8 patterns (S2t = S2ᵀ, (m, n2)): exact integer counts.
 
-    int32 GEMM where torch has it (wrong results were seen for inner size 1, hence m >= 8),
+    int32 GEMM where torch has it (wrong results were seen for inner size 1 and for one row, hence m >= 8
+    and at least two rows and columns),
     else float32, exact for counts below 2^24.
     """
-    if S1.shape[1] >= 8 and _int_gram_ok():
+    if S1.shape[1] >= 8 and min(S1.shape[0], S2t.shape[1]) >= 2 and _int_gram_ok():
         return torch._int_mm(S1, S2t)
     ft = torch.float32 if S1.shape[1] < 2**24 else torch.float64
     return S1.to(ft) @ S2t.to(ft)
@@ -157,8 +184,7 @@ def empirical_ntk(z1, z2, W, a=None, *, chunk_size: int = 1024) -> torch.Tensor:
     W = W.detach()
     z1 = z1.detach()
     z2 = z1 if same else z2.detach()
-    require(bool(torch.isfinite(z1).all()) and bool(torch.isfinite(z2).all()) and bool(torch.isfinite(W).all()),
-            "z1, z2 and W must be finite")
+    _require_finite(z1, z2, W)
     scale, weights = 1.0, None
     if a is not None:
         a2 = a.detach().to(z1.dtype) ** 2
@@ -166,9 +192,8 @@ def empirical_ntk(z1, z2, W, a=None, *, chunk_size: int = 1024) -> torch.Tensor:
             scale = float(a2[0])
         else:
             weights = a2
-    S1 = _pattern_int8(z1, W, chunk)
-    S2 = S1 if same else _pattern_int8(z2, W, chunk)
-    S2t = S2.T.contiguous()
+    S2t = _pattern_t_int8(z2, W, chunk)  # (m, n2)
+    S1 = (S2t if same else _pattern_t_int8(z1, W, chunk)).T  # (n1, m), a view
 
     def gram(r0, r1, c0, c1):
         if weights is None:

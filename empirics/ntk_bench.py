@@ -70,6 +70,32 @@ def _neural_tangents_time(z: torch.Tensor, W: torch.Tensor, repeats: int) -> dic
             "versions": {"jax": jax.__version__, "neural_tangents": getattr(nt, "__version__", None)}}
 
 
+def exact_ntk_rows(z: torch.Tensor, W: torch.Tensor, rows: int) -> "numpy.ndarray":
+    """Rows [0, rows) of the ±1 two-layer NTK in extended precision, as the accuracy oracle.
+
+    The pattern counts S Sᵀ are integers <= m, exact in a float64 product of 0/1 matrices; the
+    z Gram is accumulated in numpy's longdouble (64-bit mantissa on x86, 11 bits beyond float64),
+    so K_oracle carries rounding well below float64's own and both the closed form and the
+    torch.func reference are measured against it. Patterns come from the float64 product (the
+    exact sign but for |w·z| near float64's rounding, where the reference decides the same way).
+    """
+    import numpy as np
+
+    rows = min(int(rows), z.shape[0])
+    S = (z.double() @ W.double().T > 0).double()
+    counts = (S[:rows] @ S.T).numpy()
+    zl = z.double().numpy().astype(np.longdouble)
+    gram = zl[:rows] @ zl.T
+    return gram * counts.astype(np.longdouble) / W.shape[0]
+
+
+def _max_rel_error(K: torch.Tensor, oracle) -> float:
+    import numpy as np
+
+    ref = np.abs(oracle).max()
+    return float(np.abs(K.double().numpy().astype(np.longdouble) - oracle).max() / ref)
+
+
 def _gemm_rate(shape: tuple[int, int, int], dtype: torch.dtype, repeats: int, gen) -> float:
     """Multiply-add pairs per second (2·p·q·r FLOP / s) of one (p, q)x(q, r) product in dtype."""
     p, q, r = shape
@@ -97,7 +123,11 @@ def benchmark_ntk(n: int = 1024, d: int = 784, m: int = 1024, dtype: str = "floa
     time. The reference runs on all n rows when a timed 128-row block predicts under
     ``reference_budget_s``; otherwise its time is the block's time scaled by the number of
     64-row chunk pairs it computes (c(c+1)/2 for c chunks) and ``reference_scaled_from_rows``
-    says so. ``max_rel_diff`` = max |K − K_ref| / max |K_ref| over the entries computed.
+    says so. ``max_rel_diff`` = max |K − K_ref| / max |K_ref| over the entries computed. Because
+    the reference's own float64 rounding (a sum over m·d products per entry) is larger than the
+    closed form's, both are also measured against an extended-precision oracle on the first
+    ``oracle_rows`` rows (:func:`exact_ntk_rows`): ``max_rel_error`` (ours) and
+    ``reference_max_rel_error`` (torch.func's), each max |K − K_oracle| / max |K_oracle|.
 
     ``ratio_to_floor`` (alias ``closed_form_over_floor``) = closed-form time / ``matmul_floor_s``,
     the minimal algorithm's products at the rates measured here, each on a full product of the
@@ -139,6 +169,11 @@ def benchmark_ntk(n: int = 1024, d: int = 784, m: int = 1024, dtype: str = "floa
         K_ref = empirical_ntk_reference(zb, zb, W, chunk_size=chunk)
         K_cmp, t_ref, scaled_from = K[:block, :block], estimate, block
     max_rel_diff = float((K_cmp - K_ref).abs().max() / K_ref.abs().max())
+    oracle_rows = min(n, 256)
+    oracle = exact_ntk_rows(z, W, oracle_rows)
+    max_rel_error = _max_rel_error(K[:oracle_rows], oracle)
+    ref_rows = min(oracle_rows, K_ref.shape[0])
+    reference_max_rel_error = _max_rel_error(K_ref[:ref_rows], oracle[:ref_rows, :K_ref.shape[1]])
     pattern_dt = torch.float32 if dt == torch.float64 else dt
     rates = {
         "pattern": _gemm_rate((n, d, m), pattern_dt, repeats, gen),
@@ -155,6 +190,9 @@ def benchmark_ntk(n: int = 1024, d: int = 784, m: int = 1024, dtype: str = "floa
         "reference_scaled_from_rows": scaled_from,
         "speedup_vs_reference": t_ref / t_closed,
         "max_rel_diff": max_rel_diff,
+        "max_rel_error": max_rel_error,
+        "reference_max_rel_error": reference_max_rel_error,
+        "oracle_rows": oracle_rows,
         "floor_flops": flops,
         "floor_gflops_rates": {k: v / 1e9 for k, v in rates.items()},
         "int8_gemm": bool(m >= 8 and _int_gram_ok()),

@@ -236,3 +236,24 @@ def test_benchmark_reports_all_ratios_and_old_aliases():
     assert res["speedup_vs_neural_tangents"] is None and res["neural_tangents_reason"]
     assert res["max_rel_diff"] < 1e-12
     assert res["floor_flops"]["pattern_gram"] == 40 * 41 * 32
+    assert res["max_rel_error"] < 1e-14 and res["reference_max_rel_error"] < 1e-12 and res["oracle_rows"] == 40
+
+
+@pytest.mark.parametrize("n1, n2", [(1, 1), (1, 9), (9, 1), (2, 2)])
+def test_integer_pattern_gram_with_a_single_row(n1, n2):
+    # torch's int8 GEMM returned wrong counts for one-row operands: those shapes must not take it
+    z1, z2 = rows(n1, 5, 3), rows(n2, 5, 4)
+    W = torch.randn(16, 5, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    assert torch.allclose(empirical_ntk(z1, z2, W), empirical_ntk_reference(z1, z2, W), rtol=0, atol=1e-14)
+
+
+def test_exact_oracle_catches_an_error_of_one_rounding_unit_in_a_thousand():
+    from malleability.empirics.ntk_bench import _max_rel_error, exact_ntk_rows
+
+    z, W = rows(12, 7, 1), torch.randn(20, 7, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    K = empirical_ntk(z, z, W)
+    oracle = exact_ntk_rows(z, W, 12)
+    assert _max_rel_error(K, oracle) < 1e-15
+    top = divmod(int(K.abs().argmax()), K.shape[1])
+    K[top] *= 1 + 1e-13
+    assert _max_rel_error(K, oracle) > 5e-14
