@@ -94,7 +94,7 @@ def _copy_cache(first_run, tmp_path) -> Path:
 def test_other_data_is_recomputed_same_data_is_not(first_run, mnist, tmp_path):
     _cache, first = first_run
     assert first["counts"]["computed"] == len(first["cells"]) and first["counts"]["failed"] == 0
-    data_cells = [c for c in first["cells"] if c["config"].get("data")]
+    data_cells = [c for c in first["cells"] if c["kind"] != "theory"]  # every kind but theory reads a data set
     assert data_cells and all(re.fullmatch(r"[0-9a-f]{32,64}", c["data_fingerprint"]) for c in data_cells)
     cache = _copy_cache(first_run, tmp_path)
     same = _run(tmp_path / "same", cache, mnist)
@@ -106,7 +106,7 @@ def test_other_data_is_recomputed_same_data_is_not(first_run, mnist, tmp_path):
     assert again["counts"]["computed"] == len(data_cells)
     assert again["counts"]["cached"] == len(first["cells"]) - len(data_cells)
     assert again["cache_refusals"] == []  # other data is another key, not a damaged entry
-    fps = {c["label"]: c["data_fingerprint"] for c in again["cells"] if c["config"].get("data")}
+    fps = {c["label"]: c["data_fingerprint"] for c in again["cells"] if c["kind"] != "theory"}
     assert all(fps[c["label"]] != c["data_fingerprint"] for c in data_cells)
 
 
@@ -122,11 +122,12 @@ def test_the_data_modules_own_fingerprint_is_used_when_it_has_one(first_run, mni
 
     monkeypatch.setattr(D, "data_fingerprint", fake, raising=False)
     results = _run(tmp_path / "o", cache, mnist)
-    data_cells = [c for c in results["cells"] if c["config"].get("data")]
+    data_cells = [c for c in results["cells"] if c["kind"] != "theory"]
     assert results["counts"]["computed"] == len(data_cells)
     assert {c["data_fingerprint"] for c in data_cells} == {"fingerprint-from-the-data-module"}
-    # once per distinct data config, not once per cell
-    distinct = {json.dumps(c["config"]["data"], sort_keys=True) for c in data_cells}
+    # once per distinct data config, not once per cell (a k-layer cell reads n rows of its one data set)
+    distinct = {json.dumps(c["config"]["data"], sort_keys=True) if c["config"].get("data")
+                else (tuple(c["config"]["datasets"]), tuple(c["config"]["n"])) for c in data_cells}
     assert len(calls) == len(distinct) < len(data_cells)
 
 

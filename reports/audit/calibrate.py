@@ -47,12 +47,16 @@ def calibration_cells(data_root: str | None = None) -> list:
     from malleability.reports.audit.scales import get_scale
 
     cells = []
-    sizes = [("ntk.n=48", "ntk.widths=16,256", "ntk.epochs=2", "flip.n=40", "flip.width=32", "flip.epochs=2"),
-             ("ntk.n=120", "ntk.widths=64,1024", "ntk.epochs=4", "flip.n=100", "flip.width=128", "flip.epochs=3"),
-             ("ntk.n=200", "ntk.widths=512", "ntk.epochs=6", "flip.n=160", "flip.width=256", "flip.epochs=4")]
+    # epochs high enough that per-step costs separate from per-flop ones (they dominate small widths at 500 epochs)
+    sizes = [("ntk.n=48", "ntk.widths=16,256", "ntk.epochs=60", "flip.n=60", "flip.width=16", "flip.epochs=40"),
+             ("ntk.n=120", "ntk.widths=64,1024", "ntk.epochs=25", "flip.n=150", "flip.width=128", "flip.epochs=20",
+              "ntk.tasks=mnist,cifar10", "flip.tasks_10class=mnist,cifar10"),
+             ("ntk.n=300", "ntk.widths=16,512", "ntk.epochs=20", "flip.n=300", "flip.width=256", "flip.epochs=10")]
     for i, size in enumerate(sizes):
-        over = [*size, "flip.adv_training=true", "flip.adv_train_steps=3", "flip.null_eps=1e-6",
-                "flip.attacks=fgsm,noise", "widths.n=" + ("20,40" if i == 0 else "100,300")]
+        over = [*size, "flip.adv_training=true", "flip.adv_train_steps=3", "flip.null_eps=" + ("1e-6" if i != 1 else "none"),
+                "flip.attacks=fgsm,noise", "ntk.protocols=paper,lazy", "flip.protocols=paper,lazy",
+                "widths.n=" + ("20,40" if i == 0 else "100,300"),
+                "k_layer.n=" + ("8,12" if i == 0 else "20,30" if i == 1 else "40,120"), "k_layer.measure_max_n=40"]
         plan = plan_cells(get_scale("tiny", over), data_root=data_root)
         cells.extend(c for c in plan.cells if c.kind != "theory" or i == 0)
     return cells

@@ -6,11 +6,14 @@ Per kind, seconds = coefficients · features(cell) (non-negative least squares o
 * ``widths``:       [1, Σ_n n³ · views]  (eigen-decompositions of n x n Gram matrices)
 * ``k-layer``:      [1, M · P · n³, M · P · n²] with P = codes x ks Grams and M = 1 where the mpmath
   recursion measures them (n <= measure_max_n), else 0
-* ``ntk-distance``: [1, n · epochs · m · d (training), n² · (m + d) (three kernels, the regression)]
-* ``flip-rate``:    [1, T · n · epochs · m · d, adv · T · n · epochs · m · d, T · n² · (m + d),
-  att · T · n · d², att · adv · T · n · epochs · d²] with ``T`` = 2 trainings, or 3 with the
-  null floor; ``adv`` = the PGD steps per batch under adversarial training, else 0; ``att`` = 1
-  for a transductive model (its features cost a d x d product per row, in every attack step).
+* ``ntk-distance``: [1, steps, n · epochs · m · d (training), (n + n_test)² · (m + d) (three kernels,
+  the regression), L · steps] with L the per-step work of trainable feature parameters
+  (:func:`_projection_work`, 0 for parameter-free features), steps = optimizer steps (epochs x batches per epoch; the lazy protocol's full
+  batch: one per epoch): each step's fixed cost dominates at small widths
+* ``flip-rate``:    [1, T · steps, T · n · epochs · m · d, adv · T · steps, adv · T · n · epochs · m · d,
+  T · n² · (m + d), att · T · n · d², att · adv · T · n · epochs · d², T · L · steps] with ``T`` = 2 trainings, or 3
+  with the null floor; ``adv`` = the PGD steps per batch under adversarial training, else 0;
+  ``att`` = 1 for a transductive model (its features cost a d x d product per row, in every attack step).
 
 :func:`malleability.reports.audit.calibrate.calibrate` times scaled-down cells of every kind and
 refits the constants below; :func:`estimate_seconds` spreads predicted cells over workers, costliest first.
@@ -19,15 +22,17 @@ refits the constants below; :func:`estimate_seconds` spreads predicted cells ove
 from __future__ import annotations
 
 
-# Fitted by calibrate() on 2026-12-01, AMD EPYC (2 cores shared), torch 2.14 CPU, one thread.
+# Fitted by calibrate() on 2026-12-02, AMD EPYC (2 cores shared), torch 2.14 CPU, one thread, 84 cells of
+# 60-40 epochs (66 s in all); k-layer from its own timed cells (n = 8..120, mpmath up to n = 40).
 COEFFICIENTS: dict[str, tuple[float, ...]] = {
-    "theory": (0.380,),
-    # the intercept is a timed widths cell in a fresh process (14.5 s: loading the data set dominates)
-    "widths": (14.5, 1.908e-09),
-    "ntk-distance": (0.0128, 3.167e-10, 2.812e-10),
-    # from timed cells of 2026-12-02 (n = 20 measured: 8 s, n = 50 measured: 52-78 s, unmeasured: 0.1-1.8 s)
-    "k-layer": (1.5, 9.5e-6, 3.2e-4),
-    "flip-rate": (0.0296, 1.162e-10, 2.264e-10, 1.407e-10, 2.816e-10, 1.008e-10),
+    "theory": (0.2113,),
+    # the intercept is a timed widths cell in a fresh process (14.5 s, 2026-12-01: loading the data set dominates)
+    "widths": (14.5, 1.443e-09),
+    # the last coefficient (trainable projections, qkv-attn) from timed 500-epoch cells at n = 200 (MNIST m = 16:
+    # +6.5 s, CIFAR-10 m = 256: +56 s over the parameter-free prediction); flip-rate's from MNIST n = 600 (+55 s)
+    "ntk-distance": (0.004438, 0.0003774, 9.067e-11, 5.556e-10, 2.45e-11),
+    "k-layer": (0.07336, 1.277e-05, 1.562e-06),
+    "flip-rate": (0, 0.0003855, 1.29e-10, 0.001051, 1.77e-10, 0, 2.101e-10, 8.842e-11, 8.7e-12),
 }
 
 
@@ -61,19 +66,39 @@ def features(cell) -> list[float]:
         return [1.0, measured * grams * n ** 3, measured * grams * n ** 2]
     if cell.kind not in ("ntk-distance", "flip-rate"):
         return [1.0]
-    epochs = cfg.train.epochs if cfg.train.epochs is not None else 500
+    epochs = cfg.train.resolved()["epochs"]
     n, m, d = int(cfg.data.n), int(cfg.width), _dim(cfg)
+    steps = float(optimizer_steps(cfg.train, n))
+    learned = _projection_work(cfg, n, d) * steps
     if cell.kind == "ntk-distance":
         nt = n + int(cfg.data.n_test)
-        return [1.0, float(n * epochs * m * d), float(nt * nt * (m + d))]
-    if cell.kind == "flip-rate":
-        trainings = 2 + (1 if cfg.null_eps is not None else 0)
-        adv = float(cfg.adv_train_steps) if cfg.adv_train else 0.0
-        train = float(n * epochs * m * d)
-        att = 1.0 if _transductive(cfg.model) else 0.0
-        return [1.0, trainings * train, adv * trainings * train, float(trainings * n * n * (m + d)),
-                att * trainings * n * d * d, att * adv * trainings * n * epochs * d * d]
-    return [1.0]
+        return [1.0, steps, float(n * epochs * m * d), float(nt * nt * (m + d)), learned]
+    trainings = 2 + (1 if cfg.null_eps is not None else 0)
+    adv = float(cfg.adv_train_steps) if cfg.adv_train else 0.0
+    train = float(n * epochs * m * d)
+    att = 1.0 if _transductive(cfg.model) else 0.0
+    return [1.0, trainings * steps, trainings * train, adv * trainings * steps, adv * trainings * train,
+            float(trainings * n * n * (m + d)), att * trainings * n * d * d, att * adv * trainings * n * epochs * d * d,
+            trainings * learned]
+
+
+def _projection_work(cfg, n: int, d: int) -> float:
+    """Per optimizer step, the work of trainable feature parameters (qkv-attn's d x d_k projections of
+    every training row, and their part of the NTK): n · d^1.5 · d_k, the power of d measured (MNIST vs
+    CIFAR-10 cells); 0 for parameter-free features."""
+    from malleability.empirics.models import get_model
+
+    model = get_model(cfg.model, cfg.model_options)
+    if not model.param_names:
+        return 0.0
+    return float(n) * float(d) ** 1.5 * float(getattr(model, "d_k", d))
+
+
+def optimizer_steps(train, n: int) -> int:
+    """Optimizer steps of one training: epochs x batches per epoch (full batch: one per epoch)."""
+    settings = train.resolved()
+    batch = settings["batch_size"]
+    return int(settings["epochs"]) * (1 if batch is None else -(-int(n) // int(batch)))
 
 
 # What a cell costs inside an audit beyond its own computation (result transfer, provenance, the
