@@ -248,3 +248,35 @@ def test_missing_data_shows_cells_as_missing_with_why(tmp_path):
     assert all(s == "failed" for k, s in statuses.items() if k != "theory")
     assert all(m["why"].startswith("failed: ") for m in results["missing"] if m["kind"] != "theory")
     assert (tmp_path / "o" / "report.md").is_file()
+
+
+def test_default_scale_keeps_the_paper_protocol_and_a_60_point_flip_set():
+    s = A.get_scale("default")
+    assert s.ntk.epochs == s.flip.epochs == 500
+    assert int(0.1 * s.flip.n) >= 60  # τ = 10% of the training set is the flip set
+
+
+def test_limitation_tasks_adv_training_tasks_and_the_lazy_control_restrict_the_plan():
+    over = ["limitation_models=softmax-attn", "ntk.tasks=mnist,cifar10", "flip.tasks_10class=mnist,cifar10",
+            "flip.adv_training=true", "ntk.protocols=paper,lazy", "flip.protocols=paper,lazy"]
+    def tags(*extra):
+        cells = A.plan_cells(A.get_scale("tiny", [*over, *extra])).cells
+        return {(c.kind, c.tags.get("table"), c.tags.get("task"), c.tags.get("model"), c.tags.get("protocol"))
+                for c in cells}
+    everywhere = tags()
+    for task in ("mnist", "cifar10"):
+        assert ("ntk-distance", "table1", task, "softmax-attn", "paper") in everywhere
+        assert ("flip-rate", "table2", task, "softmax-attn", "paper") in everywhere
+        assert ("flip-rate", "table4", task, "mlp-attn", "paper") in everywhere
+    # the lazy protocol is the paper models' control only
+    assert not any(t[3] == "softmax-attn" and t[4] == "lazy" for t in everywhere)
+    assert ("ntk-distance", "table1", "cifar10", "mlp-attn", "lazy") in everywhere
+    narrow = tags("limitation_tasks=mnist", "flip.adv_training_tasks=mnist")
+    assert ("flip-rate", "table2", "mnist", "softmax-attn", "paper") in narrow
+    assert not any(t[3] == "softmax-attn" and t[2] == "cifar10" for t in narrow)
+    assert ("flip-rate", "table4", "mnist", "mlp-attn", "paper") in narrow
+    assert not any(t[1] == "table4" and t[2] == "cifar10" for t in narrow)
+    assert ("flip-rate", "table2", "cifar10", "mlp-attn", "paper") in narrow  # the paper's models stay everywhere
+    with pytest.raises(MalleabilityError, match="limitation_tasks"):
+        A.get_scale("tiny", ["limitation_tasks=svhn"])
+    assert A.get_scale("tiny", ["limitation_tasks=none"]).limitation_tasks is None
