@@ -153,3 +153,25 @@ def test_interrupt_says_what_was_kept(tmp_path):
         run_cells(cells, SerialExecutor(), cache, progress=None)
     assert (info.value.kept, info.value.not_finished) == (2, 3)
     assert "kept 2 cell(s)" in info.value.summary and "1 were cached before" in info.value.summary
+
+
+def test_time_left_is_the_prediction_rescaled_by_the_measured_pace():
+    from malleability.reports.audit.executor import _Pace
+
+    pace = _Pace({0: 10.0, 1: 30.0, 2: 60.0}, workers=2)
+    assert pace.remaining() == ""  # nothing measured yet: no estimate rather than a guess
+    pace.finished(0, 20.0)  # twice as slow as predicted
+    assert "1.5 min left" in pace.remaining() and "pace 2.00" in pace.remaining()  # (30 + 60) x 2 / 2 workers
+    pace.finished(1, 15.0)  # 35 s measured for 40 s predicted
+    assert f"{60 * 35 / 40 / 2 / 60:.1f} min left" in pace.remaining()
+    assert _Pace(None, 2).remaining() == ""
+
+
+def test_progress_lines_estimate_the_time_left_when_cells_are_predicted(tmp_path):
+    lines: list[str] = []
+    run_cells(_cells([1, 2, 3]), SerialExecutor(), CellCache(tmp_path), progress=lines.append, predict=lambda c: 1.0)
+    done = [line for line in lines if " done " in line]
+    assert len(done) == 3 and all("min left" in line for line in done)
+    lines.clear()
+    run_cells(_cells([4]), SerialExecutor(), CellCache(tmp_path), progress=lines.append)
+    assert not any("min left" in line for line in lines)

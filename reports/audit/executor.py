@@ -215,6 +215,27 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+class _Pace:
+    """The time left: the predicted seconds of the unfinished cells x (measured / predicted seconds of
+    the finished ones), spread over the workers; nothing without predictions."""
+
+    def __init__(self, predicted: dict[int, float] | None, workers: int):
+        self.left = dict(predicted or {})
+        self.workers = max(1, int(workers))
+        self.predicted_done = self.measured_done = 0.0
+
+    def finished(self, index: int, seconds: float) -> None:
+        if index in self.left:
+            self.predicted_done += self.left.pop(index)
+            self.measured_done += seconds
+
+    def remaining(self) -> str:
+        if self.predicted_done <= 0:
+            return ""
+        seconds = sum(self.left.values()) * self.measured_done / self.predicted_done / self.workers
+        return f", about {seconds / 60:.1f} min left (cost model x measured pace {self.measured_done / self.predicted_done:.2f})"
+
+
 def run_cells(
     cells: Iterable[Cell],
     executor: cf.Executor,
@@ -227,13 +248,16 @@ def run_cells(
     code: dict | None = None,
     fingerprint: Callable[[Cell], str | None] | None = None,
     before_run: Callable[[list[Cell]], None] | None = None,
+    predict: Callable[[Cell], float] | None = None,
 ) -> RunStats:
     """Run ``cells``, reusing cached ones (unless ``fresh``), caching each result as it completes.
 
     ``fingerprint(cell)``: the fingerprint of the data the cell reads (None: it reads none),
     part of its cache key; a :class:`MalleabilityError` from it (data set unavailable) fails
     that cell without running it. ``before_run`` receives the cells to compute, before any
-    starts. A cell that raises is recorded as ``failed`` with its one-line error (the others
+    starts. ``predict(cell)``: its predicted seconds (the cost model); with it each progress
+    line estimates the time left, the prediction of the unfinished cells rescaled by the
+    measured pace so far. A cell that raises is recorded as ``failed`` with its one-line error (the others
     go on); with ``stop_on_error`` the first failure is re-raised. Outcomes come back in the
     order of ``cells``. Ctrl-C raises :class:`Interrupted` once the finished cells are cached.
     """
@@ -276,6 +300,8 @@ def run_cells(
     done = 0
     t0 = time.perf_counter()
     in_hand: list = []  # the finished cell being cached right now, so Ctrl-C mid-write still keeps it
+    workers = getattr(executor, "n_workers", None) or window  # a Dask cluster keeps two cells per worker in flight
+    pace = _Pace({item[0]: predict(item[1]) for item in todo} if predict is not None else None, workers)
 
     def store(item, out) -> CellOutcome:
         i, cell, key, data = item
@@ -316,9 +342,10 @@ def run_cells(
                 _test_delay()
                 elapsed = time.perf_counter() - t0
                 nan_note = outcome.entry.get("non_finite") or []
+                pace.finished(i, float(out["wall_time_s"]))
                 say(
                     f"[{done}/{total}] done {cell.describe()} in {out['wall_time_s']:.1f}s; "
-                    f"{total - done} left, {elapsed:.0f}s elapsed"
+                    f"{total - done} left, {elapsed:.0f}s elapsed{pace.remaining()}"
                     + (f" (note: {len(nan_note)} non-finite number(s) stored as null)" if nan_note else "")
                 )
     except KeyboardInterrupt:

@@ -22,7 +22,7 @@ from typing import Callable
 from malleability.errors import MalleabilityError, require
 from malleability.reports.audit.cache import CellCache, code_version, config_to_jsonable
 from malleability.reports.audit.executor import default_workers, make_executor, run_cells, stop_executor
-from malleability.reports.audit.plan import Plan, costliest_first, estimate_seconds, plan_cells
+from malleability.reports.audit.plan import Plan, cell_seconds, costliest_first, estimate_seconds, plan_cells
 from malleability.reports.audit.results import SCHEMA, build_results, write_results
 from malleability.reports.audit.scales import Scale
 
@@ -172,7 +172,7 @@ def run_audit(
     executor = executor or make_executor(workers)
     try:
         stats = run_cells(costliest_first(plan.cells), executor, cache, fresh=fresh, progress=say, code=code,
-                          fingerprint=fingerprint, before_run=announce)
+                          fingerprint=fingerprint, before_run=announce, predict=cell_seconds)
     except BaseException:
         if own_executor:  # Ctrl-C or a crash: do not wait for the cells still running
             stop_executor(executor)

@@ -37,6 +37,14 @@ def header(doc: Doc, r: dict) -> None:
         doc.p(f"Networks are trained {', '.join(map(str, sorted(ep)))} epochs, not the paper's 500: the measured cost "
               "model puts 500 epochs at these sizes far beyond a 2-core CPU (`--scale paper` on a GPU runs them). "
               "Every number from a trained network has its accuracy beside it.")
+    scope = []
+    if s["flip"].get("adv_training_tasks") is not None:
+        scope.append(f"Table 4 (adversarial training) runs on {esc(', '.join(s['flip']['adv_training_tasks']) or 'no data set')} only")
+    if s.get("limitation_models") and s.get("limitation_tasks") is not None:
+        scope.append(f"the models beyond the paper run on {esc(', '.join(s['limitation_tasks']) or 'no data set')} only, "
+                     "under the paper's protocol (the lazy control trains the paper's two models)")
+    if scope:
+        doc.p("At this scale " + "; ".join(scope) + ", to fit the run time; the paper scale runs every data set.")
     c = r.get("counts", {})
     doc.p(f"Cells: {c.get('cells')} ({c.get('computed')} computed, {c.get('cached')} from the cache, "
           f"{c.get('failed')} failed).")
