@@ -43,12 +43,30 @@ def git_commit() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
+def machine() -> dict:
+    """The CPU model, the cores this process may use, and the memory: what a run time is measured on."""
+    cpu = platform.processor() or None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    memory = None
+    try:
+        memory = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    return {"cpu": cpu, "cores": cores, "memory_gib": memory}
+
+
 def provenance(device: str | None = None) -> dict:
     """A JSON-ready record of the environment, to be stored beside a result."""
     return {
         "versions": package_versions(),
         "git_commit": git_commit(),
         "platform": platform.platform(),
+        "machine": machine(),
         "python_executable": sys.executable,
         "device": device,
     }

@@ -22,17 +22,18 @@ refits the constants below; :func:`estimate_seconds` spreads predicted cells ove
 from __future__ import annotations
 
 
-# Fitted by calibrate() on 2026-12-02, AMD EPYC (2 cores shared), torch 2.14 CPU, one thread, 84 cells of
-# 60-40 epochs (66 s in all); k-layer from its own timed cells (n = 8..120, mpmath up to n = 40).
+# ntk-distance and flip-rate: fitted (calibrate.fit) on 2026-12-02, AMD EPYC (2 cores), torch 2.14 CPU, one
+# thread, on the 84 calibration cells (10-60 epochs) together with the 374 trained cells of the default
+# reference audit (500 epochs, 2 workers: 43.4 min measured; the earlier fit on calibration cells alone
+# had estimated 61.6 min). theory, widths, k-layer: from calibration cells and timed cells of their own.
 COEFFICIENTS: dict[str, tuple[float, ...]] = {
     "theory": (0.2113,),
     # the intercept is a timed widths cell in a fresh process (14.5 s, 2026-12-01: loading the data set dominates)
     "widths": (14.5, 1.443e-09),
-    # the last coefficient (trainable projections, qkv-attn) from timed 500-epoch cells at n = 200 (MNIST m = 16:
-    # +6.5 s, CIFAR-10 m = 256: +56 s over the parameter-free prediction); flip-rate's from MNIST n = 600 (+55 s)
-    "ntk-distance": (0.004438, 0.0003774, 9.067e-11, 5.556e-10, 2.45e-11),
+    # the last coefficient: trainable projections (qkv-attn), its d^1.5 from MNIST vs CIFAR-10 500-epoch cells
+    "ntk-distance": (0.007789, 0.0003176, 6.883e-11, 7.145e-10, 1.691e-11),
     "k-layer": (0.07336, 1.277e-05, 1.562e-06),
-    "flip-rate": (0, 0.0003855, 1.29e-10, 0.001051, 1.77e-10, 0, 2.101e-10, 8.842e-11, 8.7e-12),
+    "flip-rate": (0.005301, 0.0003731, 6.387e-11, 0.001055, 1.868e-10, 4.193e-10, 2.536e-10, 8.451e-11, 8.661e-12),
 }
 
 

@@ -54,7 +54,7 @@ def plot_ntk(results: dict, path: Path) -> bool:
     if not ntk:
         return False
     plt = _plt()
-    fig, axes = plt.subplots(1, len(ntk), figsize=(6.5 * len(ntk), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(ntk), figsize=(6.5 * len(ntk), 6.2), squeeze=False)
     for ax, (task, summ) in zip(axes[0], sorted(ntk.items())):
         keys = sorted({(c["model"], c["protocol"]) for c in summ["cells"] if c["distance"] == PRIMARY
                        and split_key(c["model"])[0] in PAPER_MODELS})
@@ -66,24 +66,29 @@ def plot_ntk(results: dict, path: Path) -> bool:
             xs = [c["width"] for c in cells]
             ys = [c["mean"] for c in cells]
             err = [sum((_positive_errors(c["mean"], c["ci95"])[j] for c in cells), []) for j in (0, 1)]
-            learned = all(c["learned_seeds"] == c["seeds"] for c in cells)
-            ax.errorbar(xs, ys, yerr=err, marker=MARKERS[i % len(MARKERS)], capsize=3,
-                        linestyle="-" if protocol == "paper" else "--", mfc=None if learned else "white",
-                        label=f"{_label(results, model)}, {protocol}" + ("" if learned else " (did not learn)"))
+            learned = [c["learned_seeds"] == c["seeds"] for c in cells]
+            note = "" if all(learned) else " (did not learn)" if not any(learned) else " (some widths did not learn)"
+            marker = MARKERS[i % len(MARKERS)]
+            bar = ax.errorbar(xs, ys, yerr=err, marker=marker, capsize=3,
+                              linestyle="-" if protocol == "paper" else "--", label=f"{_label(results, model)}, {protocol}{note}")
+            failed = [(x, y) for x, y, ok in zip(xs, ys, learned) if not ok]
+            if failed:  # hollow markers at exactly the widths whose networks did not learn
+                ax.plot([x for x, _ in failed], [y for _, y in failed], linestyle="none", marker=marker,
+                        mfc="white", color=bar.lines[0].get_color(), zorder=3)
             base, _ = split_key(model)
             paper = [(w, paper_ntk(results, task, base, w)) for w in (16, 1024, 4096)]
             paper = [(w, v) for w, v in paper if v is not None]
             if paper and model == base and protocol == "paper":
                 ax.plot([p[0] for p in paper], [p[1] for p in paper], marker="*", markersize=13, linestyle=":",
-                        mfc="white", color=ax.lines[-1].get_color(), label=f"paper {_label(results, model)}")
+                        mfc="white", color=bar.lines[0].get_color(), label=f"paper {_label(results, model)}")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("width m")
         ax.set_ylabel("‖K_T − K_0‖_F (after vs init, absolute)")
         ax.set_title(results.get("labels", {}).get("datasets", {}).get(task, task))
-        ax.legend(fontsize=6.5, loc="best")
+        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)  # below: never over the data
     fig.suptitle("NTK distance vs width: ours (lines; 95% intervals, lower whiskers cut at a tenth of the mean) "
-                 "and the paper's Table 1 (stars); hollow markers: did not learn", fontsize=9)
+                 "and the paper's Table 1 (stars); hollow markers: widths whose networks did not learn", fontsize=9)
     return _save(plt, fig, path)
 
 
@@ -190,7 +195,7 @@ def plot_widths(results: dict, path: Path) -> bool:
     if not rows:
         return False
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(9, 5))
+    fig, ax = plt.subplots(figsize=(12, 5))
     # one colour per (data set, view): each model sees differently conditioned rows
     groups = sorted({(r["task"], r["features"]) for r in rows})
     for i, (task, view) in enumerate(groups):
@@ -220,7 +225,7 @@ def plot_widths(results: dict, path: Path) -> bool:
     ax.set_ylabel("log10 width")
     ax.set_title("Widths Thm 4.7 predicts from our κ (unit-row data) vs widths where the measured distance reaches ε",
                  fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: never over the lines
     return _save(plt, fig, path)
 
 

@@ -31,7 +31,9 @@ def header(doc: Doc, r: dict) -> None:
     doc.p(f"Code {esc(r.get('code_version', {}).get('package'))}, git {esc(prov.get('git_commit'))}, "
           f"source hash {esc(str(r.get('code_version', {}).get('source_sha256', ''))[:12])}; "
           f"torch {esc(v.get('torch'))}, numpy {esc(v.get('numpy'))}, python {esc(v.get('python'))}; "
-          f"platform {esc(prov.get('platform'))}.")
+          f"platform {esc(prov.get('platform'))}"
+          + (f"; machine {esc(mach.get('cpu'))}, {esc(mach.get('cores'))} cores, {esc(mach.get('memory_gib'))} GiB"
+             if (mach := prov.get("machine")) else "") + ".")
     ep = {s["ntk"]["epochs"], s["flip"]["epochs"]}
     if max(ep) < 500:
         doc.p(f"Networks are trained {', '.join(map(str, sorted(ep)))} epochs, not the paper's 500: the measured cost "
