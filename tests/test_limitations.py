@@ -134,3 +134,16 @@ def test_truncation_at_chance_is_not_testable():
 
 def test_criteria_are_written_for_every_judge():
     assert set(L.criteria()) == {"limitation-softmax", "limitation-inductive", "prop-b4", "limitation-truncation"}
+
+
+def test_truncation_accuracy_is_compared_with_mlp_attn_on_the_same_data_sets():
+    # MLP-Attn runs on both data sets (0.8 on mnist, 0.3 on cifar10), truncated-attn on mnist only
+    low = {**ACC, "test": 0.3}
+    mlp = [c for c in ntk_cells({MLP: 0.3}) if c["tags"]["task"] == "mnist"]
+    mlp += [c for c in ntk_cells({MLP: 0.3}, accs={MLP: low}) if c["tags"]["task"] == "cifar10"]
+    trunc = [c for c in ntk_cells({T2: -0.4, TFULL: 0.3}) if c["tags"]["task"] == "mnist"]
+    v = judge(mlp + trunc)["limitation-truncation"]
+    assert [r["accuracy_test_mlp_attn"] for r in v["per_rank"]] == [pytest.approx(0.8)] * 2, v["per_rank"]
+    # on both data sets the reference is their mean
+    both = judge(mlp + ntk_cells({T2: -0.4, TFULL: 0.3}))["limitation-truncation"]
+    assert both["per_rank"][0]["accuracy_test_mlp_attn"] == pytest.approx(0.55)

@@ -122,17 +122,26 @@ def _ntk_slope(summary, task, key, distance=PRIMARY_NTK_READING, protocol="paper
     return fit, bool(cells) and all(c["learned_seeds"] == c["seeds"] for c in cells)
 
 
-def _ntk_accuracy(summary, key, protocol="paper") -> float | None:
-    accs = [c["accuracy_test"] for s in summary["ntk"].values() for c in s["cells"]
+def _ntk_accuracy(summary, key, protocol="paper", tasks=None) -> float | None:
+    accs = [c["accuracy_test"] for task, s in summary["ntk"].items() if tasks is None or task in tasks
+            for c in s["cells"]
             if c["model"] == key and c["protocol"] == protocol and c["distance"] == PRIMARY_NTK_READING
             and c.get("accuracy_test") is not None]
     return sum(accs) / len(accs) if accs else None
 
 
-def _flip_accuracy(results, summary, key) -> float | None:
-    accs = [c["accuracy"]["test"]["mean"] for task in _flip_tasks(results, summary) for attack in P.ATTACKS
+def _flip_accuracy(results, summary, key, tasks=None) -> float | None:
+    accs = [c["accuracy"]["test"]["mean"] for task in _flip_tasks(results, summary) if tasks is None or task in tasks
+            for attack in P.ATTACKS
             if (c := _flip(summary, task, key, attack)) is not None and c["accuracy"]["test"]["mean"] is not None]
     return sum(accs) / len(accs) if accs else None
+
+
+def _variant_tasks(summary, keys) -> tuple[set, set]:
+    """(NTK tasks, flip tasks) with cells of any of the keys: the reference accuracy is averaged over the same tasks."""
+    ntk = {t for t, s in summary["ntk"].items() if any(c["model"] in keys for c in s["cells"])}
+    flip = {t for t, s in summary["flip"].items() if any(c["model"] in keys for c in s["cells"])}
+    return ntk, flip
 
 
 def _fmt(pairs) -> str:
@@ -259,7 +268,9 @@ def truncation_restores(results: dict, summary: dict) -> list[dict]:
         return []
     readings, details, per_rank = {}, [], []
     full = dict(flip_ratios(results, summary, variant_key(ATTENTION), "rate"))
-    acc_ref = _ntk_accuracy(summary, variant_key(ATTENTION)) or _flip_accuracy(results, summary, variant_key(ATTENTION))
+    ntk_tasks, flip_tasks = _variant_tasks(summary, {variant_key("truncated-attn", {"rank": r}) for r in _ranks(results)})
+    acc_ref = (_ntk_accuracy(summary, variant_key(ATTENTION), tasks=ntk_tasks)
+               or _flip_accuracy(results, summary, variant_key(ATTENTION), tasks=flip_tasks))
     for rank in _ranks(results):
         key = variant_key("truncated-attn", {"rank": rank})
         oks, slopes = [], {}
