@@ -209,7 +209,8 @@ def test_k_layer_power_12_in_mpmath_when_float64_cannot_resolve_it():
     with mpmath.workdps(60):
         s = mpmath.svd_r(mpmath.matrix(x.tolist()), compute_uv=False)
         ref = (max(s) / min(s)) ** (2 * 3**12)
-        assert abs(mpmath.mpf(row["kappa"]) / ref - 1) < 1e-9
+        # a κ beyond float64 is reported as a 7-significant-digit string: agreement to its last digit
+        assert abs(mpmath.mpf(row["kappa"]) / ref - 1) < 1e-6
     assert row["rel_error_bound"] < 1e-9 and isinstance(row["kappa"], str)
 
 
