@@ -26,7 +26,7 @@ def parse_ints(spec, flag: str, *, minimum: int) -> tuple[int, ...]:
         except ValueError:
             raise MalleabilityError(f"{flag} must be a comma list of integers, got {p!r}") from None
     require(all(v >= minimum for v in values), f"{flag} values must be >= {minimum}, got {spec}")
-    return tuple(values)
+    return tuple(dict.fromkeys(values))  # a repeated size would only repeat its rows
 
 
 def parse_codes(spec) -> tuple[str, ...]:

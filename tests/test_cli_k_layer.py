@@ -75,3 +75,9 @@ def test_missing_data_set_folder_is_one_line_before_any_work(tmp_path):
         res = run("--datasets", "mnist", "--n", "8", "--data-root", root)
         assert res.exit_code == 2, res.output
         assert match in res.stderr and len(res.stderr.strip().splitlines()) == 1  # no progress line: nothing ran
+
+
+def test_repeated_sizes_are_run_once():
+    from malleability.reports.cli_k_layer import parse_ints
+
+    assert parse_ints("50,20,50", "--n", minimum=2) == (50, 20)
