@@ -73,10 +73,19 @@ def test_variants_of_a_scale():
         limitation_models = ("softmax-attn", "truncated-attn")
         truncation_ranks = (1, None)
 
-    assert L.limitation_variants(S()) == [("softmax-attn", {}, "-"), ("truncated-attn", {"rank": 1}, "rank=1"),
-                                          ("truncated-attn", {"rank": None}, "rank=full")]
+    raw = [("softmax-attn", {"attention_input": "raw"}, "raw"),
+           ("truncated-attn", {"attention_input": "raw", "rank": 1}, "raw rank=1"),
+           ("truncated-attn", {"attention_input": "raw", "rank": None}, "raw rank=full")]
+    assert L.limitation_variants(S()) == raw
+    S.attention_inputs = ("raw", "center")
+    both = L.limitation_variants(S())
+    assert both[:1] + both[2:4] == raw and len(both) == 6
+    assert ("softmax-attn", {"attention_input": "center"}, "center") in both
+    assert ("truncated-attn", {"attention_input": "center", "rank": 1}, "center rank=1") in both
     assert L.limitation_variants(object()) == []
     assert L.variant_key("truncated-attn", {"rank": 5}) == "truncated-attn[rank=5]"
+    assert L.variant_key("truncated-attn", {"rank": 5}, "center") == "truncated-attn[attention_input=center,rank=5]"
+    assert L.variant_key("relu", attention_input="center") == "relu"  # no such option: the reading does not apply
 
 
 def test_no_rows_without_limitation_models():
@@ -113,15 +122,16 @@ def test_prop_b4_fails_when_the_kernel_converges_and_only_depends_when_one_half_
     assert v["verdict"] == "fails"
     # converging kernel, malleable influence: the as-stated conjunction fails, the flip reading holds
     v = judge(ntk_cells({QKV: -0.5}) + flip_cells({RELU: 0.05, QKV: 0.3}))["prop-b4"]
-    assert v["verdict"] == "depends" and "flip/rate" in v["readings_holding"]
+    assert v["verdict"] == "depends" and "raw/flip/rate" in v["readings_holding"]
 
 
 def test_truncation_restores_at_a_rank_or_not():
     good = ntk_cells({T2: -0.4, TFULL: 0.3, MLP: 0.3}) + flip_cells({RELU: 0.05, MLP: 0.3, T2: 0.1, TFULL: 0.3})
     v = judge(good)["limitation-truncation"]
-    assert v["verdict"] == "depends" and v["readings_holding"] == ["rank=2"], v["detail"]
-    assert "rank=full" not in v["readings"]
+    assert v["verdict"] == "depends" and v["readings_holding"] == ["raw/rank=2"], v["detail"]
+    assert "raw/rank=full" not in v["readings"]
     assert [r["rank"] for r in v["per_rank"]] == [2, None] and v["per_rank"][0]["accuracy_test"] == pytest.approx(0.8)
+    assert {r["attention_input"] for r in v["per_rank"]} == {"raw"}
     bad = ntk_cells({T2: 0.2, TFULL: 0.3, MLP: 0.3}) + flip_cells({RELU: 0.05, MLP: 0.3, T2: 0.3, TFULL: 0.3})
     assert judge(bad)["limitation-truncation"]["verdict"] == "fails"
 
@@ -147,3 +157,48 @@ def test_truncation_accuracy_is_compared_with_mlp_attn_on_the_same_data_sets():
     # on both data sets the reference is their mean
     both = judge(mlp + ntk_cells({T2: -0.4, TFULL: 0.3}))["limitation-truncation"]
     assert both["per_rank"][0]["accuracy_test_mlp_attn"] == pytest.approx(0.55)
+
+
+CENTER = (("attention_input", "center"),)
+MLP_C, SOFT_C, PATCH_C = ("mlp-attn", CENTER), ("softmax-attn", CENTER), ("patch-attn", CENTER)
+QKV_C, T2_C = ("qkv-attn", CENTER), ("truncated-attn", CENTER + (("rank", 2),))
+
+
+def both_readings():
+    return {**scale(), "attention_inputs": ["raw", "center"]}
+
+
+def test_softmax_is_compared_with_mlp_attn_under_the_same_attention_input():
+    # raw: softmax 0.4 > MLP-Attn 0.2 holds; center: softmax 0.4 < MLP-Attn (center) 0.6 fails
+    cells = flip_cells({RELU: 0.05, MLP: 0.2, SOFT: 0.4, MLP_C: 0.6, SOFT_C: 0.4})
+    v = judge(cells, sc=both_readings())["limitation-softmax"]
+    assert v["as_stated"] == "raw/rate" and v["readings"]["raw/rate"] == "holds"
+    # the as-stated (raw) reading decides the verdict; the failing centred reading is listed beside it
+    assert v["readings"]["center/rate"] == "fails" and v["verdict"] == "holds", v["readings"]
+    assert "center/rate" in v["readings_failing"]
+    # center cells of softmax-attn alone, without MLP-Attn (center): that reading is untested, not failed
+    v = judge(flip_cells({RELU: 0.05, MLP: 0.2, SOFT: 0.4, SOFT_C: 0.1}), sc=both_readings())["limitation-softmax"]
+    assert "center/rate" not in v["readings"] and v["verdict"] == "holds"
+
+
+def test_inductive_gap_per_attention_input():
+    v = judge(flip_cells({RELU: 0.05, PATCH: 0.06, PATCH_C: 0.3}), sc=both_readings())["limitation-inductive"]
+    assert v["readings"]["raw/rate"] == "fails" and v["readings"]["center/rate"] == "holds", v["readings"]
+    assert v["verdict"] == "depends" and "center/rate" in v["readings_holding"]  # as stated fails, another reading holds
+
+
+def test_prop_b4_per_attention_input_and_at_chance_under_one():
+    cells = ntk_cells({QKV: 0.3, QKV_C: 0.3}, accs={QKV_C: CHANCE}) + flip_cells({RELU: 0.05, QKV: 0.3, QKV_C: 0.3},
+                                                                                accs={QKV_C: CHANCE})
+    v = judge(cells, sc=both_readings())["prop-b4"]
+    assert v["readings"]["raw/ntk/after_vs_init_absolute+flip/rate"] == "holds"
+    assert v["readings"]["center/ntk/after_vs_init_absolute+flip/rate"] == "not-testable", v["readings"]
+
+
+def test_truncation_per_attention_input():
+    # center: rank 2 converges and flips less than MLP-Attn (center); raw: no truncated cells at all
+    cells = (ntk_cells({T2_C: -0.4, MLP_C: 0.3, MLP: 0.3})
+             + flip_cells({RELU: 0.05, MLP: 0.3, MLP_C: 0.3, T2_C: 0.1}))
+    v = judge(cells, sc=both_readings())["limitation-truncation"]
+    assert v["readings"] == {"center/rank=2": "holds"}, v["readings"]
+    assert [(r["attention_input"], r["rank"]) for r in v["per_rank"]] == [("center", 2), ("center", None)]

@@ -43,6 +43,32 @@ def test_softmax_attention_against_a_loop(temperature):
     assert model.transductive
 
 
+def training_statistics(x, reading):
+    """μ and σ (population, 1 where constant) of the training rows, in numpy: the oracle of the centred readings."""
+    X = x.numpy()
+    mu = X.mean(axis=0)
+    sd = X.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    return (lambda v: v - mu) if reading == "center" else (lambda v: (v - mu) / sd)
+
+
+@pytest.mark.parametrize("reading", ["center", "standardize"])
+def test_centred_softmax_attention_against_a_loop(reading):
+    x, x_new = rows(7, 5, seed=5, positive=True), rows(3, 5, seed=6, positive=True)
+    model = get_model("softmax-attn", {"attention_input": reading})
+    state = model.fit(x)
+    tr = training_statistics(x, reading)
+    U = np.array([tr(v) for v in x.numpy()])
+    for q, got in zip(np.vstack([x.numpy(), x_new.numpy()]), torch.cat([model.features(x, state),
+                                                                     model.features(x_new, state)])):
+        scores = [math.exp(float(tr(q) @ U[j]) / math.sqrt(5)) for j in range(7)]
+        direct = normalised(sum(s / sum(scores) * U[j] for j, s in enumerate(scores)))
+        assert np.allclose(got.numpy(), direct, atol=1e-13)
+    # the statistics are the training rows': fitting on other rows moves the test features
+    assert not torch.allclose(model.features(x_new, model.fit(rows(7, 5, seed=9, positive=True))),
+                              model.features(x_new, state))
+
+
 @pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf")])
 def test_softmax_temperature_must_be_positive(bad):
     with pytest.raises(MalleabilityError, match="temperature"):
@@ -77,6 +103,24 @@ def test_patch_attention_against_a_loop(attention):
         assert np.allclose(z[i].numpy(), direct_patch_features(img, 2, attention == "softmax"), atol=1e-13)
     # inductive: a row's features do not depend on the other rows
     assert torch.allclose(model.features(x[:1], {}), z[:1], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("reading", ["center", "standardize"])
+def test_centred_patch_attention_against_a_loop(reading):
+    shape = (4, 6, 2)
+    x, x_new = rows(5, 48, seed=7, positive=True), rows(2, 48, seed=8, positive=True)
+    model = get_model("patch-attn", {"patch_size": 2, "image_shape": shape, "attention_input": reading})
+    state = model.fit(x)
+    assert set(state) == {"mu", "sigma"} and not model.transductive
+    tr = training_statistics(x, reading)
+    z = model.features(x_new, state)
+    for i in range(2):
+        img = tr(x_new[i].numpy()).reshape(shape)
+        assert np.allclose(z[i].numpy(), direct_patch_features(img, 2), atol=1e-13)
+    # still inductive given the statistics: one row's features do not depend on the rows embedded with it
+    assert torch.allclose(model.features(x_new[:1], state), z[:1], atol=0, rtol=0)
+    with pytest.raises(MalleabilityError, match="training statistics"):
+        model.features(x_new, {})
 
 
 def test_patch_attention_default_sizes_give_16_tokens():

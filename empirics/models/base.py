@@ -10,6 +10,9 @@ attacks, experiments and reports work for every registered model without naming 
 * :meth:`FeatureModel.fit` computes the model's state from the unit-norm training rows
   (e.g. the attention matrix ``C``); :meth:`FeatureModel.embed` maps unit rows to features
   with that state, differentiably (attacks take gradients through it).
+* :class:`AttentionInputModel` is the base of the attention models: its ``attention_input``
+  option says what the attention sees (the raw unit rows, or rows centred or standardised with
+  the training rows' statistics).
 * ``transductive = True`` says the features of every point depend on the training rows, so a
   change of the training data refits the state (or keeps it, under the ``fixed`` reading).
 """
@@ -17,7 +20,7 @@ attacks, experiments and reports work for every registered model without naming 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -73,3 +76,42 @@ class FeatureModel:
     def describe(self) -> dict:
         return {"name": self.name, "label": self.label, "summary": self.summary,
                 "transductive": self.transductive, "options": self.options()}
+
+
+ATTENTION_INPUTS = ("raw", "center", "standardize")
+
+
+@dataclass(frozen=True)
+class AttentionInputModel(FeatureModel):
+    """A model whose attention reads ``u`` rather than the unit row ``x`` (the ``attention_input`` option):
+
+    * ``raw``: ``u = x``, the paper's text. With non-negative pixels the attention's outputs are then
+      nearly collinear (every row close to the top eigenvector of the data's Gram matrix).
+    * ``center``: ``u = x − μ`` with μ the mean of the training rows.
+    * ``standardize``: ``u = (x − μ) / σ`` per coordinate (σ = 1 where a coordinate is constant).
+
+    μ and σ come from the training rows only (:meth:`input_state`); test points use the same statistics.
+    """
+
+    attention_input: str = field(default="raw", metadata={"help": "'raw' | 'center' | 'standardize' (training-set statistics)"})
+
+    def __post_init__(self):
+        require(self.attention_input in ATTENTION_INPUTS,
+                f"unknown attention input {self.attention_input!r}: choose one of {', '.join(ATTENTION_INPUTS)}")
+
+    def input_state(self, x_train_unit: torch.Tensor) -> State:
+        """μ and σ of the training rows where the reading needs them (nothing under ``raw``)."""
+        if self.attention_input == "raw":
+            return {}
+        sigma = x_train_unit.std(dim=0, keepdim=True, unbiased=False)
+        return {"mu": x_train_unit.mean(dim=0, keepdim=True),
+                "sigma": torch.where(sigma > 0, sigma, torch.ones_like(sigma))}
+
+    def attention_rows(self, x_unit: torch.Tensor, state: State) -> torch.Tensor:
+        """``u`` of the rows under this reading, with the training statistics of ``state``."""
+        if self.attention_input == "raw":
+            return x_unit
+        require("mu" in state, f"{self.name} under attention_input={self.attention_input} needs the training "
+                               f"statistics (fit)")
+        u = x_unit - state["mu"]
+        return u / state["sigma"] if self.attention_input == "standardize" else u

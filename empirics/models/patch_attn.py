@@ -9,6 +9,11 @@ perturbation to another's features: this is the model without the transductive C
 
 The image shape comes from d (784 -> 28×28×1, 3072 -> 32×32×3) or the ``image_shape`` option;
 the default patch size gives 16 tokens (MNIST 7×7, CIFAR-10 8×8).
+
+``attention_input`` cuts the patches from ``u`` instead of ``x``: the image centred (or
+standardised) pixel by pixel with the training set's statistics, as in MLP-Attn. Those statistics
+are a fixed preprocessing step, fitted once on the clean training rows: the model stays inductive,
+and a change of one training row does not refit them.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from malleability.empirics.models import register
-from malleability.empirics.models.base import FeatureModel, unit
+from malleability.empirics.models.base import AttentionInputModel, unit
 from malleability.errors import MalleabilityError, require
 
 ATTENTIONS = ("linear", "softmax")
@@ -50,7 +55,7 @@ def patch_tokens(x: torch.Tensor, shape: tuple[int, int, int], p: int) -> torch.
 
 @register
 @dataclass(frozen=True)
-class PatchAttn(FeatureModel):
+class PatchAttn(AttentionInputModel):
     name = "patch-attn"
     label = "Patch-Attn"
     summary = "z = normalize(flatten(T Tᵀ T)), T the p×p patches of the image itself (inductive, ViT-style)"
@@ -61,6 +66,7 @@ class PatchAttn(FeatureModel):
     image_shape: tuple | None = field(default=None, metadata={"help": "(H, W, C); None -> from d (784, 3072)"})
 
     def __post_init__(self):
+        super().__post_init__()
         require(self.attention in ATTENTIONS, f"unknown attention {self.attention!r}: choose one of {', '.join(ATTENTIONS)}")
         require(self.patch_size is None or (isinstance(self.patch_size, int) and not isinstance(self.patch_size, bool)
                                             and self.patch_size >= 1),
@@ -85,11 +91,11 @@ class PatchAttn(FeatureModel):
     def fit(self, x_train_unit: torch.Tensor):
         super().fit(x_train_unit)
         self.check_dimension(x_train_unit.shape[1])
-        return {}
+        return self.input_state(x_train_unit)
 
     def embed(self, x_unit: torch.Tensor, state) -> torch.Tensor:
         shape = image_shape_for(x_unit.shape[1], self.image_shape)
-        T = patch_tokens(x_unit, shape, self.patch_side(shape))
+        T = patch_tokens(self.attention_rows(x_unit, state), shape, self.patch_side(shape))
         scores = T @ T.transpose(1, 2)
         if self.attention == "softmax":
             scores = torch.softmax(scores / math.sqrt(T.shape[2]), dim=2)

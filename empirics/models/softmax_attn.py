@@ -4,7 +4,9 @@
 attends over the whole training set with softmax weights (identity Q/K/V, like the paper's
 linearised model, but with the row normalisation the paper's linearisation drops). Test and
 perturbed points are embedded against the same training rows. ``temperature`` τ defaults to
-``sqrt(d)`` (the usual 1/sqrt(d_k) scaling with d_k = d).
+``sqrt(d)`` (the usual 1/sqrt(d_k) scaling with d_k = d). ``attention_input`` replaces ``x`` and
+``X`` by ``u`` and ``U`` as in MLP-Attn (training statistics), so under ``center`` the map is
+``normalize(softmax(u Uᵀ / τ) U)``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from malleability.empirics.models import register
-from malleability.empirics.models.base import FeatureModel, State, unit
+from malleability.empirics.models.base import AttentionInputModel, State, unit
 from malleability.errors import require
 
 
@@ -31,24 +33,28 @@ def resolved_temperature(temperature, d: int) -> float:
 
 @register
 @dataclass(frozen=True)
-class SoftmaxAttn(FeatureModel):
+class SoftmaxAttn(AttentionInputModel):
     name = "softmax-attn"
     label = "Softmax-Attn"
-    summary = "z = normalize(softmax(x Xᵀ/τ) X) over the training rows X (row-normalised attention, identity Q/K/V)"
+    summary = "z = normalize(softmax(u Uᵀ/τ) U) over the training rows U (row-normalised attention, identity Q/K/V)"
     transductive = True
 
     temperature: float | None = field(default=None, metadata={"help": "softmax temperature τ > 0; None -> sqrt(d)"})
 
     def __post_init__(self):
+        super().__post_init__()
         check_temperature(self.temperature)
 
     def fit(self, x_train_unit: torch.Tensor) -> State:
         super().fit(x_train_unit)
-        return {"X": x_train_unit.clone()}
+        state = self.input_state(x_train_unit)
+        state["X"] = self.attention_rows(x_train_unit, state).clone()  # U: the training rows as the attention reads them
+        return state
 
     def embed(self, x_unit: torch.Tensor, state: State) -> torch.Tensor:
         require("X" in state, "softmax-attn needs its fitted state (the training rows X)")
         X = state["X"]
         require(x_unit.shape[1] == X.shape[1], f"rows of dimension {x_unit.shape[1]} against training rows of {X.shape[1]}")
-        weights = torch.softmax(x_unit @ X.T / resolved_temperature(self.temperature, X.shape[1]), dim=1)
+        u = self.attention_rows(x_unit, state)
+        weights = torch.softmax(u @ X.T / resolved_temperature(self.temperature, X.shape[1]), dim=1)
         return unit(weights @ X)

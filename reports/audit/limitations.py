@@ -7,6 +7,11 @@ outcomes of :mod:`malleability.reports.audit.verdicts` and its accuracy gate (a 
 that rests on a network that did not learn is not testable, never failed). Each criterion is
 written beside its judge. Without ``limitation_models`` in the scale no row is added.
 
+Every variant with an ``attention_input`` option runs once per attention-input reading of the
+scale, and each judge compares it with MLP-Attn under the same reading: a verdict's readings are
+named ``<attention input>/<quantity>`` (``raw/rate``, ``center/excess``, ...), and the as-stated
+reading is the raw input, the paper's text.
+
 Flip-rate comparisons use the 10-class tasks of Table 2 at the paper's ε, attacks FGSM, PGD and
 MIM, standard training, the paper's protocol; ``rate`` compares mean flip rates, ``excess``
 flip rates above the noise control and the numerical floor (as in the Table 2 judge).
@@ -29,28 +34,46 @@ def rank_reading(rank) -> str:
     return "rank=full" if rank is None else f"rank={int(rank)}"
 
 
+def _has_attention_input(model: str) -> bool:
+    import dataclasses
+
+    from malleability.empirics.models import MODELS
+
+    return "attention_input" in {f.name for f in dataclasses.fields(MODELS[model])}
+
+
 def limitation_variants(scale) -> list[tuple[str, dict, str]]:
-    """(model, options, reading) of every limitation variant of the scale; truncated-attn once per rank."""
+    """(model, options, reading) of every limitation variant of the scale: truncated-attn once per rank, and a
+    model with an ``attention_input`` option once per attention-input reading of the scale (reading
+    ``<input>`` or ``<input> rank=<r>``)."""
     from malleability.empirics.models import check_model
 
     models = tuple(getattr(scale, "limitation_models", ()) or ())
     ranks = tuple(getattr(scale, "truncation_ranks", DEFAULT_TRUNCATION_RANKS))
+    inputs = tuple(getattr(scale, "attention_inputs", ("raw",)) or ("raw",))
     out = []
     for model in models:
         check_model(model)
-        if model == "truncated-attn":
-            out.extend((model, {"rank": r}, rank_reading(r)) for r in ranks)
-        else:
-            out.append((model, {}, "-"))
+        per_rank = ([({"rank": r}, rank_reading(r)) for r in ranks] if model == "truncated-attn" else [({}, None)])
+        if not _has_attention_input(model):
+            out.extend((model, options, reading or "-") for options, reading in per_rank)
+            continue
+        for att in inputs:
+            out.extend((model, {"attention_input": att, **options}, att if reading is None else f"{att} {reading}")
+                       for options, reading in per_rank)
     return out
 
 
-def variant_key(model: str, options: dict | None = None) -> str:
-    """The summaries' model key of a variant: the model with its options as its cells record them."""
+def variant_key(model: str, options: dict | None = None, attention_input: str = "raw") -> str:
+    """The summaries' model key of a variant under one attention-input reading: the model with its options as
+    its cells record them (the reading is ignored for a model without that option)."""
     from malleability.empirics.experiments.flip_rate.summary import model_key
     from malleability.empirics.models import get_model
 
-    return model_key({"model": model, "model_options": get_model(model, options or {}).options()})
+    options = dict(options or {})
+    if _has_attention_input(model):
+        options.setdefault("attention_input", attention_input)
+    return model_key({"model": model, "model_options": get_model(model, options).options()})
 
 
 def _scale(results: dict) -> dict:
@@ -63,6 +86,12 @@ def _enabled(results: dict, model: str) -> bool:
 
 def _ranks(results: dict) -> tuple:
     return tuple(_scale(results).get("truncation_ranks", DEFAULT_TRUNCATION_RANKS))
+
+
+def _inputs(results: dict) -> tuple[str, ...]:
+    """The attention-input readings of the scale, the paper's (raw) first."""
+    inputs = tuple(_scale(results).get("attention_inputs") or ("raw",))
+    return tuple(sorted(inputs, key=lambda a: (a != "raw", inputs.index(a))))
 
 
 # --------------------------------------------------------------------------- cells
@@ -159,10 +188,10 @@ def _both(a: str | None, b: str | None) -> str | None:
 
 # --------------------------------------------------------------------------- softmax
 
-SOFTMAX_CRITERION = ("per quantity ('rate': mean flip rates; 'excess': above the noise control and the numerical "
-                     "floor): for every 10-class data set and attack, the softmax-attn/ReLU ratio exceeds the "
-                     "MLP-Attn (raw)/ReLU ratio of the same cells; a pair whose networks did not learn is not "
-                     "testable. As stated: rate")
+SOFTMAX_CRITERION = ("per attention-input reading and quantity ('rate': mean flip rates; 'excess': above the noise "
+                     "control and the numerical floor): for every 10-class data set and attack, the softmax-attn/ReLU "
+                     "ratio exceeds the MLP-Attn/ReLU ratio of the same cells under the same attention input; a pair "
+                     "whose networks did not learn is not testable. As stated: raw/rate")
 
 
 @judge
@@ -170,28 +199,30 @@ def softmax_amplifies(results: dict, summary: dict) -> list[dict]:
     if not _enabled(results, "softmax-attn"):
         return []
     readings, details = {}, []
-    for quantity in QUANTITIES:
-        soft = dict(flip_ratios(results, summary, variant_key("softmax-attn"), quantity))
-        lin = dict(flip_ratios(results, summary, variant_key(ATTENTION), quantity))
-        oks = []
-        for pair in sorted(set(soft) & set(lin)):
-            if soft[pair] is None or lin[pair] is None:
-                oks.append(None)
-                details.append(f"{quantity} {pair}: not testable (did not learn)")
-                continue
-            oks.append(soft[pair] > lin[pair])
-            details.append(f"{quantity} {pair}: softmax {soft[pair]:.2f}x vs MLP-Attn {lin[pair]:.2f}x")
-        readings[quantity] = reading_outcome(oks)
+    for att in _inputs(results):
+        for quantity in QUANTITIES:
+            soft = dict(flip_ratios(results, summary, variant_key("softmax-attn", attention_input=att), quantity))
+            lin = dict(flip_ratios(results, summary, variant_key(ATTENTION, attention_input=att), quantity))
+            oks = []
+            for pair in sorted(set(soft) & set(lin)):
+                if soft[pair] is None or lin[pair] is None:
+                    oks.append(None)
+                    details.append(f"{att}/{quantity} {pair}: not testable (did not learn)")
+                    continue
+                oks.append(soft[pair] > lin[pair])
+                details.append(f"{att}/{quantity} {pair}: softmax {soft[pair]:.2f}x vs MLP-Attn {lin[pair]:.2f}x")
+            readings[f"{att}/{quantity}"] = reading_outcome(oks)
     return [row("limitation-softmax", "row normalisation (softmax attention) would further amplify malleability",
-                SOFTMAX_CRITERION, "limitations (paper's discussion)", readings, "rate",
+                SOFTMAX_CRITERION, "limitations (paper's discussion)", readings, "raw/rate",
                 "; ".join(details) or "no softmax-attn flip-rate cells beside MLP-Attn and ReLU")]
 
 
 # --------------------------------------------------------------------------- inductive attention
 
-INDUCTIVE_CRITERION = (f"per quantity: for every 10-class data set and attack, the patch-attn/ReLU ratio (attention "
-                       f"within each image, no transductive C) is at least {GAP:g} (the paper's smallest stated gap, "
-                       f"v2); networks that did not learn: not testable. As stated: rate")
+INDUCTIVE_CRITERION = (f"per attention-input reading and quantity: for every 10-class data set and attack, the "
+                       f"patch-attn/ReLU ratio (attention within each image, no transductive C) is at least {GAP:g} "
+                       f"(the paper's smallest stated gap, v2); networks that did not learn: not testable. As stated: "
+                       f"raw/rate")
 
 
 @judge
@@ -199,23 +230,25 @@ def inductive_gap(results: dict, summary: dict) -> list[dict]:
     if not _enabled(results, "patch-attn"):
         return []
     readings, details = {}, []
-    for quantity in QUANTITIES:
-        ratios = flip_ratios(results, summary, variant_key("patch-attn"), quantity)
-        readings[quantity] = reading_outcome([None if v is None else v >= GAP for _, v in ratios])
-        if ratios:
-            details.append(f"{quantity}: {_fmt(ratios)}")
+    for att in _inputs(results):
+        for quantity in QUANTITIES:
+            ratios = flip_ratios(results, summary, variant_key("patch-attn", attention_input=att), quantity)
+            readings[f"{att}/{quantity}"] = reading_outcome([None if v is None else v >= GAP for _, v in ratios])
+            if ratios:
+                details.append(f"{att}/{quantity}: {_fmt(ratios)}")
     return [row("limitation-inductive", "the malleability gap survives without the transductive C (inductive, "
                 "within-image attention)", INDUCTIVE_CRITERION, "limitations (transductive attention)", readings,
-                "rate", "; ".join(details) or "no patch-attn flip-rate cells beside ReLU")]
+                "raw/rate", "; ".join(details) or "no patch-attn flip-rate cells beside ReLU")]
 
 
 # --------------------------------------------------------------------------- Prop B.4
 
-PROP_B4_CRITERION = (f"'ntk/<distance>': on every data set the NTK distance (over every trained parameter, W_Q, W_K, "
-                     f"W_V and W) of qkv-attn has a log-log slope over width whose class is not 'falls' (rises or "
-                     f"flat: no convergence to a kernel); 'flip/<quantity>': every 10-class qkv-attn/ReLU flip-rate "
-                     f"ratio is at least {GAP:g}. Networks that did not learn: not testable. As stated: both "
-                     f"ntk/{PRIMARY_NTK_READING} and flip/rate")
+PROP_B4_CRITERION = (f"per attention-input reading: '<input>/ntk/<distance>': on every data set the NTK distance "
+                     f"(over every trained parameter, W_Q, W_K, W_V and W) of qkv-attn has a log-log slope over width "
+                     f"whose class is not 'falls' (rises or flat: no convergence to a kernel); "
+                     f"'<input>/flip/<quantity>': every 10-class qkv-attn/ReLU flip-rate ratio is at least {GAP:g}. "
+                     f"Networks that did not learn: not testable. As stated: both raw/ntk/{PRIMARY_NTK_READING} and "
+                     f"raw/flip/rate")
 
 
 @judge
@@ -224,40 +257,42 @@ def prop_b4(results: dict, summary: dict) -> list[dict]:
 
     if not _enabled(results, "qkv-attn"):
         return []
-    key = variant_key("qkv-attn")
     readings, details = {}, []
-    distances = sorted({s["distance"] for t in summary["ntk"].values() for s in t["slopes"] if s["model"] == key})
-    for distance in distances:
-        oks = []
-        for task in sorted(summary["ntk"]):
-            fit, learned = _ntk_slope(summary, task, key, distance)
-            if fit is None or fit.get("slope") is None:
-                continue
-            oks.append(slope_class(fit) != "falls" if learned else None)
-            if distance == PRIMARY_NTK_READING:
-                details.append(f"{task} NTK slope {fit['slope']:+.3f} ({slope_class(fit)})"
-                               + ("" if learned else ", did not learn"))
-        readings[f"ntk/{distance}"] = reading_outcome(oks)
-    for quantity in QUANTITIES:
-        ratios = flip_ratios(results, summary, key, quantity)
-        readings[f"flip/{quantity}"] = reading_outcome([None if v is None else v >= GAP for _, v in ratios])
-        if ratios:
-            details.append(f"flip {quantity}: {_fmt(ratios)}")
-    as_stated = f"ntk/{PRIMARY_NTK_READING}+flip/rate"
-    readings[as_stated] = _both(readings.get(f"ntk/{PRIMARY_NTK_READING}"), readings.get("flip/rate"))
+    for att in _inputs(results):
+        key = variant_key("qkv-attn", attention_input=att)
+        distances = sorted({s["distance"] for t in summary["ntk"].values() for s in t["slopes"] if s["model"] == key})
+        for distance in distances:
+            oks = []
+            for task in sorted(summary["ntk"]):
+                fit, learned = _ntk_slope(summary, task, key, distance)
+                if fit is None or fit.get("slope") is None:
+                    continue
+                oks.append(slope_class(fit) != "falls" if learned else None)
+                if distance == PRIMARY_NTK_READING:
+                    details.append(f"{att} {task} NTK slope {fit['slope']:+.3f} ({slope_class(fit)})"
+                                   + ("" if learned else ", did not learn"))
+            readings[f"{att}/ntk/{distance}"] = reading_outcome(oks)
+        for quantity in QUANTITIES:
+            ratios = flip_ratios(results, summary, key, quantity)
+            readings[f"{att}/flip/{quantity}"] = reading_outcome([None if v is None else v >= GAP for _, v in ratios])
+            if ratios:
+                details.append(f"{att} flip {quantity}: {_fmt(ratios)}")
+        readings[f"{att}/ntk/{PRIMARY_NTK_READING}+flip/rate"] = _both(readings.get(f"{att}/ntk/{PRIMARY_NTK_READING}"),
+                                                                      readings.get(f"{att}/flip/rate"))
     return [row("prop-b4", "with learnable Q/K/V under standard initialisation the NTK still does not converge and "
-                "influence stays malleable (Prop B.4)", PROP_B4_CRITERION, "Prop B.4", readings, as_stated,
-                "; ".join(details) or "no qkv-attn cells")]
+                "influence stays malleable (Prop B.4)", PROP_B4_CRITERION, "Prop B.4", readings,
+                f"raw/ntk/{PRIMARY_NTK_READING}+flip/rate", "; ".join(details) or "no qkv-attn cells")]
 
 
 # --------------------------------------------------------------------------- truncation
 
-TRUNCATION_CRITERION = ("per rank r (a reading each; the paper names none, so at best the remark holds only under a "
-                        f"reading): on every data set the NTK distance ({PRIMARY_NTK_READING}) of truncated-attn at "
-                        "rank r has a log-log slope over width of class 'falls' (convergence restored), and for "
-                        "every 10-class data set and attack its flip-rate ratio to ReLU is below MLP-Attn's; networks "
-                        "that did not learn: not testable. The full rank is MLP-Attn itself and is shown, not judged. "
-                        "The cost in accuracy (mean test accuracy per r beside MLP-Attn's) is reported per r")
+TRUNCATION_CRITERION = ("per attention-input reading and rank r (a reading '<input>/rank=<r>' each; the paper names "
+                        "no rank, so at best the remark holds only under a reading): on every data set the NTK "
+                        f"distance ({PRIMARY_NTK_READING}) of truncated-attn at rank r has a log-log slope over width of "
+                        "class 'falls' (convergence restored), and for every 10-class data set and attack its "
+                        "flip-rate ratio to ReLU is below MLP-Attn's under the same attention input; networks that "
+                        "did not learn: not testable. The full rank is MLP-Attn itself and is shown, not judged. The "
+                        "cost in accuracy (mean test accuracy per r beside MLP-Attn's) is reported per r")
 
 
 @judge
@@ -267,36 +302,42 @@ def truncation_restores(results: dict, summary: dict) -> list[dict]:
     if not _enabled(results, "truncated-attn"):
         return []
     readings, details, per_rank = {}, [], []
-    full = dict(flip_ratios(results, summary, variant_key(ATTENTION), "rate"))
-    ntk_tasks, flip_tasks = _variant_tasks(summary, {variant_key("truncated-attn", {"rank": r}) for r in _ranks(results)})
-    acc_ref = (_ntk_accuracy(summary, variant_key(ATTENTION), tasks=ntk_tasks)
-               or _flip_accuracy(results, summary, variant_key(ATTENTION), tasks=flip_tasks))
-    for rank in _ranks(results):
-        key = variant_key("truncated-attn", {"rank": rank})
-        oks, slopes = [], {}
-        for task in sorted(summary["ntk"]):
-            fit, learned = _ntk_slope(summary, task, key)
-            if fit is None or fit.get("slope") is None:
-                continue
-            slopes[task] = {"slope": fit["slope"], "class": slope_class(fit), "learned": learned}
-            oks.append(slope_class(fit) == "falls" if learned else None)
-        ratios = flip_ratios(results, summary, key, "rate")
-        for pair, v in ratios:
-            if pair in full:
-                oks.append(None if (v is None or full[pair] is None) else v < full[pair])
-        acc = _ntk_accuracy(summary, key)
-        acc = acc if acc is not None else _flip_accuracy(results, summary, key)
-        per_rank.append({"rank": rank, "ntk_slopes": slopes, "flip_ratios": dict(ratios), "accuracy_test": acc,
-                         "accuracy_test_mlp_attn": acc_ref})
-        if not slopes and not ratios:
+    for att in _inputs(results):
+        mlp_key = variant_key(ATTENTION, attention_input=att)
+        full = dict(flip_ratios(results, summary, mlp_key, "rate"))
+        keys = {variant_key("truncated-attn", {"rank": r}, att) for r in _ranks(results)}
+        ntk_tasks, flip_tasks = _variant_tasks(summary, keys)
+        if not (ntk_tasks or flip_tasks):
             continue
-        if rank is not None:
-            readings[rank_reading(rank)] = reading_outcome(oks)
-        details.append(f"{rank_reading(rank)}: NTK slopes " + (", ".join(
-            f"{t} {s['slope']:+.3f} ({s['class']})" for t, s in slopes.items()) or "none")
-            + f"; flip ratios {_fmt(ratios) or 'none'}"
-            + (f"; test accuracy {acc:.3f}" if acc is not None else "")
-            + (f" vs MLP-Attn {acc_ref:.3f}" if acc_ref is not None else ""))
+        acc_ref = (_ntk_accuracy(summary, mlp_key, tasks=ntk_tasks)
+                   or _flip_accuracy(results, summary, mlp_key, tasks=flip_tasks))
+        for rank in _ranks(results):
+            key = variant_key("truncated-attn", {"rank": rank}, att)
+            oks, slopes = [], {}
+            for task in sorted(summary["ntk"]):
+                fit, learned = _ntk_slope(summary, task, key)
+                if fit is None or fit.get("slope") is None:
+                    continue
+                slopes[task] = {"slope": fit["slope"], "class": slope_class(fit), "learned": learned}
+                oks.append(slope_class(fit) == "falls" if learned else None)
+            ratios = flip_ratios(results, summary, key, "rate")
+            for pair, v in ratios:
+                if pair in full:
+                    oks.append(None if (v is None or full[pair] is None) else v < full[pair])
+            acc = _ntk_accuracy(summary, key)
+            acc = acc if acc is not None else _flip_accuracy(results, summary, key)
+            per_rank.append({"rank": rank, "attention_input": att, "ntk_slopes": slopes, "flip_ratios": dict(ratios),
+                             "accuracy_test": acc, "accuracy_test_mlp_attn": acc_ref})
+            if not slopes and not ratios:
+                continue
+            name = f"{att}/{rank_reading(rank)}"
+            if rank is not None:
+                readings[name] = reading_outcome(oks)
+            details.append(f"{name}: NTK slopes " + (", ".join(
+                f"{t} {s['slope']:+.3f} ({s['class']})" for t, s in slopes.items()) or "none")
+                + f"; flip ratios {_fmt(ratios) or 'none'}"
+                + (f"; test accuracy {acc:.3f}" if acc is not None else "")
+                + (f" vs MLP-Attn {acc_ref:.3f}" if acc_ref is not None else ""))
     out = row("limitation-truncation", "low-rank (truncated) attention restores NTK convergence and lowers "
               "malleability (the paper's remark, untested there)", TRUNCATION_CRITERION, "remark (truncated attention)",
               readings, None, "; ".join(details) or "no truncated-attn cells")

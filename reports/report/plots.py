@@ -257,11 +257,14 @@ def plot_eps(results: dict, path: Path) -> bool:
 
 
 def plot_truncation(results: dict, path: Path) -> bool:
-    """Accuracy against malleability over the rank r of truncated attention (the paper's untested remark)."""
+    """Accuracy against malleability over the rank r of truncated attention (the paper's untested remark), one
+    panel per data set, one line style per attention-input reading."""
     import re
 
+    from matplotlib.ticker import NullFormatter
+
     eps = results["scale"]["flip"]["eps"]
-    series = {}
+    series: dict[str, dict[str, list]] = {}
     for task, summ in sorted(results["summary"]["flip"].items()):
         for c in summ["cells"]:
             base, opts = split_key(c["model"])
@@ -269,33 +272,41 @@ def plot_truncation(results: dict, path: Path) -> bool:
                 continue
             m = re.search(r"rank=(\w+)", opts)
             rank = None if (m is None or m.group(1) == "None") else int(m.group(1))
-            series.setdefault(task, []).append((rank, c["flip_rate"], c["accuracy"]))
+            att = re.search(r"attention_input=(\w+)", opts)
+            series.setdefault(task, {}).setdefault(att.group(1) if att else "raw", []).append(
+                (rank, c["flip_rate"], c["accuracy"]))
     if not series:
         return False
     plt = _plt()
-    fig, axes = plt.subplots(1, len(series), figsize=(5.8 * len(series), 4.2), squeeze=False)
-    for ax, (task, pts) in zip(axes[0], sorted(series.items())):
-        full = max([r for r, _, _ in pts if r is not None] + [1]) * 4
-        pts = sorted(pts, key=lambda p: full if p[0] is None else p[0])
-        xs = [full if r is None else r for r, _, _ in pts]
-        fr = [p[1]["mean"] for p in pts]
-        lo = [p[1]["mean"] - (p[1]["ci95"] or [p[1]["mean"]] * 2)[0] for p in pts]
-        hi = [(p[1]["ci95"] or [p[1]["mean"]] * 2)[1] - p[1]["mean"] for p in pts]
-        ax.errorbar(xs, fr, yerr=[lo, hi], marker="o", capsize=3, color="C3", label="PGD flip rate (Wilson 95%)")
-        acc = [p[2]["test"]["mean"] for p in pts]
-        ax.plot(xs, acc, marker="s", color="C0", label="test accuracy")
-        chance = max(p[2]["chance"] or 0 for p in pts)
-        ax.axhline(chance, color="C0", linestyle=":", label=f"chance ({chance:.2f})")
+    fig, axes = plt.subplots(1, len(series), figsize=(7.5 * len(series), 4.4), squeeze=False)
+    styles = {"raw": "-", "center": "--", "standardize": ":"}
+    for ax, (task, by_input) in zip(axes[0], sorted(series.items())):
+        ranks = sorted({r for pts in by_input.values() for r, _, _ in pts if r is not None})
+        full = max(ranks + [1]) * 4  # full rank drawn to the right of the largest r
+        chance = 0.0
+        for att, pts in sorted(by_input.items(), key=lambda kv: (kv[0] != "raw", kv[0])):
+            pts = sorted(pts, key=lambda p: full if p[0] is None else p[0])
+            xs = [full if r is None else r for r, _, _ in pts]
+            fr = [p[1]["mean"] for p in pts]
+            lo = [p[1]["mean"] - (p[1]["ci95"] or [p[1]["mean"]] * 2)[0] for p in pts]
+            hi = [(p[1]["ci95"] or [p[1]["mean"]] * 2)[1] - p[1]["mean"] for p in pts]
+            ls = styles.get(att, "-.")
+            ax.errorbar(xs, fr, yerr=[lo, hi], marker="o", capsize=3, color="C3", linestyle=ls,
+                        label=f"PGD flip rate, {att} input (Wilson 95%)")
+            ax.plot(xs, [p[2]["test"]["mean"] for p in pts], marker="s", color="C0", linestyle=ls,
+                    label=f"test accuracy, {att} input")
+            chance = max([chance] + [p[2]["chance"] or 0 for p in pts])
+        ax.axhline(chance, color="grey", linestyle=":", label=f"chance accuracy ({chance:.2f})")
+        ticks = ranks + [full]
         ax.set_xscale("log")
-        ax.set_xticks(xs)
-        ax.set_xticklabels(["full" if r is None else str(r) for r, _, _ in pts])
-        from matplotlib.ticker import NullFormatter
-
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([str(r) for r in ranks] + ["full"])
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_ylim(0, 1)
         ax.set_xlabel("rank r of the truncated attention matrix C_r")
+        ax.set_ylabel("flip rate / test accuracy")
         ax.set_title(results.get("labels", {}).get("datasets", {}).get(task, task))
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.suptitle("Truncated attention: malleability and accuracy against the rank (full = MLP-Attn)", fontsize=9)
     return _save(plt, fig, path)
 

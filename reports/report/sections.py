@@ -84,7 +84,8 @@ def table1(doc: Doc, r: dict, plots: dict) -> None:
     doc.h(2, "Table 1: NTK distance vs width")
     caption = (f"Scale {esc(r['scale']['name'])}; protocols {esc(', '.join(s['protocols']))}; n = {s['n']}, "
                f"n_test = {s['n_test']}; widths {esc(', '.join(map(str, s['widths'])))}; {s['epochs']} epochs "
-               f"(paper: 500); {s['seeds']} seeds (seed s: data subset s, init s); reading {PRIMARY} (‖K_T − K_0‖_F); "
+               f"(paper: 500); {s['seeds']} seeds (seed s: data subset s, init s); {esc(r['scale'].get('dtype', 'float32'))} "
+               f"training; reading {PRIMARY} (‖K_T − K_0‖_F); "
                "95% Student-t intervals truncated at 0; the paper's magnitudes are not comparable (its n and formula "
                "are unknown).")
     if plots.get("ntk_distance.png"):
@@ -115,7 +116,8 @@ def table1(doc: Doc, r: dict, plots: dict) -> None:
 def _flip_caption(r: dict, what: str) -> str:
     f = r["scale"]["flip"]
     return (f"{what}. Scale {esc(r['scale']['name'])}; n = {f['n']}, n_test = {f['n_test']}; width {f['width']}; "
-            f"{f['epochs']} epochs (paper: 500); {f['seeds']} seeds; flip set {flip_set_sizes(r)} points (τ n); "
+            f"{f['epochs']} epochs (paper: 500); {f['seeds']} seeds; {esc(f.get('dtype') or r['scale'].get('dtype', 'float32'))} "
+            f"training; flip set {flip_set_sizes(r)} points (τ n); "
             f"ε = {f['eps']} in pixel space; flip-rate intervals Wilson 95% over pooled counts. "
             "Readings: raw (the paper's text) and centred attention input side by side.")
 
@@ -294,8 +296,11 @@ def limitations(doc: Doc, r: dict, plots: dict) -> None:
     if not rows:
         return
     doc.h(2, "Beyond the paper: its named limitations, measured")
+    inputs = ", ".join(r["scale"].get("attention_inputs") or ["raw"])
     doc.p("Softmax attention, inductive (within-image) attention, learnable Q/K/V (Prop B.4) and truncated "
-          "attention run in Table 1 and Table 2 beside 2L-ReLU and MLP-Attn, under the same accuracy gate.")
+          "attention run in Table 1 and Table 2 beside 2L-ReLU and MLP-Attn, under the same accuracy gate, once per "
+          f"attention-input reading ({esc(inputs)}); each is compared with MLP-Attn under the same reading, and a "
+          "reading's name starts with its attention input (raw is the paper's text and the as-stated reading).")
     for v in rows:
         doc.h(3, f"{esc(v['claim'])}: {esc(v['verdict_label'])}")
         doc.p(f"{esc(v.get('statement', ''))}. {esc(v['meaning'])} Criterion: {esc(v.get('criterion', ''))}. "
