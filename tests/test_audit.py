@@ -256,6 +256,27 @@ def test_default_scale_keeps_the_paper_protocol_and_a_60_point_flip_set():
     assert int(0.1 * s.flip.n) >= 60  # τ = 10% of the training set is the flip set
 
 
+def test_flip_dtype_sets_the_precision_of_the_flip_cells_only_and_the_estimate_follows():
+    from malleability.reports.audit.cost_model import cell_seconds
+
+    def precisions(*over):
+        cells = A.plan_cells(A.get_scale("tiny", list(over))).cells
+        return ({c.config.train.dtype for c in cells if c.kind == "flip-rate"},
+                {c.config.train.dtype for c in cells if c.kind == "ntk-distance"}, cells)
+
+    flip, ntk, cells32 = precisions()
+    assert flip == ntk == {"float32"}
+    flip, ntk, cells64 = precisions("flip.dtype=float64")
+    assert flip == {"float64"} and ntk == {"float32"}
+    for a, b in zip(cells32, cells64):
+        ratio = (cell_seconds(b) - 0.3) / (cell_seconds(a) - 0.3) if a.kind == "flip-rate" else None
+        assert ratio is None or ratio == pytest.approx(1.85)
+    assert precisions("dtype=float64", "flip.dtype=none")[0] == {"float64"}  # none: the scale's dtype
+    assert A.get_scale("default").flip.dtype == "float64"
+    with pytest.raises(MalleabilityError, match="flip.dtype"):
+        A.get_scale("tiny", ["flip.dtype=float16"])
+
+
 def test_limitation_tasks_adv_training_tasks_and_the_lazy_control_restrict_the_plan():
     over = ["limitation_models=softmax-attn", "ntk.tasks=mnist,cifar10", "flip.tasks_10class=mnist,cifar10",
             "flip.adv_training=true", "ntk.protocols=paper,lazy", "flip.protocols=paper,lazy"]

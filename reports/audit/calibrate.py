@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from malleability.reports.audit.cost_model import COEFFICIENTS, cell_seconds, features
+from malleability.reports.audit.cost_model import COEFFICIENTS, cell_seconds, features, precision_factor
 
 
 def time_cells(cells) -> list[float]:
@@ -24,14 +24,14 @@ def fit(cells, seconds) -> dict[str, tuple[float, ...]]:
     """Non-negative least squares of the seconds on the features, per kind (kinds not timed keep their constants).
 
     Rows are weighted by 1/seconds so the fit is in relative error: a cheap cell counts as much
-    as a costly one.
+    as a costly one. A cell trained in float64 counts in float32 seconds (divided by its precision factor).
     """
     import numpy as np
     from scipy.optimize import nnls
 
     out = dict(COEFFICIENTS)
     for kind in {c.kind for c in cells}:
-        rows = [(features(c), s) for c, s in zip(cells, seconds) if c.kind == kind]
+        rows = [(features(c), s / precision_factor(c)) for c, s in zip(cells, seconds) if c.kind == kind]
         A = np.array([f for f, _ in rows], dtype=float)
         b = np.array([s for _, s in rows], dtype=float)
         w = 1.0 / np.maximum(b, 1e-3)

@@ -17,6 +17,9 @@ Per kind, seconds = coefficients · features(cell) (non-negative least squares o
 
 :func:`malleability.reports.audit.calibrate.calibrate` times scaled-down cells of every kind and
 refits the constants below; :func:`estimate_seconds` spreads predicted cells over workers, costliest first.
+
+The coefficients are float32 seconds; a cell trained in another precision costs
+``PRECISION_FACTOR[dtype]`` times its prediction (measured on 500-epoch flip cells).
 """
 
 from __future__ import annotations
@@ -102,6 +105,19 @@ def optimizer_steps(train, n: int) -> int:
     return int(settings["epochs"]) * (1 if batch is None else -(-int(n) // int(batch)))
 
 
+# A float64 cell's seconds over the same float32 cell's, timed back to back on one thread (2026-12-02, AMD EPYC,
+# 500 epochs, PGD flip cells of the default scale): MNIST MLP-Attn 1.78, MNIST QKV-Attn 1.88, CIFAR-10 2L-ReLU
+# 1.98, CIFAR-10 MLP-Attn 1.72 (1.85 over their summed seconds); at 50 epochs MNIST MLP-Attn under adversarial
+# training 1.91. MNIST 2L-ReLU gave 1.43, its float32 run slowed by the process's first-call costs.
+PRECISION_FACTOR = {"float32": 1.0, "float64": 1.85}
+
+
+def precision_factor(cell) -> float:
+    """How much a cell's training precision multiplies its float32 prediction (1 for untrained kinds)."""
+    train = getattr(cell.config, "train", None)
+    return PRECISION_FACTOR.get(getattr(train, "dtype", "float32"), 1.0) if train is not None else 1.0
+
+
 # What a cell costs inside an audit beyond its own computation (result transfer, provenance, the
 # executor's bookkeeping), from two audits on 2 workers (2026-12-01): 1.0 s gave 7.0 min against a measured
 # 4.6 min on the 358-cell quick reference run, 0 s gave a third of a 252-cell run's wall time.
@@ -114,7 +130,7 @@ def cell_seconds(cell, coefficients: dict | None = None) -> float:
         return THEORY_SECONDS[cell.config.claim]
     coef = (coefficients or COEFFICIENTS).get(cell.kind, (5.0,))
     overhead = AUDIT_OVERHEAD_S.get(cell.kind, 0.0) if coefficients is None else 0.0
-    return overhead + float(sum(c * f for c, f in zip(coef, features(cell))))
+    return overhead + precision_factor(cell) * float(sum(c * f for c, f in zip(coef, features(cell))))
 
 
 def estimate_seconds(cells, workers: int, coefficients: dict | None = None) -> float:

@@ -47,10 +47,10 @@ def model_variants(scale: Scale) -> list[tuple[str, dict, str]]:
     return out
 
 
-def _train(scale: Scale, epochs: int, device: str, protocol: str = "paper"):
+def _train(scale: Scale, epochs: int, device: str, protocol: str = "paper", dtype: str | None = None):
     from malleability.empirics.training import TrainConfig
 
-    return TrainConfig(protocol=protocol, epochs=epochs, device=device, dtype=scale.dtype)
+    return TrainConfig(protocol=protocol, epochs=epochs, device=device, dtype=dtype or scale.dtype)
 
 
 def plan_cells(scale: Scale, *, device: str = "cpu", data_root: str | None = None) -> Plan:
@@ -133,7 +133,7 @@ def _flip_cells(scale: Scale, variants, beyond, device, data_root, flip_rate) ->
             else:
                 attacks_here = attacks
             configs = flip_rate.sweep(
-                data_config(task, f.n, f.n_test, 0, data_root), _train(scale, f.epochs, device, protocol),
+                data_config(task, f.n, f.n_test, 0, data_root), _train(scale, f.epochs, device, protocol, f.dtype),
                 models=[model], attacks=attacks_here, eps_list=eps_list, seeds=range(f.seeds), adv_modes=(adv,),
                 model_options={model: options}, width=f.width, adv_train_steps=f.adv_train_steps, null_eps=f.null_eps)
             for cfg in configs:
