@@ -34,7 +34,7 @@ def test_claim_result_ignores_informational_readings():
     rs = [Reading("as-stated", "fails", {"x": 1}, {}), Reading("c", "holds", None, {}, informational=True)]
     res = ClaimResult("t", "s", rs)
     d = res.to_dict()
-    assert d["verdict"] == "fails" and d["verdict_label"] == "fails under every reading"
+    assert d["verdict"] == "fails" and d["verdict_label"] == "fails under every decided reading"
     assert d["readings_holding"] == [] and d["counterexample"] == {"reading": "as-stated", "x": 1}
 
 

@@ -6,7 +6,7 @@ Four outcomes, named the same in results.json and in the report (:data:`OUTCOMES
   it fails are listed as information;
 * ``depends`` (*holds only under a reading*): it fails (or cannot be tested) as stated, and the
   readings under which it holds are named;
-* ``fails`` (*fails under every reading*);
+* ``fails`` (*fails under every decided reading*);
 * ``not-testable``: every reading rests on networks that did not learn, or the paper's
   quantity is unknown.
 

@@ -24,8 +24,9 @@ VERDICTS = {
             "The paper's statement is true as printed; readings under which it fails are listed as information."),
     DEPENDS: ("holds only under a reading",
               "As printed the statement fails or cannot be decided; it is true only under the readings named."),
-    FAILS: ("fails under every reading",
-            "No reading we check makes the statement true; each failing reading has a counterexample."),
+    FAILS: ("fails under every decided reading",
+            "No reading we check makes the statement true; each failing reading has a counterexample, and readings "
+            "that could not be decided (e.g. networks that did not learn) are listed as not testable."),
     NOT_TESTABLE: ("not testable", "Nothing could be decided: every reading lacked applicable evidence."),
 }
 
