@@ -136,17 +136,20 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--models", default="relu,mlp-attn", show_default=True, help="views: comma list of registered models")
     @click.option("--rows", "rows_path", default=None, help="JSON from `ntk-distance --json` (or JSONL rows) for measured widths")
     @click.option("--json", "as_json", is_flag=True, help="print JSON")
-    def widths_cmd(dataset, n, n_test, classes, data_seed, data_root, eps, models, rows_path, as_json):
+    @model_option_flags
+    def widths_cmd(dataset, n, n_test, classes, data_seed, data_root, eps, models, rows_path, as_json, **model_flags):
         """κ(G), pseudo-κ, κ_d of the data as each model sees it; predicted vs measured widths."""
         from malleability.empirics.experiments.widths import width_report
 
+        model_list = tuple(parse_models(models))
+        options = model_options(model_list, model_flags)
         ns = _parse_ns(n)
         if len(ns) == 1 and ns[0] >= 20:
             ns = (ns[0] // 10, ns[0])
         _positive_eps(eps)
         data = data_config(dataset, max(ns), n_test, classes, data_seed, data_root)
         rows = _read_rows(rows_path) if rows_path else None
-        report = width_report(data, eps, rows=rows, ns=ns, models=tuple(parse_models(models)))
+        report = width_report(data, eps, rows=rows, ns=ns, models=model_list, model_options=options)
         if as_json:
             click.echo(dump(report))
             return

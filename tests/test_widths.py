@@ -102,3 +102,28 @@ def test_cli_widths(data_root, tmp_path):
                         (["--rows", str(tmp_path / "none.json")], "rows file not found")]:
         bad = CliRunner().invoke(main, ["widths", "--dataset", "mnist", "--data-root", str(data_root), *args])
         assert bad.exit_code == 2 and match in bad.stderr, bad.output
+
+
+def test_cli_widths_takes_every_model_and_its_options(data_root):
+    models = "softmax-attn,patch-attn,qkv-attn,truncated-attn"
+    res = CliRunner().invoke(main, ["widths", "--dataset", "mnist", "--n", "30", "--models", models, "--rank", "5",
+                                    "--data-root", str(data_root), "--json"])
+    assert res.exit_code == 0, res.output
+    views = json.loads(res.stdout)["per_n"][-1]["views"]
+    assert set(views) == set(models.split(","))
+    assert views["truncated-attn"]["conditioning"]["rank"] == 5  # the option reached the model
+    # qkv-attn's view is its feature map at the seeded initialisation of its projections
+    from malleability.empirics.data import unit_rows
+    from malleability.empirics.models import get_model
+
+    x = unit_rows(load_dataset(DataConfig(dataset="mnist", n=30, n_test=0, data_root=str(data_root))).pixels_train)
+    m = get_model("qkv-attn")
+    import torch
+
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    direct = m.features(xt, {**m.fit(xt), **m.init_params(xt.shape[1], 0)}).numpy()
+    assert np.allclose(view_features("qkv-attn", x, seed=0), direct, rtol=0, atol=0)
+    assert not np.allclose(view_features("qkv-attn", x, seed=1), direct)
+    bad = CliRunner().invoke(main, ["widths", "--dataset", "mnist", "--data-root", str(data_root), "--models", "relu",
+                                    "--rank", "5"])
+    assert bad.exit_code == 2 and "--rank applies to none" in bad.stderr, bad.output

@@ -104,11 +104,14 @@ def conditioning_of(x: np.ndarray) -> dict:
     return info
 
 
-def view_features(model: str, x_unit: np.ndarray, options: dict | None = None) -> np.ndarray:
-    """The rows as ``model`` sees them (float64)."""
+def view_features(model: str, x_unit: np.ndarray, options: dict | None = None, seed: int = 0) -> np.ndarray:
+    """The rows as ``model`` sees them (float64); a model with trainable feature parameters (qkv-attn's
+    projections) at their seeded initialisation, the point the width bound speaks of."""
     m = get_model(model, options)
     xt = torch.from_numpy(np.ascontiguousarray(x_unit, dtype=np.float64))
-    return m.features(xt, m.fit(xt)).numpy()
+    state = m.fit(xt)
+    params = m.init_params(int(xt.shape[1]), int(seed))
+    return m.features(xt, {**state, **(params or {})}).numpy()
 
 
 def collinearity(z: np.ndarray) -> dict:
@@ -159,8 +162,12 @@ def paper_kappa_match(report: dict) -> list[dict]:
     return out
 
 
-def width_report(data_cfg: DataConfig, eps: float, rows=None, ns=None, models=PAPER_MODELS) -> dict:
+def width_report(data_cfg: DataConfig, eps: float, rows=None, ns=None, models=PAPER_MODELS,
+                 model_options: dict | None = None) -> dict:
     """κ(G), pseudo-κ, κ_d per view and per n, predicted widths (v1, v2), measured widths from rows.
+
+    ``model_options``: {model: options} (e.g. ``{"truncated-attn": {"rank": 10}}``); trainable feature
+    parameters are taken at their initialisation seeded by the data seed.
 
     ``ns``: sample sizes to evaluate (each a prefix of the seeded subset); None -> (n // 10, n)
     with n = data_cfg.n (just (n,) when n < 20).
@@ -178,7 +185,7 @@ def width_report(data_cfg: DataConfig, eps: float, rows=None, ns=None, models=PA
         x = unit_rows(ds.pixels_train[:n])
         views = {}
         for kind in models:
-            z = view_features(kind, x)
+            z = view_features(kind, x, (model_options or {}).get(kind), seed=int(data_cfg.seed))
             cond = conditioning_of(z)
             views[kind] = {
                 "conditioning": cond,
