@@ -7,13 +7,15 @@ Per kind, seconds = coefficients · features(cell) (non-negative least squares o
 * ``k-layer``:      [1, M · P · n³, M · P · n²] with P = codes x ks Grams and M = 1 where the mpmath
   recursion measures them (n <= measure_max_n), else 0
 * ``ntk-distance``: [1, steps, n · epochs · m · d (training), (n + n_test)² · (m + d) (three kernels,
-  the regression), L · steps] with L the per-step work of trainable feature parameters
-  (:func:`_projection_work`, 0 for parameter-free features), steps = optimizer steps (epochs x batches per epoch; the lazy protocol's full
-  batch: one per epoch): each step's fixed cost dominates at small widths
+  the regression), L · steps, P · (n + n_test) · d²] with L the per-step work of trainable feature parameters
+  (:func:`_projection_work`, 0 for parameter-free features), P = 1 for a model with such parameters (their
+  kernel needs each row's gradient through the d x d attention matrix), steps = optimizer steps (epochs x
+  batches per epoch; the lazy protocol's full batch: one per epoch): each step's fixed cost dominates at small widths
 * ``flip-rate``:    [1, T · steps, T · n · epochs · m · d, adv · T · steps, adv · T · n · epochs · m · d,
-  T · n² · (m + d), att · T · n · d², att · adv · T · n · epochs · d², T · L · steps] with ``T`` = 2 trainings, or 3
-  with the null floor; ``adv`` = the PGD steps per batch under adversarial training, else 0;
-  ``att`` = 1 for a transductive model (its features cost a d x d product per row, in every attack step).
+  T · n² · (m + d), att · T · n · d², att · adv · T · n · epochs · d², T · L · steps, P · T · (n + n_test) · d²]
+  with ``T`` = 2 trainings, or 3 with the null floor; ``adv`` = the PGD steps per batch under adversarial
+  training, else 0; ``att`` = 1 for a transductive model (its features cost a d x d product per row, in every
+  attack step).
 
 :func:`malleability.reports.audit.calibrate.calibrate` times scaled-down cells of every kind and
 refits the constants below; :func:`estimate_seconds` spreads predicted cells over workers, costliest first.
@@ -73,17 +75,19 @@ def features(cell) -> list[float]:
     epochs = cfg.train.resolved()["epochs"]
     n, m, d = int(cfg.data.n), int(cfg.width), _dim(cfg)
     steps = float(optimizer_steps(cfg.train, n))
-    learned = _projection_work(cfg, n, d) * steps
+    work = _projection_work(cfg, n, d)
+    learned = work * steps
+    nt = n + int(cfg.data.n_test)
+    kernel_rows = float(nt * d * d) if work else 0.0
     if cell.kind == "ntk-distance":
-        nt = n + int(cfg.data.n_test)
-        return [1.0, steps, float(n * epochs * m * d), float(nt * nt * (m + d)), learned]
+        return [1.0, steps, float(n * epochs * m * d), float(nt * nt * (m + d)), learned, kernel_rows]
     trainings = 2 + (1 if cfg.null_eps is not None else 0)
     adv = float(cfg.adv_train_steps) if cfg.adv_train else 0.0
     train = float(n * epochs * m * d)
     att = 1.0 if _transductive(cfg.model) else 0.0
     return [1.0, trainings * steps, trainings * train, adv * trainings * steps, adv * trainings * train,
             float(trainings * n * n * (m + d)), att * trainings * n * d * d, att * adv * trainings * n * epochs * d * d,
-            trainings * learned]
+            trainings * learned, trainings * kernel_rows]
 
 
 def _projection_work(cfg, n: int, d: int) -> float:
