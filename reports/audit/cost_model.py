@@ -28,17 +28,19 @@ from __future__ import annotations
 
 
 # ntk-distance and flip-rate: fitted (calibrate.fit) on 2026-12-02, AMD EPYC (2 cores), torch 2.14 CPU, one
-# thread, on the 84 calibration cells (10-60 epochs) together with the 374 trained cells of the default
-# reference audit (500 epochs, 2 workers: 43.4 min measured; the earlier fit on calibration cells alone
-# had estimated 61.6 min). theory, widths, k-layer: from calibration cells and timed cells of their own.
+# thread, on the measured cells of two audits of this plan: quick (20 epochs, float32; 9.1 min measured, the
+# earlier fit had estimated 6.7 min, under-predicting qkv-attn 2.5-4x) and the default reference (500 epochs,
+# float64 flip cells; 98.0 min measured against an estimate of 83.8 min). With the default's flip cells all in
+# float64 the fit cannot separate the precision factor from the coefficients; it keeps the timed 1.85.
+# theory, widths, k-layer: from calibration cells and timed cells of their own.
 COEFFICIENTS: dict[str, tuple[float, ...]] = {
     "theory": (0.2113,),
     # the intercept is a timed widths cell in a fresh process (14.5 s, 2026-12-01: loading the data set dominates)
     "widths": (14.5, 1.443e-09),
     # the last coefficient: trainable projections (qkv-attn), its d^1.5 from MNIST vs CIFAR-10 500-epoch cells
-    "ntk-distance": (0.007789, 0.0003176, 6.883e-11, 7.145e-10, 1.691e-11),
+    "ntk-distance": (0.0, 0.0005691, 7.987e-11, 7.301e-10, 1.969e-11, 1.608e-09),
     "k-layer": (0.07336, 1.277e-05, 1.562e-06),
-    "flip-rate": (0.005301, 0.0003731, 6.387e-11, 0.001055, 1.868e-10, 4.193e-10, 2.536e-10, 8.451e-11, 8.661e-12),
+    "flip-rate": (0.007488, 0.0004343, 7.751e-11, 0.0009833, 2.341e-10, 9.167e-10, 1.666e-10, 8.619e-11, 8.725e-12, 2.204e-09),
 }
 
 
