@@ -110,13 +110,19 @@ def _fit(W: torch.nn.Parameter, a: torch.Tensor, feats: torch.Tensor, y: torch.T
     K = a.shape[2]
     for _epoch in range(int(settings["epochs"])):
         orders = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(feats.device) if bs < n else None
+        if orders is not None:  # one gather per epoch into reused buffers; each batch is then a slice of it
+            flat = orders.reshape(-1)
+            if _epoch == 0:
+                feats_e = torch.empty(S, n, feats.shape[1], dtype=feats.dtype, device=feats.device)
+                y_e = torch.empty(S, n, dtype=y.dtype, device=y.device)
+            torch.index_select(feats, 0, flat, out=feats_e.view(S * n, -1))
+            torch.index_select(y, 0, flat, out=y_e.view(-1))
         totals = torch.zeros(S, dtype=torch.float64, device=feats.device)
         for start in range(0, n, bs):
             if orders is None:  # full batch: every seed sees the same rows
                 zb, yb = feats.expand(S, n, feats.shape[1]), y.expand(S, n)
             else:
-                idx = orders[:, start:start + bs]  # (S, B)
-                zb, yb = feats[idx], y[idx]
+                zb, yb = feats_e[:, start:start + bs], y_e[:, start:start + bs]  # (S, B, d), (S, B)
             B = zb.shape[1]
             if S == 1:  # plain 2-D products: no batch bookkeeping for one seed
                 h = (zb[0] @ Wd[0].T)[None]

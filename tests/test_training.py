@@ -111,3 +111,28 @@ def test_devices_and_bad_labels(binary):
         train_model("relu", x, y + 5, 2, TrainConfig(epochs=1), width=4)
     with pytest.raises(MalleabilityError, match="unknown model"):
         train_model("cnn", x, y, 2, TrainConfig(epochs=1), width=4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+def test_fused_adam_is_torch_fused_adam_bitwise(dtype, weight_decay):
+    from malleability.empirics.training import FusedAdam
+
+    gen = torch.Generator().manual_seed(7)
+    start = [torch.randn(5, 3, generator=gen, dtype=torch.float64).to(dtype), torch.randn(4, generator=gen).to(dtype)]
+    ours = [p.clone().requires_grad_(True) for p in start]
+    theirs = [p.clone().requires_grad_(True) for p in start]
+    opt_ours = FusedAdam(ours, lr=0.01, weight_decay=weight_decay)
+    opt_theirs = torch.optim.Adam(theirs, lr=0.01, weight_decay=weight_decay, fused=True)
+    for step in range(30):
+        grads = [torch.randn(p.shape, generator=gen, dtype=torch.float64).to(dtype) for p in start]
+        for p, q, g in zip(ours, theirs, grads):
+            # the second tensor sits out every third step: its moments and step count must not move
+            skip = p.ndim == 1 and step % 3 == 0
+            p.grad = None if skip else g.clone()
+            q.grad = None if skip else g.clone()
+        opt_ours.step()
+        opt_theirs.step()
+    for p, q in zip(ours, theirs):
+        assert torch.equal(p.detach(), q.detach())
+    assert not torch.equal(ours[0].detach(), start[0])  # it did move
