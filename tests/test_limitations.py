@@ -73,13 +73,13 @@ def test_variants_of_a_scale():
         limitation_models = ("softmax-attn", "truncated-attn")
         truncation_ranks = (1, None)
 
+    # rank=full is MLP-Attn itself: not planned again
     raw = [("softmax-attn", {"attention_input": "raw"}, "raw"),
-           ("truncated-attn", {"attention_input": "raw", "rank": 1}, "raw rank=1"),
-           ("truncated-attn", {"attention_input": "raw", "rank": None}, "raw rank=full")]
+           ("truncated-attn", {"attention_input": "raw", "rank": 1}, "raw rank=1")]
     assert L.limitation_variants(S()) == raw
     S.attention_inputs = ("raw", "center")
     both = L.limitation_variants(S())
-    assert both[:1] + both[2:4] == raw and len(both) == 6
+    assert both[:1] + both[2:3] == raw and len(both) == 4
     assert ("softmax-attn", {"attention_input": "center"}, "center") in both
     assert ("truncated-attn", {"attention_input": "center", "rank": 1}, "center rank=1") in both
     assert L.limitation_variants(object()) == []
@@ -202,3 +202,20 @@ def test_truncation_per_attention_input():
     v = judge(cells, sc=both_readings())["limitation-truncation"]
     assert v["readings"] == {"center/rank=2": "holds"}, v["readings"]
     assert [(r["attention_input"], r["rank"]) for r in v["per_rank"]] == [("center", 2), ("center", None)]
+
+
+def test_truncation_full_rank_without_its_own_cells_is_mlp_attn_on_the_same_data_sets():
+    # MLP-Attn on mnist (rising) and cifar10 (falling); truncated-attn rank 2 on mnist only, no rank=full cells
+    mlp = ntk_cells({MLP: 0.3})
+    mlp = [c for c in mlp if c["tags"]["task"] == "mnist"] + [c for c in ntk_cells({MLP: -0.6})
+                                                              if c["tags"]["task"] == "cifar10"]
+    trunc = [c for c in ntk_cells({T2: -0.4}) if c["tags"]["task"] == "mnist"]
+    v = judge(mlp + trunc + flip_cells({RELU: 0.05, MLP: 0.3, T2: 0.1}))["limitation-truncation"]
+    full = [r for r in v["per_rank"] if r["rank"] is None]
+    assert len(full) == 1 and set(full[0]["ntk_slopes"]) == {"mnist"}, full
+    assert full[0]["ntk_slopes"]["mnist"]["class"] == "rises" and full[0]["flip_ratios"], full
+    assert "raw/rank=full" not in v["readings"] and v["readings"]["raw/rank=2"] == "holds", v["readings"]
+    # with cells of its own, rank=full reads those (an older results.json)
+    own = judge(mlp + trunc + ntk_cells({TFULL: -0.5}) + flip_cells({RELU: 0.05, MLP: 0.3, T2: 0.1}))
+    full = [r for r in own["limitation-truncation"]["per_rank"] if r["rank"] is None][0]
+    assert full["ntk_slopes"]["mnist"]["class"] == "falls"

@@ -54,7 +54,9 @@ def limitation_variants(scale) -> list[tuple[str, dict, str]]:
     out = []
     for model in models:
         check_model(model)
-        per_rank = ([({"rank": r}, rank_reading(r)) for r in ranks] if model == "truncated-attn" else [({}, None)])
+        # rank=full is MLP-Attn itself: its own cells serve as that rank (see truncation_restores), none are planned
+        per_rank = ([({"rank": r}, rank_reading(r)) for r in ranks if r is not None] if model == "truncated-attn"
+                    else [({}, None)])
         if not _has_attention_input(model):
             out.extend((model, options, reading or "-") for options, reading in per_rank)
             continue
@@ -313,19 +315,28 @@ def truncation_restores(results: dict, summary: dict) -> list[dict]:
                    or _flip_accuracy(results, summary, mlp_key, tasks=flip_tasks))
         for rank in _ranks(results):
             key = variant_key("truncated-attn", {"rank": rank}, att)
+            ntk_on, flip_on = sorted(summary["ntk"]), None
+            if rank is None and not any(_variant_tasks(summary, {key})):
+                # no cells of their own (the plan does not repeat MLP-Attn): MLP-Attn's, on the truncated ranks' data sets
+                key, ntk_on, flip_on = mlp_key, sorted(ntk_tasks), flip_tasks
             oks, slopes = [], {}
-            for task in sorted(summary["ntk"]):
+            for task in ntk_on:
                 fit, learned = _ntk_slope(summary, task, key)
                 if fit is None or fit.get("slope") is None:
                     continue
                 slopes[task] = {"slope": fit["slope"], "class": slope_class(fit), "learned": learned}
                 oks.append(slope_class(fit) == "falls" if learned else None)
             ratios = flip_ratios(results, summary, key, "rate")
+            if flip_on is not None:
+                ratios = [(pair, v) for pair, v in ratios if pair.split(" ")[0] in flip_on]
             for pair, v in ratios:
                 if pair in full:
                     oks.append(None if (v is None or full[pair] is None) else v < full[pair])
-            acc = _ntk_accuracy(summary, key)
-            acc = acc if acc is not None else _flip_accuracy(results, summary, key)
+            if flip_on is None:
+                acc = _ntk_accuracy(summary, key)
+                acc = acc if acc is not None else _flip_accuracy(results, summary, key)
+            else:
+                acc = acc_ref
             per_rank.append({"rank": rank, "attention_input": att, "ntk_slopes": slopes, "flip_ratios": dict(ratios),
                              "accuracy_test": acc, "accuracy_test_mlp_attn": acc_ref})
             if not slopes and not ratios:
