@@ -123,6 +123,13 @@ def _exact_dot_signs(z: torch.Tensor, W: torch.Tensor, i: torch.Tensor, r: torch
 
 
 def _int_gram_ok() -> bool:
+    """Whether ``torch._int_mm`` gives exact counts here and is faster than a float32 product.
+
+    Decided once per process: correctness on a tiny case, then one timed product of 0/1
+    patterns at a moderate shape each way. Where the CPU lacks int8 dot-product instructions
+    torch's int8 GEMM was measured at about 1/50 of the float32 rate (AVX2-only EPYC,
+    2026-12-02), so speed decides, not availability.
+    """
     global _INT_MM
     if _INT_MM is None:
         try:
@@ -130,7 +137,30 @@ def _int_gram_ok() -> bool:
             _INT_MM = torch.equal(torch._int_mm(x, x.T), torch.tensor([[2, 1], [1, 2]], dtype=torch.int32))
         except (RuntimeError, AttributeError, TypeError):
             _INT_MM = False
+        if _INT_MM:
+            _INT_MM = _int_mm_faster()
     return _INT_MM
+
+
+def _int_mm_faster(rows: int = 256, inner: int = 1024) -> bool:
+    import time
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 2, (rows, inner), generator=gen, dtype=torch.int8)
+    bt = torch.randint(0, 2, (inner, rows), generator=gen, dtype=torch.int8)
+
+    def best(fn) -> float:
+        fn()  # warm-up
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    t_int = best(lambda: torch._int_mm(a, bt))
+    t_float = best(lambda: a.float() @ bt.float())  # the fallback converts its operands too
+    return t_int < t_float
 
 
 _INT_MM = None
@@ -139,7 +169,7 @@ _INT_MM = None
 def _count_gram(S1: torch.Tensor, S2t: torch.Tensor) -> torch.Tensor:
     """S1 S2t for 0/1 int8 patterns (S2t = S2ᵀ, (m, n2)): exact integer counts.
 
-    int32 GEMM where torch has it (wrong results were seen for inner size 1 and for one row, hence m >= 8
+    int32 GEMM where torch has it and it is the faster (wrong results were seen for inner size 1 and for one row, hence m >= 8
     and at least two rows and columns),
     else float32, exact for counts below 2^24.
     """
@@ -171,7 +201,8 @@ def empirical_ntk(z1, z2, W, a=None, *, chunk_size: int = 1024) -> torch.Tensor:
     self-kernel (z1, z2 the same tensor) both Grams are computed on upper-triangular tiles only
     and mirrored. Minimal work (self-kernel, ±1): one (n, d)x(d, m) product for the pattern
     (float32 screening in a float64 run), n(n+1)·m integer multiply-adds and n(n+1)·d/2
-    float64 ones. Peak memory beyond the (n1, n2) output: (n1 + n2)·m bytes of patterns,
+    float64 ones (the counts in float32 where int8 GEMM is the slower, :func:`_int_gram_ok`).
+    Peak memory beyond the (n1, n2) output: (n1 + n2)·m bytes of patterns,
     about 10·chunk·m bytes for one pattern chunk, 4·m·d for the float32 copy of W, and
     12·chunk² bytes per tile.
     """

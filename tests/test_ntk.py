@@ -257,3 +257,21 @@ def test_exact_oracle_catches_an_error_of_one_rounding_unit_in_a_thousand():
     top = divmod(int(K.abs().argmax()), K.shape[1])
     K[top] *= 1 + 1e-13
     assert _max_rel_error(K, oracle) > 5e-14
+
+
+def test_int8_and_float32_counts_give_the_same_kernel_bitwise(monkeypatch):
+    # which one runs is decided by a speed probe on each machine: both must be the same numbers
+    import malleability.empirics.ntk as ntk_module
+
+    try:
+        torch._int_mm(torch.ones(2, 8, dtype=torch.int8), torch.ones(8, 2, dtype=torch.int8))
+    except (RuntimeError, AttributeError):
+        pytest.skip("no int8 GEMM in this torch")
+    z, W = rows(70, 9, 3), torch.randn(40, 9, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    z2 = rows(33, 9, 4)
+    out = {}
+    for flag in (True, False):
+        monkeypatch.setattr(ntk_module, "_INT_MM", flag)
+        out[flag] = (empirical_ntk(z, z, W, chunk_size=16), empirical_ntk(z, z2, W, chunk_size=16))
+    assert all(torch.equal(a, b) for a, b in zip(out[True], out[False]))
+    assert torch.allclose(out[True][1], empirical_ntk_reference(z, z2, W), rtol=0, atol=1e-13)
