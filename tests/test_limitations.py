@@ -210,10 +210,13 @@ def test_truncation_full_rank_without_its_own_cells_is_mlp_attn_on_the_same_data
     mlp = [c for c in mlp if c["tags"]["task"] == "mnist"] + [c for c in ntk_cells({MLP: -0.6})
                                                               if c["tags"]["task"] == "cifar10"]
     trunc = [c for c in ntk_cells({T2: -0.4}) if c["tags"]["task"] == "mnist"]
-    v = judge(mlp + trunc + flip_cells({RELU: 0.05, MLP: 0.3, T2: 0.1}))["limitation-truncation"]
+    # MLP-Attn is attacked with every attack, truncated-attn with PGD only: rank=full shows PGD only
+    flips = flip_cells({RELU: 0.05, MLP: 0.3}) + [c for c in flip_cells({T2: 0.1}) if c["result"]["attack"] == "pgd"]
+    v = judge(mlp + trunc + flips)["limitation-truncation"]
     full = [r for r in v["per_rank"] if r["rank"] is None]
     assert len(full) == 1 and set(full[0]["ntk_slopes"]) == {"mnist"}, full
-    assert full[0]["ntk_slopes"]["mnist"]["class"] == "rises" and full[0]["flip_ratios"], full
+    assert full[0]["ntk_slopes"]["mnist"]["class"] == "rises", full
+    assert set(full[0]["flip_ratios"]) == set(v["per_rank"][0]["flip_ratios"]) and full[0]["flip_ratios"], v["per_rank"]
     assert "raw/rank=full" not in v["readings"] and v["readings"]["raw/rank=2"] == "holds", v["readings"]
     # with cells of its own, rank=full reads those (an older results.json)
     own = judge(mlp + trunc + ntk_cells({TFULL: -0.5}) + flip_cells({RELU: 0.05, MLP: 0.3, T2: 0.1}))

@@ -317,8 +317,12 @@ def truncation_restores(results: dict, summary: dict) -> list[dict]:
             key = variant_key("truncated-attn", {"rank": rank}, att)
             ntk_on, flip_on = sorted(summary["ntk"]), None
             if rank is None and not any(_variant_tasks(summary, {key})):
-                # no cells of their own (the plan does not repeat MLP-Attn): MLP-Attn's, on the truncated ranks' data sets
-                key, ntk_on, flip_on = mlp_key, sorted(ntk_tasks), flip_tasks
+                # no cells of their own (the plan does not repeat MLP-Attn): MLP-Attn's, on the data sets and
+                # attacks the truncated ranks ran
+                key, ntk_on = mlp_key, sorted(ntk_tasks)
+                flip_on = {pair for r in _ranks(results) if r is not None
+                           for pair, _ in flip_ratios(results, summary, variant_key("truncated-attn", {"rank": r}, att),
+                                                      "rate")}
             oks, slopes = [], {}
             for task in ntk_on:
                 fit, learned = _ntk_slope(summary, task, key)
@@ -328,7 +332,7 @@ def truncation_restores(results: dict, summary: dict) -> list[dict]:
                 oks.append(slope_class(fit) == "falls" if learned else None)
             ratios = flip_ratios(results, summary, key, "rate")
             if flip_on is not None:
-                ratios = [(pair, v) for pair, v in ratios if pair.split(" ")[0] in flip_on]
+                ratios = [(pair, v) for pair, v in ratios if pair in flip_on]
             for pair, v in ratios:
                 if pair in full:
                     oks.append(None if (v is None or full[pair] is None) else v < full[pair])
