@@ -277,16 +277,21 @@ def plot_truncation(results: dict, path: Path) -> bool:
                 (rank, c["flip_rate"], c["accuracy"]))
     if not series:
         return False
-    from malleability.reports.audit.limitations import variant_key
+
+    def mlp_attn_input(model_key: str) -> str | None:
+        base, opts = split_key(model_key)
+        if base != "mlp-attn":
+            return None
+        att = re.search(r"attention_input=(\w+)", opts)
+        return att.group(1) if att else "raw"
 
     for task, by_input in series.items():  # full rank is MLP-Attn itself: its own cells where none were planned
         for att, pts in by_input.items():
             if any(r is None for r, _, _ in pts):
                 continue
-            key = variant_key("mlp-attn", attention_input=att)
             pts.extend((None, c["flip_rate"], c["accuracy"]) for c in results["summary"]["flip"][task]["cells"]
-                       if c["model"] == key and c["attack"] == "pgd" and c["eps"] == eps and not c["adv_train"]
-                       and c["readings"].endswith("protocol=paper"))
+                       if mlp_attn_input(c["model"]) == att and c["attack"] == "pgd" and c["eps"] == eps
+                       and not c["adv_train"] and c["readings"].endswith("protocol=paper"))
     plt = _plt()
     fig, axes = plt.subplots(1, len(series), figsize=(7.5 * len(series), 4.4), squeeze=False)
     styles = {"raw": "-", "center": "--", "standardize": ":"}
