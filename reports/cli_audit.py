@@ -62,8 +62,12 @@ def register(main: click.Group, bench: click.Group) -> None:
             cells = plan_cells(scale, data_root=data_root).cells
             n_workers = workers or default_workers()
             kinds = ", ".join(f"{k} {v}" for k, v in sorted(Counter(c.kind for c in cells).items()))
+            from malleability.reports.audit.cost_model import machine_speed_factor
+
+            speed = machine_speed_factor()
             click.echo(f"scale {scale.name}: {len(cells)} cells ({kinds}); cost-model estimate "
-                       f"{estimate_seconds(cells, n_workers) / 60:.1f} min on {n_workers} CPU worker(s), one thread each")
+                       f"{estimate_seconds(cells, n_workers) * speed / 60:.1f} min on {n_workers} CPU worker(s), one "
+                       f"thread each (x{speed:.2f} for this CPU's measured GEMM rate against the model's host)")
             return
         from malleability.empirics.training import resolve_device
 

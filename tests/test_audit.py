@@ -301,3 +301,27 @@ def test_limitation_tasks_adv_training_tasks_and_the_lazy_control_restrict_the_p
     with pytest.raises(MalleabilityError, match="limitation_tasks"):
         A.get_scale("tiny", ["limitation_tasks=svhn"])
     assert A.get_scale("tiny", ["limitation_tasks=none"]).limitation_tasks is None
+
+
+def test_machine_speed_factor_is_the_gemm_rate_ratio_clamped_and_scales_the_dry_run(monkeypatch):
+    import malleability.empirics.training_batched as TB
+    from malleability.reports.audit import cost_model as CM
+
+    def factor_at(rate):
+        monkeypatch.setattr(CM, "_SPEED", {})
+        monkeypatch.setattr(TB, "square_gemm_gflops", lambda *a, **k: rate)
+        return CM.machine_speed_factor()
+
+    assert factor_at(CM.REFERENCE_GEMM_GFLOPS) == pytest.approx(1.0)
+    assert factor_at(CM.REFERENCE_GEMM_GFLOPS / 2) == pytest.approx(2.0)  # half the rate: twice the time
+    assert factor_at(1e-3) == CM.SPEED_FACTOR_RANGE[1] and factor_at(1e6) == CM.SPEED_FACTOR_RANGE[0]
+
+    def dry_run_minutes(rate):
+        factor_at(rate)
+        r = CliRunner().invoke(main, ["audit", "--scale", "quick", "--workers", "2", "--dry-run"])
+        assert r.exit_code == 0, r.output
+        return float(r.output.split("estimate ")[1].split(" min")[0]), r.output
+
+    one, _ = dry_run_minutes(CM.REFERENCE_GEMM_GFLOPS)
+    three, text = dry_run_minutes(CM.REFERENCE_GEMM_GFLOPS / 3)
+    assert "x3.00" in text and one > 1 and three == pytest.approx(3 * one, abs=0.2)

@@ -139,6 +139,39 @@ def cell_seconds(cell, coefficients: dict | None = None) -> float:
     return overhead + precision_factor(cell) * float(sum(c * f for c, f in zip(coef, features(cell))))
 
 
+# One-thread float32 GEMM rate (1024², bench training's ``square_gemm_gflops``) of the host the
+# coefficients were fitted on: an AMD EPYC with AVX-512, 2026-12-02.
+REFERENCE_GEMM_GFLOPS = 91.4
+SPEED_FACTOR_RANGE = (0.25, 4.0)
+
+
+def machine_speed_factor(*, size: int = 1024, repeats: int = 5) -> float:
+    """How many times longer a cell takes on this CPU than on the reference host, from the one-thread
+    float32 GEMM rate (median of ``repeats``), clamped to :data:`SPEED_FACTOR_RANGE`; measured once per process.
+
+    On an AVX2-only EPYC the rate was 52 GFLOP/s, a factor of 1.75, where the quick audit took 1.76x
+    its unscaled estimate (15.5 min against 8.8). Dispatch-bound cells need not follow the GEMM rate.
+    """
+    key = (int(size), int(repeats))
+    if key not in _SPEED:
+        import torch
+
+        from malleability.empirics.training_batched import square_gemm_gflops
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            rate = square_gemm_gflops(torch.float32, size=int(size), repeats=int(repeats))
+        finally:
+            torch.set_num_threads(threads)
+        lo, hi = SPEED_FACTOR_RANGE
+        _SPEED[key] = min(hi, max(lo, REFERENCE_GEMM_GFLOPS / max(rate, 1e-9)))
+    return _SPEED[key]
+
+
+_SPEED: dict = {}
+
+
 def estimate_seconds(cells, workers: int, coefficients: dict | None = None) -> float:
     """Wall-time estimate: the cells' predicted seconds spread greedily over the workers, costliest first."""
     loads = [0.0] * max(1, int(workers))

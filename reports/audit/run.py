@@ -22,6 +22,7 @@ from typing import Callable
 from malleability.errors import MalleabilityError, require
 from malleability.reports.audit.cache import CellCache, code_version, config_to_jsonable
 from malleability.reports.audit.executor import default_workers, make_executor, run_cells, stop_executor
+from malleability.reports.audit.cost_model import machine_speed_factor
 from malleability.reports.audit.plan import Plan, cell_seconds, costliest_first, estimate_seconds, plan_cells
 from malleability.reports.audit.results import SCHEMA, build_results, write_results
 from malleability.reports.audit.scales import Scale
@@ -160,13 +161,15 @@ def run_audit(
         say(f"cache: ignoring {foreign} entries written by another code version")
     cache.check_writable()
     fingerprint = _fingerprint_of(_data_fingerprints(plan.cells, say))
-    est = 0.0
+    est, speed = 0.0, None
 
     def announce(uncached):
-        nonlocal est
-        est = estimate_seconds(uncached, workers)
+        nonlocal est, speed
+        speed = machine_speed_factor() if device == "cpu" and uncached else None
+        est = estimate_seconds(uncached, workers) * (speed or 1.0)
+        scaled = f", x{speed:.2f} for this CPU's measured GEMM rate" if speed is not None else ""
         say(f"audit: {len(uncached)} cells to compute; estimate {est / 60:.1f} min on {workers} worker(s) "
-            "(from the per-cell cost model of a 2-core CPU; a GPU is faster, a busy machine slower)")
+            f"(from the per-cell cost model of a 2-core reference CPU{scaled}; a GPU is faster, a busy machine slower)")
 
     own_executor = executor is None
     executor = executor or make_executor(workers)
@@ -200,7 +203,7 @@ def run_audit(
         options={"device": device, "workers": workers, "fresh": fresh, "data_root": data_root,
                  "cache_dir": str(cache.root), "overrides": list(overrides),
                  "executor": executor_name},
-        started=started, estimate_s=est,
+        started=started, estimate_s=est, estimate_speed_factor=speed,
         counts={"cells": len(records), "cached": stats.cached, "computed": stats.computed, "failed": stats.failed,
                 "missing": len(plan.missing)},
         cache_refusals=cache.refusals, device=device)

@@ -27,7 +27,10 @@ def header(doc: Doc, r: dict) -> None:
     doc.h(1, "Audit of *Influence Malleability in Linearized Attention* (arXiv 2603.13085)")
     doc.p(f"Scale **{esc(s['name'])}** ({esc(s.get('description', ''))}); device {esc(opt.get('device'))}, "
           f"{esc(opt.get('workers'))} worker(s); measured wall time {_minutes(r.get('wall_time_s'))} "
-          f"(cost-model estimate at the start: {_minutes(r.get('estimate_s'))}); started {esc(r.get('started_at'))}.")
+          f"(cost-model estimate at the start: {_minutes(r.get('estimate_s'))}"
+          + (f", scaled x{r['estimate_speed_factor']:.2f} for this CPU's GEMM rate"
+             if isinstance(r.get("estimate_speed_factor"), (int, float)) else "")
+          + f"); started {esc(r.get('started_at'))}.")
     doc.p(f"Code {esc(r.get('code_version', {}).get('package'))}, git {esc(prov.get('git_commit'))}, "
           f"source hash {esc(str(r.get('code_version', {}).get('source_sha256', ''))[:12])}; "
           f"torch {esc(v.get('torch'))}, numpy {esc(v.get('numpy'))}, python {esc(v.get('python'))}; "
