@@ -21,8 +21,8 @@ from typing import Callable
 
 from malleability.errors import MalleabilityError, require
 from malleability.reports.audit.cache import CellCache, code_version, config_to_jsonable
-from malleability.reports.audit.executor import default_workers, make_executor, run_cells, stop_executor
 from malleability.reports.audit.cost_model import machine_speed_factor
+from malleability.reports.audit.executor import default_workers, make_executor, run_cells, stop_executor
 from malleability.reports.audit.plan import Plan, cell_seconds, costliest_first, estimate_seconds, plan_cells
 from malleability.reports.audit.results import SCHEMA, build_results, write_results
 from malleability.reports.audit.scales import Scale
