@@ -256,3 +256,25 @@ def test_dask_scheduler_and_worker_commands_on_loopback(tmp_path, monkeypatch):
     local = run_cells(_plan_cells(), SerialExecutor(), CellCache(tmp_path / "c-local"), progress=None)
     assert [o.status for o in remote.outcomes] == ["computed"] * len(local.outcomes)
     assert [_stable(o.entry["result"]) for o in remote.outcomes] == [_stable(o.entry["result"]) for o in local.outcomes]
+
+
+def test_the_estimate_scales_by_the_workers_cpus_not_the_parents(cluster, tmp_path, monkeypatch):
+    from malleability.reports.audit import cost_model as CM
+    from malleability.reports.audit.plan import Plan, plan_cells
+
+    lc, client = cluster
+    client.wait_for_workers(2, timeout=60)
+    monkeypatch.setattr(CM, "_SPEED", {(1024, 5): 0.123})  # the parent's own value: outside the clamp, so never a worker's
+    ex, close = _executor(lc)
+    try:
+        measured = ex.speed_factor()
+        assert CM.SPEED_FACTOR_RANGE[0] <= measured <= CM.SPEED_FACTOR_RANGE[1]
+        monkeypatch.setattr(ex, "speed_factor", lambda: 3.0)
+        lines: list[str] = []
+        theory = [c for c in plan_cells(get_scale("tiny")).cells if c.kind == "theory"][:1]
+        out = run_audit(get_scale("tiny"), tmp_path / "dask", cache_dir=tmp_path / "c", executor=ex, render=False,
+                        plan=Plan(cells=theory, missing=[]), progress=lines.append)
+    finally:
+        close()
+    assert out["estimate_speed_factor"] == 3.0
+    assert any("x3.00 for the workers' (median) measured GEMM rate" in line for line in lines)

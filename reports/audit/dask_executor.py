@@ -86,6 +86,14 @@ def run_on_worker(source_sha256: str | None, fn: Callable, /, *args, **kwargs) -
         return fn(*args, **kwargs)
 
 
+def _worker_speed_factor() -> float:
+    """In a worker process: the cost model's speed factor of its CPU, on one thread."""
+    from malleability.reports.audit.cost_model import machine_speed_factor
+
+    _one_thread()
+    return machine_speed_factor()
+
+
 try:  # the parent without the extra can still import this module (and get a one-line error on use)
     from distributed.diagnostics.plugin import WorkerPlugin as _WorkerPlugin
 except ImportError:  # pragma: no cover - exercised only without the extra
@@ -102,7 +110,10 @@ class CellWorkerSetup(_WorkerPlugin):
         self.data_root = data_root
 
     def setup(self, worker):
+        from malleability.provenance import git_commit
+
         _one_thread()
+        git_commit()  # the tree this worker imports now, not the one on disk when its first cell ends
         if self.data_root and not os.environ.get(DATA_ENV):
             os.environ[DATA_ENV] = self.data_root
 
@@ -177,6 +188,19 @@ class DaskExecutor(cf.Executor):
 
         future.add_done_callback(relay)
         return out
+
+    def speed_factor(self) -> float | None:
+        """The cost model's CPU speed factor measured on the workers (median over them), or None when
+        no worker answers; the parent's CPU need not be theirs."""
+        try:
+            factors = list(self.client.run(_worker_speed_factor).values())
+        except Exception:  # noqa: BLE001 - the estimate falls back to the parent's CPU
+            return None
+        factors = sorted(float(f) for f in factors)
+        if not factors:
+            return None
+        mid = len(factors) // 2
+        return factors[mid] if len(factors) % 2 else 0.5 * (factors[mid - 1] + factors[mid])
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No more submissions; cancel (``cancel_futures``) or await the pending cells, then close the client."""
