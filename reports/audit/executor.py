@@ -93,6 +93,9 @@ def _init_worker(threads: int, parent_pid: int | None = None) -> None:
     """One torch/BLAS thread per worker: the workers already fill the cores, and results match serial runs."""
     if parent_pid is not None:
         _exit_with_parent(parent_pid)
+    from malleability.provenance import git_commit
+
+    git_commit()  # the tree this worker imports now, not the one on disk when its first cell ends
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     try:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from malleability.errors import MalleabilityError, require
+from malleability.provenance import git_commit
 from malleability.reports.audit.cache import CellCache, code_version, config_to_jsonable
 from malleability.reports.audit.cost_model import machine_speed_factor
 from malleability.reports.audit.executor import default_workers, make_executor, run_cells, stop_executor
@@ -156,6 +157,7 @@ def run_audit(
     started = time.time()
     say(f"audit: scale {scale.name}, {len(plan.cells)} cells, {workers} worker(s), device {device}, cache {cache.root}")
     code = code_version()  # once per run: every cell of this run is keyed by the same code version
+    git_commit()  # the provenance names the commit this run started from, even if the tree changes during it
     foreign = cache.count_foreign(sorted({c.kind for c in plan.cells}), code)
     if foreign:
         say(f"cache: ignoring {foreign} entries written by another code version")
@@ -165,9 +167,17 @@ def run_audit(
 
     def announce(uncached):
         nonlocal est, speed
-        speed = machine_speed_factor() if device == "cpu" and uncached else None
+        where = "this CPU's"
+        speed = None
+        if device == "cpu" and uncached:
+            remote = getattr(executor, "speed_factor", None)  # workers elsewhere (dask) measure their own CPUs
+            speed = remote() if callable(remote) else None
+            if speed is not None:
+                where = "the workers' (median)"
+            else:
+                speed = machine_speed_factor()
         est = estimate_seconds(uncached, workers) * (speed or 1.0)
-        scaled = f", x{speed:.2f} for this CPU's measured GEMM rate" if speed is not None else ""
+        scaled = f", x{speed:.2f} for {where} measured GEMM rate" if speed is not None else ""
         say(f"audit: {len(uncached)} cells to compute; estimate {est / 60:.1f} min on {workers} worker(s) "
             f"(from the per-cell cost model of a 2-core reference CPU{scaled}; a GPU is faster, a busy machine slower)")
 
