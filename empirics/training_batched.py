@@ -26,7 +26,7 @@ import torch
 
 from malleability.empirics.models import FeatureModel, State, get_model
 from malleability.empirics.network import TwoLayerReLU
-from malleability.empirics.training import (TrainConfig, TrainedModel, make_loss_fn, make_optimizer, num_outputs_for, resolve_device,
+from malleability.empirics.training import (TrainConfig, TrainedModel, make_optimizer, num_outputs_for, resolve_device,
                                             resolve_loss, targets_for)
 from malleability.errors import require
 
@@ -84,7 +84,7 @@ def train_models_batched(model: FeatureModel | str, x_train_unit, y_train, num_c
                             num_classes=int(num_classes), loss=loss_name) for net, c in zip(nets, cfgs)]
     W = torch.nn.Parameter(torch.stack([net.W.detach() for net in nets]))  # (S, m, d)
     a = torch.stack([net.a for net in nets]) / math.sqrt(int(width))  # (S, m, K), the 1/sqrt(m) folded in
-    histories = _fit(W, a, trained[0].features(x), y, loss_name, make_loss_fn(loss_name, num_classes), settings,
+    histories = _fit(W, a, trained[0].features(x), y, loss_name, settings,
                      [int(c.seed) for c in cfgs])
     for s, tm in enumerate(trained):
         with torch.no_grad():
@@ -93,62 +93,82 @@ def train_models_batched(model: FeatureModel | str, x_train_unit, y_train, num_c
     return trained
 
 
-def _fit(W: torch.nn.Parameter, a: torch.Tensor, feats: torch.Tensor, y: torch.Tensor, loss_name: str, loss_fn,
+def _fit(W: torch.nn.Parameter, a: torch.Tensor, feats: torch.Tensor, y: torch.Tensor, loss_name: str,
          settings: dict, seeds: list[int]) -> list[list[float]]:
     """The training loop on the stacked parameter; per-seed loss histories (mean per-sample loss per epoch).
 
     Gradients are written by hand rather than by autograd: at small widths autograd's graph
     is most of the step, and at large widths its backward through the transposed batched
-    product copies W every step. The hand-written gradient is tested against ``train_model``.
+    product copies W every step. Each batch's rows and targets (one-hot for CE, ±1 for the
+    squared losses) are gathered into reused buffers just before its products (a whole epoch's
+    gather does not stay in cache), the loss's constant factors are folded into a copy of the
+    output weights, and the gradient is written into one buffer: at small widths a step is
+    about twenty kernel calls. With one seed every product is a plain 2-D one. The hand-written
+    gradient is tested against ``train_model``.
     """
     S, n = W.shape[0], feats.shape[0]
     bs = n if settings["batch_size"] is None else min(int(settings["batch_size"]), n)
     opt = make_optimizer([W], settings)
     gens = [torch.Generator().manual_seed(s + 1) for s in seeds]
     histories: list[list[float]] = [[] for _ in range(S)]
-    Wd = W.detach()
+    one = S == 1  # drop the seed axis: 2-D products and views
+    Wd = W.detach()[0] if one else W.detach()
+    a_s = a[0] if one else a
     K = a.shape[2]
+    ce = loss_name == "ce"
+    # d(batch mean of the per-sample loss)/d out = scale · (softmax - onehot) for CE, scale · (out - t) otherwise
+    scale = {B: (1.0 if ce else 2.0 / K) / B for B in {bs, n - (n // bs) * bs or bs}}
+    aT = {B: (a_s * c).transpose(-1, -2).contiguous() for B, c in scale.items()}
+    mm = torch.mm if one else torch.bmm
+    grad = torch.empty_like(W.detach())
+    W.grad = grad
+    grad_out = grad[0] if one else grad
+
+    def targets(labels):  # (..., B) labels -> (..., B, K) targets in the training dtype
+        if ce:
+            return torch.nn.functional.one_hot(labels, K).to(feats.dtype)
+        return targets_for(loss_name, labels.reshape(-1), K if loss_name != "mse" else 2,
+                           dtype=feats.dtype).reshape(*labels.shape, K)
+
+    T_all = targets(y)  # (n, K)
+    if bs < n:  # each batch is gathered just before its products, while the rows are still in cache
+        zbuf = torch.empty(S * bs, feats.shape[1], dtype=feats.dtype, device=feats.device)
+        tbuf = torch.empty(S * bs, K, dtype=feats.dtype, device=feats.device)
+    totals = torch.zeros(S, dtype=torch.float64, device=feats.device)
     for _epoch in range(int(settings["epochs"])):
-        orders = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(feats.device) if bs < n else None
-        if orders is not None:  # one gather per epoch into reused buffers; each batch is then a slice of it
-            flat = orders.reshape(-1)
-            if _epoch == 0:
-                feats_e = torch.empty(S, n, feats.shape[1], dtype=feats.dtype, device=feats.device)
-                y_e = torch.empty(S, n, dtype=y.dtype, device=y.device)
-            torch.index_select(feats, 0, flat, out=feats_e.view(S * n, -1))
-            torch.index_select(y, 0, flat, out=y_e.view(-1))
-        totals = torch.zeros(S, dtype=torch.float64, device=feats.device)
+        if bs < n:
+            orders = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(feats.device)
+        totals.zero_()
         for start in range(0, n, bs):
-            if orders is None:  # full batch: every seed sees the same rows
-                zb, yb = feats.expand(S, n, feats.shape[1]), y.expand(S, n)
+            if bs >= n:  # full batch: every seed sees the same rows in the same order
+                zb, Tb = (feats, T_all) if one else (feats.expand(S, n, feats.shape[1]), T_all)
+                if one:
+                    h = zb @ Wd.T
+                else:  # one product serves all seeds
+                    h = (feats @ Wd.reshape(-1, Wd.shape[2]).T).reshape(n, S, -1).transpose(0, 1)
             else:
-                zb, yb = feats_e[:, start:start + bs], y_e[:, start:start + bs]  # (S, B, d), (S, B)
-            B = zb.shape[1]
-            if S == 1:  # plain 2-D products: no batch bookkeeping for one seed
-                h = (zb[0] @ Wd[0].T)[None]
-            elif orders is None:  # one product serves all seeds
-                h = (feats @ Wd.reshape(-1, Wd.shape[2]).T).reshape(n, S, -1).transpose(0, 1)
+                idx = orders[:, start:start + bs].reshape(-1)
+                rows = idx.shape[0]
+                torch.index_select(feats, 0, idx, out=zbuf[:rows])
+                torch.index_select(T_all, 0, idx, out=tbuf[:rows])
+                zb, Tb = (zbuf[:rows], tbuf[:rows]) if one else (zbuf[:rows].view(S, -1, feats.shape[1]),
+                                                                 tbuf[:rows].view(S, -1, K))
+                h = mm(zb, Wd.transpose(-1, -2))
+            B = zb.shape[-2]
+            out = mm(torch.relu(h), a_s)
+            if ce:  # by hand: torch's log_softmax over 10 classes costs several times these five kernels
+                z = out.sub_(out.amax(dim=-1, keepdim=True))
+                e = z.exp()
+                se = e.sum(dim=-1, keepdim=True)
+                # per-sample CE = log Σ_k e^{z_k} - Σ_k t_k z_k
+                totals.add_(se.log().sum(dim=(-2, -1)) - torch.mul(z, Tb).sum(dim=(-2, -1)))
+                r = e.div_(se).sub_(Tb)
             else:
-                h = torch.bmm(zb, Wd.transpose(1, 2))  # (S, B, m)
-            out = torch.bmm(torch.relu(h), a)  # (S, B, K)
-            flat_out, flat_y = out.reshape(S * B, K), yb.reshape(-1)
-            losses = loss_fn(flat_out, flat_y).reshape(S, B)
-            # d(batch mean of the per-sample loss)/d out, for each seed's own objective
-            if loss_name == "ce":
-                g = torch.softmax(flat_out, dim=1)
-                g[torch.arange(S * B, device=g.device), flat_y] -= 1.0
-                g = g.reshape(S, B, K).mul_(1.0 / B)
-            else:
-                t = targets_for(loss_name, flat_y, K if loss_name != "mse" else 2, dtype=out.dtype).reshape(S, B, K)
-                g = (out - t).mul_(2.0 / (K * B))
-            delta = torch.ops.aten.threshold_backward(torch.bmm(g, a.transpose(1, 2)), h, 0)  # relu' = [h > 0]
-            if S == 1:
-                grad = (delta[0].T @ zb[0])[None]
-            else:
-                grad = torch.bmm(delta.transpose(1, 2), zb)  # (S, m, d)
-            W.grad = grad
+                r = out.sub_(Tb)
+                totals.add_(torch.mul(r, r).sum(dim=(-2, -1)), alpha=1.0 / K)  # per-sample mean over K
+            delta = torch.ops.aten.threshold_backward(mm(r, aT[B]), h, 0)  # relu' = [h > 0]
+            mm(delta.transpose(-1, -2), zb, out=grad_out)
             opt.step()
-            totals += losses.detach().sum(dim=1).to(torch.float64)
         for s, total in enumerate(totals.tolist()):
             histories[s].append(total / n)
     return histories
