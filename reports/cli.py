@@ -7,7 +7,7 @@ Each family of commands lives in its own module and registers itself here:
 * ``reports.cli_bench``     ``bench ntk``, ``bench influence``
 * ``reports.cli_flip_rate`` ``flip-rate``
 * ``reports.cli_k_layer``   ``k-layer``
-* ``reports.cli_audit``     ``audit``, ``report``
+* ``reports.cli_audit``     ``audit``, ``report``, ``compare``
 
 Bad input raises :class:`malleability.errors.MalleabilityError`; this module turns it,
 and every click usage error (bad value, missing or unknown option), into one line

@@ -100,6 +100,23 @@ def register(main: click.Group, bench: click.Group) -> None:
             click.echo(f"error: audit incomplete, {len(failed)} cell(s) failed; first: {first}", err=True)
             raise click.exceptions.Exit(2 if bad_input else 1)
 
+    @main.command("compare")
+    @click.argument("dir_a", metavar="DIR_A")
+    @click.argument("dir_b", metavar="DIR_B")
+    @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+    def compare_cmd(dir_a, dir_b, as_json):
+        """Compare two audits (DIR_A/results.json, DIR_B/results.json) cell by cell: which cells, flip rates,
+        accuracies and verdicts differ, e.g. the same plan on two machines."""
+        import json
+
+        from malleability.reports.audit import load_results
+        from malleability.reports.audit.compare import compare_results, format_comparison
+
+        cmp = compare_results(load_results(dir_a), load_results(dir_b))
+        if not cmp["cells"]["common"]:
+            raise MalleabilityError(f"{dir_a} and {dir_b} have no cell in common: not audits of one plan")
+        click.echo(json.dumps(cmp, indent=2) if as_json else "\n".join(format_comparison(cmp)))
+
     @main.command("report")
     @click.argument("out_dir", metavar="DIR")
     @click.option("--resummarise", is_flag=True,

@@ -1,0 +1,75 @@
+"""`malleability compare`: cells matched across runs, what moved and by how much, verdict changes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from malleability.reports.audit.compare import compare_results, format_comparison
+from malleability.reports.audit.results import SCHEMA
+from malleability.reports.cli import main
+
+
+def _flip(label, rate, test, root=None, spearman=0.5):
+    return {"kind": "flip-rate", "label": label, "status": "computed",
+            "config": {"eps": 0.3, "data": {"dataset": "mnist", "n": 60, "data_root": root}},
+            "result": {"flip_rate": rate, "accuracy": {"test": test}, "spearman": spearman, "timing_s": 1.0}}
+
+
+def _results(cells, verdicts, cpu):
+    return {"schema": SCHEMA, "cells": cells, "verdicts": verdicts, "provenance": {"machine": {"cpu": cpu}}}
+
+
+A = _results([_flip("f1", 0.25, 0.8, root="/a"), _flip("f2", 0.10, 0.5), _flip("only-a", 0.5, 0.5),
+              {"kind": "theory", "label": "t", "status": "computed", "config": {"claim": "x"}, "result": {"v": 1}}],
+             [{"claim": "c1", "verdict": "fails", "readings": {"r1": "fails", "r2": "holds"}},
+              {"claim": "c2", "verdict": "holds", "readings": {"r": "holds"}}], "cpu A")
+B = _results([_flip("f1", 0.25, 0.8, root="/b", spearman=0.6), _flip("f2", 0.05, 0.53),
+              {"kind": "theory", "label": "t", "status": "computed", "config": {"claim": "x"}, "result": {"v": 1}},
+              _flip("failed", None, None) | {"status": "failed"}],
+             [{"claim": "c1", "verdict": "depends", "readings": {"r1": "holds", "r2": "holds"}},
+              {"claim": "c2", "verdict": "holds", "readings": {"r": "holds"}}], "cpu B")
+
+
+def test_cells_match_across_data_roots_and_what_moved_is_counted():
+    cmp = compare_results(A, B)
+    assert cmp["cells"] == {"a": 4, "b": 3, "common": 3, "only_a": 1, "only_b": 0}
+    # f1 differs only in its Spearman (the timing is ignored), f2 in its rate and accuracy
+    assert cmp["per_kind"] == {"flip-rate": {"identical": 0, "differ": 2}, "theory": {"identical": 1, "differ": 0}}
+    assert cmp["flip_rate"] == {"cells": 2, "changed": 1, "changed_share": 0.5,
+                                "mean_abs_change_of_changed": pytest.approx(0.05), "max_abs_change": pytest.approx(0.05)}
+    assert cmp["test_accuracy"]["changed"] == 1 and cmp["test_accuracy"]["max_abs_change"] == pytest.approx(0.03)
+    assert cmp["verdicts_changed"] == [{"claim": "c1", "verdict": ["fails", "depends"], "readings": {"r1": ["fails", "holds"]}}]
+    assert cmp["machines"] == ["cpu A", "cpu B"]
+    lines = format_comparison(cmp)
+    assert lines[0].startswith("cells: 3 in common (1 only in A, 0 only in B)")
+    assert "verdict c1: fails -> depends (r1 fails -> holds)" in lines
+
+
+def test_a_run_against_itself_has_nothing_moved():
+    cmp = compare_results(A, A)
+    assert cmp["flip_rate"]["changed"] == 0 and cmp["verdicts_changed"] == []
+    assert all(row["differ"] == 0 for row in cmp["per_kind"].values())
+    assert "verdicts: all the same" in format_comparison(cmp)
+
+
+def _write(tmp_path, name, doc):
+    d = tmp_path / name
+    d.mkdir()
+    (d / "results.json").write_text(json.dumps(doc))
+    return str(d)
+
+
+def test_cli_compare_text_json_and_bad_input(tmp_path):
+    a, b = _write(tmp_path, "a", A), _write(tmp_path, "b", B)
+    r = CliRunner().invoke(main, ["compare", a, b])
+    assert r.exit_code == 0, r.output
+    assert "flip rate: 1 of 2 flip cells changed (50%)" in r.output
+    r = CliRunner().invoke(main, ["compare", a, b, "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["cells"]["common"] == 3
+    other = _write(tmp_path, "c", _results([_flip("elsewhere", 0.1, 0.1)], [], "cpu C"))
+    for args in ([a, other], [a, str(tmp_path / "missing")]):
+        r = CliRunner().invoke(main, ["compare", *args])
+        assert r.exit_code == 2 and r.output.startswith("error: ") and len(r.output.strip().splitlines()) == 1
