@@ -398,27 +398,65 @@ def test_commands_but_bench_compute_with_one_thread(monkeypatch, args, threads):
 # 7. SIGINT to the parent alone
 
 
+def _children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (Linux /proc), e.g. pool workers and the resource tracker."""
+    kids = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            kids += [int(k) for k in task.read_text().split()]
+        except OSError:
+            pass
+    return kids
+
+
+def _alive(pid: int) -> str | None:
+    """The command line of a process that is running (not a zombie), else None."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, IndexError):
+        return None
+    return None if state in ("Z", "X") else cmd[:200]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc")
 def test_sigint_to_the_parent_keeps_finished_cells_and_stops_fast(mnist, tmp_path):
     cache = tmp_path / "cache"
-    env = {**os.environ, "MALLEABILITY_AUDIT_TEST_DELAY": "3", "OMP_NUM_THREADS": "1"}
+    # stderr goes to a file: a pipe would also wait for every process that inherited it; the parent's
+    # exit and its children's are checked one by one instead, and a hang dumps every thread's stack
+    env = {**os.environ, "MALLEABILITY_AUDIT_TEST_DELAY": "3", "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     cmd = [sys.executable, "-m", "malleability.reports.cli", "audit", "--scale", "tiny", "--workers", "2",
            "--device", "cpu", "--out", str(tmp_path / "o"), "--cache-dir", str(cache), "--data-root", str(mnist)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as err_file:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err_file, text=True)
     try:
         deadline = time.time() + 180
         while time.time() < deadline and proc.poll() is None and not list(cache.glob("*/*.json")):
             time.sleep(0.1)
-        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert proc.poll() is None, log.read_text()[-2000:]
+        children = _children(proc.pid)
         os.kill(proc.pid, signal.SIGINT)
         sent = time.time()
-        _out, err = proc.communicate(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGABRT)  # faulthandler writes where each thread is stuck
+            proc.wait(timeout=10)
+            pytest.fail("the parent did not exit within 30 s of Ctrl-C:\n" + log.read_text()[-4000:])
         stopped_in = time.time() - sent
+        gone_by = time.time() + 15
+        while time.time() < gone_by and any(_alive(k) for k in children):
+            time.sleep(0.1)
+        lingering = {k: _alive(k) for k in children if _alive(k)}
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    err = log.read_text()
     assert proc.returncode == 130, err[-2000:]
     assert stopped_in < 10, stopped_in
+    assert not lingering, f"children alive 15 s after the parent exited: {lingering}"
     said = [line for line in err.splitlines() if line.startswith("interrupted:")]
     assert len(said) == 1 and "Traceback" not in err, err[-2000:]
     kept = int(re.search(r"kept (\d+) cell", said[0]).group(1))
