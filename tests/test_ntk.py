@@ -275,3 +275,42 @@ def test_int8_and_float32_counts_give_the_same_kernel_bitwise(monkeypatch):
         out[flag] = (empirical_ntk(z, z, W, chunk_size=16), empirical_ntk(z, z2, W, chunk_size=16))
     assert all(torch.equal(a, b) for a, b in zip(out[True], out[False]))
     assert torch.allclose(out[True][1], empirical_ntk_reference(z, z2, W), rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("n,m,chunk", [(64, 96, 1024), (50, 33, 7), (17, 5, 3)])
+def test_screened_pattern_equals_the_float64_pattern_on_near_zero_pre_activations(n, m, chunk):
+    # W rows built nearly orthogonal to z rows: many |w·z| below the float32 screen's bound, so the
+    # sampled float64 recheck decides them (and, past 1/16 of a chunk, the whole float64 product)
+    from malleability.empirics.ntk import _finite_row_norms, _pattern_t_int8, _unit_rows_f32
+
+    g = torch.Generator().manual_seed(n * m)
+    z = rows(n, 784, n + m)
+    W = torch.randn(m, 784, generator=g, dtype=torch.float64)
+    tilt = torch.randn(m, generator=g, dtype=torch.float64) * 1e-10
+    for r in range(m):  # w = v - (v·z_j) z_j + tiny·z_j: w·z_j is far below float32's rounding of it
+        j = r % n
+        W[r] = W[r] - (W[r] @ z[j]) * z[j] + tilt[r] * z[j]
+    exact = (W @ z.T > 0).to(torch.int8)
+    zs, Ws = _unit_rows_f32(z, _finite_row_norms(z)), _unit_rows_f32(W, _finite_row_norms(W))
+    near = int(((Ws @ zs.T).abs() <= 1.01 * 790 * 2.0**-24).sum())
+    assert near >= m  # the recheck is exercised
+    assert torch.equal(_pattern_t_int8(z, W, chunk, zs=zs, Ws=Ws), exact)
+    # the screen without its recheck would get some of them wrong: the test can fail
+    assert not torch.equal(((Ws @ zs.T) > 0).to(torch.int8), exact)
+    S = exact.T.double()
+    K = empirical_ntk(z, z, W, chunk_size=chunk)
+    assert float((K - (z @ z.T) * (S @ S.T) / m).abs().max()) <= 1e-15
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 8, 64, 1001, 4096])
+def test_flat_nonzero_equals_nonzero(size):
+    from malleability.empirics.ntk import _flat_nonzero
+
+    g = torch.Generator().manual_seed(size)
+    for density in (0.0, 0.003, 0.5, 1.0):
+        mask = torch.rand(size, generator=g) < density
+        assert torch.equal(_flat_nonzero(mask), mask.nonzero().view(-1))
+        if size >= 64 and size % 8 == 0:
+            grid = mask.view(8, -1)
+            assert torch.equal(_flat_nonzero(grid), grid.reshape(-1).nonzero().view(-1))
+            assert torch.equal(_flat_nonzero(grid[:, 1:]), grid[:, 1:].reshape(-1).nonzero().view(-1))
