@@ -92,6 +92,14 @@ def plot_ntk(results: dict, path: Path) -> bool:
     return _save(plt, fig, path)
 
 
+def _ablation_learned(summ: dict, ablation: dict, *, adv_train: bool) -> bool:
+    """Whether the networks behind one bar of the Table 4 panel learned (True when no cell says otherwise)."""
+    keys = ("model", "attack", "eps", "readings")
+    cell = next((c for c in summ["cells"] if c["adv_train"] == adv_train
+                 and all(c.get(k) == ablation.get(k) for k in keys)), None)
+    return True if cell is None else bool(cell["accuracy"]["learned"])
+
+
 def plot_flip(results: dict, path: Path) -> bool:
     flip = results["summary"]["flip"]
     eps = results["scale"]["flip"]["eps"]
@@ -138,21 +146,42 @@ def plot_flip(results: dict, path: Path) -> bool:
         ax.legend(uniq.values(), uniq.keys(), fontsize=6.5, ncol=3, loc="upper right")
     if has_adv:
         ax = axes[-1, 0]
-        groups = [(t, a) for t, s in panels for a in s["ablation"]]
-        for i, (task, a) in enumerate(groups):
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+
+        groups = [(t, s, a) for t, s in panels for a in s["ablation"]]
+        any_unlearned = any_paper = False
+        for i, (task, summ, a) in enumerate(groups):
             for j, (key, color) in enumerate((("standard", "C0"), ("adversarial_training", "C3"))):
                 st = a[key]
                 ci = st["ci95"] or [st["mean"], st["mean"]]
-                ax.bar(i + (j - 0.5) * 0.38, st["mean"], 0.38, color=color,
-                       label=("standard training" if j == 0 else "PGD adversarial training") if i == 0 else None)
+                learned = _ablation_learned(summ, a, adv_train=j == 1)
+                any_unlearned |= not learned
+                ax.bar(i + (j - 0.5) * 0.38, st["mean"], 0.38, color=color, hatch=None if learned else "//",
+                       edgecolor=color if learned else "black")
                 ax.errorbar(i + (j - 0.5) * 0.38, st["mean"], yerr=[[st["mean"] - ci[0]], [ci[1] - st["mean"]]],
                             color="0.3", capsize=2)
+                base, _ = split_key(a["model"])
+                paper = (paper_flip(results, task, base, "pgd", "standard" if j == 0 else "adversarial")
+                         if a["model"] == base else None)
+                if paper is not None:
+                    any_paper = True
+                    ax.plot(i + (j - 0.5) * 0.38, paper, marker="D", color="red", mfc="white", markersize=7,
+                            linestyle="none")
+        # legend from plain patches: a hatched first bar must not make its colour's entry look unlearned
+        handles = [Patch(facecolor="C0", label="standard training"),
+                   Patch(facecolor="C3", label="PGD adversarial training")]
+        if any_unlearned:
+            handles.append(Patch(facecolor="white", edgecolor="black", hatch="//", label="did not learn"))
+        if any_paper:
+            handles.append(Line2D([], [], marker="D", color="red", mfc="white", markersize=7, linestyle="none",
+                                  label="paper"))
         ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels([f"{t}\n{_label(results, a['model'])}" for t, a in groups], fontsize=7)
+        ax.set_xticklabels([f"{t}\n{_label(results, a['model'])}" for t, _, a in groups], fontsize=7)
         ax.set_ylim(0, 1)
         ax.set_ylabel("PGD flip rate")
         ax.set_title("Table 4: standard vs adversarial training", fontsize=9)
-        ax.legend(fontsize=7)
+        ax.legend(handles=handles, fontsize=7)
     fig.suptitle("Influence flip rates (bars: ours with Wilson 95% intervals; red diamonds: the paper; "
                  "hatched: network did not learn)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.98))
