@@ -149,9 +149,24 @@ def _exact_dot_signs_sampled(z: torch.Tensor, W: torch.Tensor, i: torch.Tensor,
             mask = torch.sparse_csr_tensor(crow, i, torch.zeros(k, dtype=z.dtype, device=z.device),
                                            size=(m, z.shape[0]), check_invariants=False)
             values = torch.sparse.sampled_addmm(mask, W, z.T, beta=0.0).values()
-    except (RuntimeError, NotImplementedError):  # pragma: no cover - a backend without SDDMM
+    except (RuntimeError, NotImplementedError):  # a backend without SDDMM
         return _exact_dot_signs(z, W, i, r)
     return values > 0
+
+
+def _exact_dot_signs(z: torch.Tensor, W: torch.Tensor, i: torch.Tensor, r: torch.Tensor, block: int = 256):
+    """z_i · w_r > 0 for index pairs, in z's dtype; gathered a block at a time into reused buffers
+    (one gather of every pair at once costs more in memory traffic than the dot products)."""
+    d, k = z.shape[1], i.numel()
+    signs = torch.empty(k, dtype=torch.bool, device=z.device)
+    bz = torch.empty(min(block, k), d, dtype=z.dtype, device=z.device)
+    bw = torch.empty_like(bz)
+    for s in range(0, k, block):
+        e = min(s + block, k)
+        torch.index_select(z, 0, i[s:e], out=bz[: e - s])
+        torch.index_select(W, 0, r[s:e], out=bw[: e - s])
+        torch.gt(torch.einsum("kd,kd->k", bz[: e - s], bw[: e - s]), 0, out=signs[s:e])
+    return signs
 
 
 def _int_gram_ok() -> bool:

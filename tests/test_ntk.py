@@ -314,3 +314,21 @@ def test_flat_nonzero_equals_nonzero(size):
             grid = mask.view(8, -1)
             assert torch.equal(_flat_nonzero(grid), grid.reshape(-1).nonzero().view(-1))
             assert torch.equal(_flat_nonzero(grid[:, 1:]), grid[:, 1:].reshape(-1).nonzero().view(-1))
+
+
+def test_recheck_without_sampled_products_gathers_the_rows(monkeypatch):
+    # a backend without torch.sparse.sampled_addmm falls back to gathered dot products: same pattern
+    from malleability.empirics.ntk import _exact_dot_signs_sampled
+
+    z = rows(40, 30, 1)
+    W = torch.randn(50, 30, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    flat = torch.randperm(50 * 40, generator=torch.Generator().manual_seed(3))[:300].sort().values
+    r, i = flat // 40, flat % 40
+    exact = (W @ z.T > 0)[r, i]
+    assert torch.equal(_exact_dot_signs_sampled(z, W, i, r), exact)
+
+    def unavailable(*_a, **_k):
+        raise NotImplementedError("no SDDMM here")
+
+    monkeypatch.setattr(torch.sparse, "sampled_addmm", unavailable)
+    assert torch.equal(_exact_dot_signs_sampled(z, W, i, r), exact)
