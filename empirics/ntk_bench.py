@@ -132,8 +132,8 @@ def benchmark_ntk(n: int = 1024, d: int = 784, m: int = 1024, dtype: str = "floa
     ``ratio_to_floor`` (alias ``closed_form_over_floor``) = closed-form time / ``matmul_floor_s``,
     the minimal algorithm's products at the rates measured here, each on a full product of the
     same shape and operand type: the pattern product 2·n·d·m (float32, the screening, in a float64
-    run; the run's dtype otherwise; the faster of z Wᵀ and W zᵀ), the symmetric pattern Gram n(n+1)·m as int8
-    (float32 without int8 GEMM) and the symmetric z Gram n(n+1)·d in the run's dtype.
+    run; the run's dtype otherwise; the faster of z Wᵀ and W zᵀ), the symmetric pattern Gram
+    n(n+1)·m as int8 (float32 without int8 GEMM) and the symmetric z Gram n(n+1)·d in the run's dtype.
     Elementwise work and the recheck of near-zero pre-activations are not in the floor.
 
     ``speedup_vs_neural_tangents``: neural-tangents time / closed-form time, or None with

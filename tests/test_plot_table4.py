@@ -37,7 +37,8 @@ def _bottom_panel(monkeypatch, tmp_path, cells, ablation):
 def test_table4_bars_are_hatched_by_their_own_cells(monkeypatch, tmp_path):
     cells = [_cell("mlp-attn", 0.2, True), _cell("mlp-attn", 0.08, False, adv_train=True),
              _cell("relu", 0.3, False), _cell("relu", 0.35, True, adv_train=True)]
-    ax = _bottom_panel(monkeypatch, tmp_path, cells, [_ablation("mlp-attn", 0.2, 0.08), _ablation("relu", 0.3, 0.35)])
+    ablation = [_ablation("mlp-attn", 0.2, 0.08), _ablation("relu", 0.3, 0.35)]
+    ax = _bottom_panel(monkeypatch, tmp_path, cells, ablation)
     bars = sorted(ax.patches, key=lambda p: p.get_x())
     assert [round(b.get_height(), 2) for b in bars] == [0.2, 0.08, 0.3, 0.35]
     assert [bool(b.get_hatch()) for b in bars] == [False, True, True, False]

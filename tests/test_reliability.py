@@ -424,7 +424,8 @@ def test_sigint_to_the_parent_keeps_finished_cells_and_stops_fast(mnist, tmp_pat
     cache = tmp_path / "cache"
     # stderr goes to a file: a pipe would also wait for every process that inherited it; the parent's
     # exit and its children's are checked one by one instead, and a hang dumps every thread's stack
-    env = {**os.environ, "MALLEABILITY_AUDIT_TEST_DELAY": "3", "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    env = {**os.environ, "MALLEABILITY_AUDIT_TEST_DELAY": "3", "OMP_NUM_THREADS": "1",
+           "PYTHONFAULTHANDLER": "1"}
     cmd = [sys.executable, "-m", "malleability.reports.cli", "audit", "--scale", "tiny", "--workers", "2",
            "--device", "cpu", "--out", str(tmp_path / "o"), "--cache-dir", str(cache), "--data-root", str(mnist)]
     log = tmp_path / "stderr.txt"
