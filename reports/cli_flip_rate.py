@@ -2,6 +2,7 @@
 
     malleability flip-rate --dataset D --n N --attack fgsm|pgd|mim|noise[,...] --eps E[,...] --seeds S
         [--intervention transformed|curated|adversarial] [--adv-train] [--ablation] [--classes A,B]
+        [--adv-train-schedule constant|ramp|constant,ramp] [--adv-train-ramp-epochs R]
         [--epochs E] [--n-test T] [--width M] [--tau T] [--lam L] [--space pixel|feature]
         [--recompute retrain|kernel] [--models mlp-attn,relu] [--baseline relu]
         [--attention-input raw|center|standardize] [--protocol paper|lazy] [--null-eps 1e-6]
@@ -39,6 +40,31 @@ DEFAULT_WIDTH = 256
 DEFAULT_EPOCHS = 200
 
 
+def parse_schedules(text: str) -> tuple[str, ...]:
+    """``constant``, ``ramp`` or a comma list of them, in a fixed order."""
+    from malleability.empirics.experiments.flip_rate.config import ADV_TRAIN_SCHEDULES
+
+    names = [t.strip() for t in str(text).split(",") if t.strip()]
+    require(names, "--adv-train-schedule is empty: give constant, ramp or constant,ramp")
+    unknown = [t for t in names if t not in ADV_TRAIN_SCHEDULES]
+    require(not unknown, f"unknown --adv-train-schedule {', '.join(unknown)}: choose from {', '.join(ADV_TRAIN_SCHEDULES)}")
+    return tuple(s for s in ADV_TRAIN_SCHEDULES if s in names)
+
+
+def _adv_label(adv: bool, schedule: str | None, *, paren: bool = False) -> str:
+    if not adv:
+        return ""
+    text = "adv-train" + (", ramp" if schedule == "ramp" else "")
+    return f" ({text})" if paren else f" {text.replace(', ', ' ')}"
+
+
+def _adv_column(cell: dict) -> str:
+    """'no', 'yes' (adversarial training at the full budget) or 'ramp' (with the warm-up)."""
+    if not cell["adv_train"]:
+        return "no"
+    return "ramp" if cell.get("adv_schedule") == "ramp" else "yes"
+
+
 def register(main: click.Group, bench: click.Group) -> None:
     """Add this module's commands to the root group."""
 
@@ -67,6 +93,11 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--attention-c", default="recompute", show_default=True,
                   help="recompute | fixed (a transductive model's fitted state, e.g. MLP-Attn's C, after the intervention)")
     @click.option("--adv-train-steps", type=int, default=10, show_default=True, help="PGD iterations per batch in adversarial training")
+    @click.option("--adv-train-schedule", default="constant", show_default=True,
+                  help="adversarial-training budget over the epochs: constant | ramp (linear warm-up), or constant,ramp "
+                       "for both")
+    @click.option("--adv-train-ramp-epochs", type=int, default=None,
+                  help="ramp: warm-up length in epochs (default: a fifth of --epochs, at least 1)")
     @click.option("--null-eps", type=float, default=None,
                   help="also measure the numerical floor: flip rate under a null perturbation of this size (e.g. 1e-6)")
     @click.option("--models", default="mlp-attn,relu", show_default=True, help="comma list of registered models")
@@ -93,16 +124,22 @@ def register(main: click.Group, bench: click.Group) -> None:
         baseline = check_model(kw["baseline"])
         require(kw["epochs"] >= 0, f"--epochs must be >= 0, got {kw['epochs']}")
         require(kw["null_eps"] is None or kw["null_eps"] > 0, "--null-eps must be > 0")
+        schedules = parse_schedules(kw["adv_train_schedule"])
+        require(kw["adv_train"] or kw["ablation"] or schedules == ("constant",),
+                "--adv-train-schedule applies to adversarial training: add --adv-train or --ablation")
+        require(kw["adv_train_ramp_epochs"] is None or kw["adv_train_ramp_epochs"] >= 1,
+                f"--adv-train-ramp-epochs must be >= 1, got {kw['adv_train_ramp_epochs']}")
         dev = resolve_device(kw["device"])
         data = data_config(kw["dataset"], kw["n"], kw["n_test"], kw["classes"], kw["data_seed"], kw["data_root"])
         configs = experiment.sweep(
             data, TrainConfig(protocol=kw["protocol"], epochs=kw["epochs"], device=dev, dtype=kw["dtype"]),
             models=models, attacks=attacks, eps_list=eps_list, seeds=seeds,
-            adv_modes=[False, True] if kw["ablation"] else [bool(kw["adv_train"])],
+            adv_modes=[False, True] if kw["ablation"] else [bool(kw["adv_train"])], adv_schedules=schedules,
             model_options=model_options(models, kw), attack_options=attacks_opts,
             intervention=kw["intervention"], tau=kw["tau"], recompute=kw["recompute"], space=kw["space"],
             lam=kw["lam"], width=kw["width"], ntk_at=kw["ntk_at"], attention_c=kw["attention_c"],
-            adv_train_steps=kw["adv_train_steps"], null_eps=kw["null_eps"])
+            adv_train_steps=kw["adv_train_steps"], adv_train_ramp_epochs=kw["adv_train_ramp_epochs"],
+            null_eps=kw["null_eps"])
         load_dataset(configs[0].data)  # bad data fails before any training
         rows = []
         for i, cfg in enumerate(configs, 1):
@@ -110,7 +147,7 @@ def register(main: click.Group, bench: click.Group) -> None:
             rows.append(row)
             rho = "-" if row["spearman"] is None else f"{row['spearman']:.3f}"
             click.echo(f"[{i}/{len(configs)}] {cfg.attack} eps={cfg.eps:g} {experiment.model_key(row)} "
-                       f"seed={cfg.train.seed}{' adv-train' if cfg.adv_train else ''}: flip_rate={row['flip_rate']:.3f} "
+                       f"seed={cfg.train.seed}{_adv_label(cfg.adv_train, cfg.adv_train_schedule)}: flip_rate={row['flip_rate']:.3f} "
                        f"spearman={rho} topk={row['topk_overlap']:.3f} test acc={fmt(row['accuracy']['test'])} "
                        f"({row['timing_s']['total']:.1f} s)", err=True)
         summary = experiment.summarise(rows, baseline=baseline)
@@ -125,7 +162,7 @@ def register(main: click.Group, bench: click.Group) -> None:
             ex = c.get("excess_over_noise")
             ex_txt = "-" if ex is None or ex["mean"] is None else f"{100 * ex['mean']:+.1f} pt"
             acc = c["accuracy"]
-            click.echo(f"{c['attack']:<7}{float(c['eps']):>6g} {c['model']:<34}{'yes' if c['adv_train'] else 'no':<5}"
+            click.echo(f"{c['attack']:<7}{float(c['eps']):>6g} {c['model']:<34}{_adv_column(c):<5}"
                        f"{c['flip_rate']['n']:>6}{fmt(c['flip_rate']['mean'], True):>10}"
                        f"{interval(c['flip_rate']['ci95'], True):>18}{fmt(c['spearman']['mean']):>10}"
                        f"{fmt(c['topk_overlap']['mean']):>8}{ex_txt:>10}{fmt(acc['test']['mean']):>10}  "
@@ -135,4 +172,4 @@ def register(main: click.Group, bench: click.Group) -> None:
             ratio = "undefined" if r["ratio"] is None else f"{r['ratio']:.2f}"
             reason = f" ({r['reason']})" if r["reason"] else ""
             click.echo(f"{r['model']} / {r['baseline']} {r['attack']} eps={float(r['eps']):g}"
-                       f"{' (adv-train)' if r['adv_train'] else ''}: {ratio}{ci_txt}{reason}")
+                       f"{_adv_label(r['adv_train'], r.get('adv_schedule'), paren=True)}: {ratio}{ci_txt}{reason}")

@@ -112,7 +112,7 @@ def _beyond_on(scale: Scale, task: str) -> bool:
 
 def _flip_cells(scale: Scale, variants, beyond, device, data_root, flip_rate) -> list[Cell]:
     f = scale.flip
-    combos = []  # (table, task, attacks, adv, eps_list, protocol)
+    combos = []  # (table, task, attacks, adv, eps_list, protocol); Table 4 runs every schedule of f.adv_train_schedules
     for task in f.tasks_10class:
         combos.append(("table2", task, f.attacks, False, (f.eps,), "paper"))
         if "lazy" in f.protocols:
@@ -135,15 +135,21 @@ def _flip_cells(scale: Scale, variants, beyond, device, data_root, flip_rate) ->
             configs = flip_rate.sweep(
                 data_config(task, f.n, f.n_test, 0, data_root), _train(scale, f.epochs, device, protocol, f.dtype),
                 models=[model], attacks=attacks_here, eps_list=eps_list, seeds=range(f.seeds), adv_modes=(adv,),
-                model_options={model: options}, width=f.width, adv_train_steps=f.adv_train_steps, null_eps=f.null_eps)
+                model_options={model: options}, width=f.width, adv_train_steps=f.adv_train_steps, null_eps=f.null_eps,
+                adv_schedules=f.adv_train_schedules, adv_train_ramp_epochs=f.adv_train_ramp_epochs)
             for cfg in configs:
-                ident = (task, cfg.attack, adv, model, reading, cfg.train.seed, cfg.eps, protocol)
+                schedule = cfg.adv_train_schedule if adv else None
+                ident = (task, cfg.attack, adv, schedule, model, reading, cfg.train.seed, cfg.eps, protocol)
                 if ident in seen:  # e.g. the ε sweep's ε = 0.3 cells are Table 2's own
                     continue
                 seen.add(ident)
                 tags = {"table": table, "task": task, "attack": cfg.attack, "adv_train": adv, "model": model,
                         "reading": reading, "protocol": protocol, "seed": cfg.train.seed, "eps": cfg.eps}
-                label = (f"flip {task} {model}/{reading} {cfg.attack}{' adv-train' if adv else ''} eps={cfg.eps:g} "
+                adv_text = ""
+                if adv:
+                    tags["adv_schedule"] = schedule
+                    adv_text = " adv-train" + (" ramp" if schedule == "ramp" else "")
+                label = (f"flip {task} {model}/{reading} {cfg.attack}{adv_text} eps={cfg.eps:g} "
                          f"{protocol} seed={cfg.train.seed}")
                 out.append(Cell("flip-rate", cfg, RUNNERS["flip-rate"], label, tags=tags))
     return out

@@ -68,6 +68,11 @@ class FlipScale:
     adv_training_tasks: tuple[str, ...] | None = field(default=None, metadata=_h(
         "Table 4 data sets; None: every Table 2 data set"))
     adv_train_steps: int = field(default=10, metadata=_h("PGD iterations per batch in adversarial training"))
+    adv_train_schedules: tuple[str, ...] = field(default=("constant", "ramp"), metadata=_h(
+        "Table 4 budget schedules, each a reading: 'constant' (the full ε from the first step, the plain reading) "
+        "and 'ramp' (linear warm-up over the first adv_train_ramp_epochs)"))
+    adv_train_ramp_epochs: int | None = field(default=None, metadata=_h(
+        "warm-up length of the 'ramp' schedule in epochs; None: a fifth of the epochs"))
     protocols: tuple[str, ...] = field(default=("paper",), metadata=_h("training protocols of the Table 2 cells ('lazy' is the causal control)"))
     null_eps: float | None = field(default=1e-6, metadata=_h("size of the null perturbation that measures the numerical floor; None: not measured"))
     dtype: str | None = field(default=None, metadata=_h(
@@ -191,7 +196,7 @@ def scale_help() -> dict[str, dict[str, str]]:
     return out
 
 
-_NULLABLE = ("null_eps", "claims", "flip.dtype", "adv_training_tasks", "limitation_tasks")  # fields that may be None
+_NULLABLE = ("null_eps", "claims", "flip.dtype", "adv_training_tasks", "limitation_tasks", "adv_train_ramp_epochs")  # fields that may be None
 
 
 def _coerce(value: str, current: Any, name: str) -> Any:
@@ -204,7 +209,7 @@ def _coerce(value: str, current: Any, name: str) -> Any:
             return None
         if name.endswith("dtype"):
             return value.strip()
-        if isinstance(current, int):
+        if isinstance(current, int) or name.endswith("adv_train_ramp_epochs"):
             return int(value)
         if isinstance(current, float) or name.endswith("null_eps"):
             return float(value)
@@ -292,6 +297,14 @@ def validate_scale(scale: Scale) -> None:
     for eps in (f.eps, *f.eps_sweep):
         require(math.isfinite(eps) and eps >= 0, f"flip ε must be finite and >= 0, got {eps}")
     require(len(set(f.eps_sweep)) == len(f.eps_sweep), f"repeated ε in flip.eps_sweep {f.eps_sweep}")
+    from malleability.empirics.experiments.flip_rate.config import ADV_TRAIN_SCHEDULES
+
+    require(f.adv_train_schedules, "flip.adv_train_schedules must not be empty")
+    for schedule in f.adv_train_schedules:
+        require(schedule in ADV_TRAIN_SCHEDULES,
+                f"unknown flip.adv_train_schedules entry {schedule!r}: choose from {', '.join(ADV_TRAIN_SCHEDULES)}")
+    require(len(set(f.adv_train_schedules)) == len(f.adv_train_schedules), "repeated flip.adv_train_schedules entry")
+    require(f.adv_train_ramp_epochs is None or f.adv_train_ramp_epochs >= 1, "flip.adv_train_ramp_epochs must be >= 1 or none")
     require(f.null_eps is None or (math.isfinite(f.null_eps) and f.null_eps > 0), "flip.null_eps must be > 0 or none")
     require(math.isfinite(w.eps) and w.eps > 0, f"widths.eps must be > 0, got {w.eps}")
     require(scale.theory.profile in ("quick", "thorough"), f"theory.profile must be quick or thorough, got {scale.theory.profile!r}")

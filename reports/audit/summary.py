@@ -83,10 +83,20 @@ def readings_key(protocol: str = "paper", space: str = "pixel", recompute: str =
     return f"space={space};recompute={recompute};ntk_at={ntk_at};protocol={protocol}"
 
 
+def cell_schedule(cell: dict) -> str | None:
+    """A summary cell's adversarial-training schedule; summaries of earlier versions have only 'constant'."""
+    if not cell.get("adv_train"):
+        return None
+    return cell.get("adv_schedule") or "constant"
+
+
 def flip_cell(summary: dict, task: str, *, classes: str, attack: str, eps: float, adv: bool, model: str,
-              reading: str, protocol: str = "paper") -> dict | None:
+              reading: str, protocol: str = "paper", schedule: str = "constant") -> dict | None:
+    """The summary cell of a planned variant; ``schedule`` picks the adversarial-training schedule (adv only)."""
     s = summary["flip"].get(task)
     if not s:
         return None
-    return flip_rate.find_cell(s, classes=classes, attack=attack, eps=float(eps), adv_train=adv,
-                               model=model_key(model, reading), readings=readings_key(protocol))
+    want = schedule if adv else None
+    return next((c for c in s["cells"] if c.get("classes") == classes and c.get("attack") == attack
+                 and c.get("eps") == float(eps) and c.get("adv_train") == adv and c.get("model") == model_key(model, reading)
+                 and c.get("readings") == readings_key(protocol) and cell_schedule(c) == want), None)

@@ -57,6 +57,32 @@ def protocol_of(cell: dict) -> str:
     return (cell.get("readings") or "").rsplit("protocol=", 1)[-1] or "paper"
 
 
+def schedule_of(cell: dict) -> str | None:
+    """A summary cell's adversarial-training schedule (None without adversarial training; earlier versions: constant)."""
+    if not cell.get("adv_train"):
+        return None
+    return cell.get("adv_schedule") or "constant"
+
+
+def ramp_epochs(results: dict) -> int | None:
+    """The warm-up length of the 'ramp' schedule in epochs, as the cells recorded it (None: no ramp cell)."""
+    for c in cells_of_kind(results, "flip-rate"):
+        params = (c.get("result") or {}).get("adv_train_params") or {}
+        if params.get("schedule") == "ramp" and params.get("ramp_epochs"):
+            return int(params["ramp_epochs"])
+    return None
+
+
+def schedule_label(results: dict, schedule: str | None) -> str:
+    """'—' (standard training), 'constant' or 'ramp (R epochs)'."""
+    if schedule is None:
+        return "—"
+    if schedule != "ramp":
+        return schedule
+    r = ramp_epochs(results)
+    return "ramp" if r is None else f"ramp ({r} epochs)"
+
+
 def cells_of_kind(results: dict, kind: str) -> list[dict]:
     return [c for c in results.get("cells", []) if c.get("kind") == kind and c.get("status") != "failed"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from malleability.reports.report.lookup import ATTACKS, PRIMARY, is_binary, paper_flip, paper_ntk, split_key
+from malleability.reports.report.lookup import ATTACKS, PRIMARY, is_binary, paper_flip, paper_ntk, ramp_epochs, schedule_of, split_key
 
 MARKERS = "osD^vP*X"
 PAPER_MODELS = ("relu", "mlp-attn")  # the variants beyond the paper have their own verdict rows
@@ -92,12 +92,19 @@ def plot_ntk(results: dict, path: Path) -> bool:
     return _save(plt, fig, path)
 
 
-def _ablation_learned(summ: dict, ablation: dict, *, adv_train: bool) -> bool:
+def _ablation_learned(summ: dict, ablation: dict, *, adv_train: bool, schedule: str = "constant") -> bool:
     """Whether the networks behind one bar of the Table 4 panel learned (True when no cell says otherwise)."""
     keys = ("model", "attack", "eps", "readings")
-    cell = next((c for c in summ["cells"] if c["adv_train"] == adv_train
+    want = schedule if adv_train else None
+    cell = next((c for c in summ["cells"] if c["adv_train"] == adv_train and schedule_of(c) == want
                  and all(c.get(k) == ablation.get(k) for k in keys)), None)
     return True if cell is None else bool(cell["accuracy"]["learned"])
+
+
+# Table 4 bars: standard training, then adversarial training under each schedule
+_TABLE4_BARS = (("standard", None, "C0", "standard training"),
+                ("adversarial_training", "constant", "C3", "PGD adversarial training"),
+                ("adversarial_training", "ramp", "C1", "PGD adversarial training, ε ramp"))
 
 
 def plot_flip(results: dict, path: Path) -> bool:
@@ -149,38 +156,53 @@ def plot_flip(results: dict, path: Path) -> bool:
         from matplotlib.lines import Line2D
         from matplotlib.patches import Patch
 
-        groups = [(t, s, a) for t, s in panels for a in s["ablation"]]
+        # one group per (data set, model): the standard bar and one adversarial bar per schedule
+        groups: dict[tuple, dict] = {}
+        for t, s in panels:
+            for a in s["ablation"]:
+                g = groups.setdefault((t, a["model"], a["attack"], a["eps"], a["readings"]),
+                                      {"task": t, "summ": s, "entry": a, "adv": {}})
+                g["adv"][a.get("adv_schedule") or "constant"] = a
+        groups = list(groups.values())
+        shown = [b for b in _TABLE4_BARS if b[1] is None or any(b[1] in g["adv"] for g in groups)]
+        bar_w = 0.8 / len(shown)
         any_unlearned = any_paper = False
-        for i, (task, summ, a) in enumerate(groups):
-            for j, (key, color) in enumerate((("standard", "C0"), ("adversarial_training", "C3"))):
+        for i, g in enumerate(groups):
+            task, summ = g["task"], g["summ"]
+            for j, (key, schedule, color, _) in enumerate(shown):
+                a = g["entry"] if schedule is None else g["adv"].get(schedule)
+                if a is None:
+                    continue
                 st = a[key]
+                x = i + (j - (len(shown) - 1) / 2) * bar_w
                 ci = st["ci95"] or [st["mean"], st["mean"]]
-                learned = _ablation_learned(summ, a, adv_train=j == 1)
+                learned = _ablation_learned(summ, a, adv_train=schedule is not None, schedule=schedule or "constant")
                 any_unlearned |= not learned
-                ax.bar(i + (j - 0.5) * 0.38, st["mean"], 0.38, color=color, hatch=None if learned else "//",
+                ax.bar(x, st["mean"], bar_w, color=color, hatch=None if learned else "//",
                        edgecolor=color if learned else "black")
-                ax.errorbar(i + (j - 0.5) * 0.38, st["mean"], yerr=[[st["mean"] - ci[0]], [ci[1] - st["mean"]]],
-                            color="0.3", capsize=2)
+                ax.errorbar(x, st["mean"], yerr=[[st["mean"] - ci[0]], [ci[1] - st["mean"]]], color="0.3", capsize=2)
                 base, _ = split_key(a["model"])
-                paper = (paper_flip(results, task, base, "pgd", "standard" if j == 0 else "adversarial")
+                paper = (paper_flip(results, task, base, "pgd", "standard" if schedule is None else "adversarial")
                          if a["model"] == base else None)
                 if paper is not None:
                     any_paper = True
-                    ax.plot(i + (j - 0.5) * 0.38, paper, marker="D", color="red", mfc="white", markersize=7,
-                            linestyle="none")
+                    ax.plot(x, paper, marker="D", color="red", mfc="white", markersize=7, linestyle="none")
         # legend from plain patches: a hatched first bar must not make its colour's entry look unlearned
-        handles = [Patch(facecolor="C0", label="standard training"),
-                   Patch(facecolor="C3", label="PGD adversarial training")]
+        handles = [Patch(facecolor=color, label=label) for _, _, color, label in shown]
         if any_unlearned:
             handles.append(Patch(facecolor="white", edgecolor="black", hatch="//", label="did not learn"))
         if any_paper:
             handles.append(Line2D([], [], marker="D", color="red", mfc="white", markersize=7, linestyle="none",
                                   label="paper"))
         ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels([f"{t}\n{_label(results, a['model'])}" for t, _, a in groups], fontsize=7)
+        ax.set_xticklabels([f"{g['task']}\n{_label(results, g['entry']['model'])}" for g in groups], fontsize=7)
         ax.set_ylim(0, 1)
         ax.set_ylabel("PGD flip rate")
-        ax.set_title("Table 4: standard vs adversarial training", fontsize=9)
+        title = "Table 4: standard vs adversarial training"
+        if any(b[1] == "ramp" for b in shown) and ramp_epochs(results) and "epochs" in results["scale"]["flip"]:
+            title += (f" (ε ramp: ε rises linearly to its full value over the first {ramp_epochs(results)} of "
+                      f"{results['scale']['flip']['epochs']} epochs)")
+        ax.set_title(title, fontsize=9)
         ax.legend(handles=handles, fontsize=7)
     fig.suptitle("Influence flip rates (bars: ours with Wilson 95% intervals; red diamonds: the paper; "
                  "hatched: network did not learn)", fontsize=9)

@@ -42,7 +42,10 @@ to the unit sphere after each step (the paper's models take unit rows).
 Defaults for what the paper leaves open (recorded in every row under ``attack_params``): PGD 40
 steps, step 2.5 eps / steps, random start; MIM 10 steps, step eps / steps, decay 1.0; FGSM one
 step of eps. Adversarial training: PGD with ``adv_train_steps`` (10) at ``adv_train_eps``
-(None -> the cell's eps), same space.
+(None -> the cell's eps), same space, on the schedule ``adv_train_schedule``: ``constant`` (the
+full budget from the first step) or ``ramp`` (a linear warm-up over the first
+``adv_train_ramp_epochs``, default a fifth of the epochs: the full budget from the first step
+stalls some networks at chance, with every logit at 0 and the loss at ln K).
 
 Control: ``attack='noise'`` (not in the paper) replaces the same rows by random-sign noise of the
 same budget (each coordinate +-eps, then the same clipping; seeded by the train seed; the model
@@ -61,6 +64,7 @@ test accuracy ``krr_test``, ``chance`` = the majority-class share of the test se
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 import numpy as np
@@ -68,7 +72,7 @@ import torch
 
 from malleability.empirics.attacks import make_attack
 from malleability.empirics.data import load_dataset
-from malleability.empirics.experiments.flip_rate.config import FlipRateConfig
+from malleability.empirics.experiments.flip_rate.config import FlipRateConfig, adv_train_budget
 from malleability.empirics.experiments.flip_rate.metrics import (
     flip_rate,
     network_influence,
@@ -122,15 +126,22 @@ def adversarial_batch_transform(cfg: FlipRateConfig, pixels_train: torch.Tensor,
     ``train_model`` hands over unit rows; in pixel space we recover each row's image as the
     training row with the largest cosine (the row itself; identical directions are identical
     images up to scale), attack the image, and return its unit row. Each step uses a fresh,
-    deterministic random start (seed = train seed * 1_000_003 + step).
+    deterministic random start (seed = train seed * 1_000_003 + step). The budget follows
+    ``cfg.adv_train_schedule`` (:func:`adv_train_budget`), by the epoch the step falls in.
     """
     state = {"step": 0}
     eps = cfg.eps if cfg.adv_train_eps is None else cfg.adv_train_eps
+    n = int(x_train_unit.shape[0])
+    bs = cfg.train.resolved()["batch_size"]
+    steps_per_epoch = max(1, math.ceil(n / min(int(bs), n))) if bs is not None else 1
+    ramp = cfg.ramp_epochs()
 
     def transform(model: TrainedModel, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        epoch = state["step"] // steps_per_epoch
         state["step"] += 1
-        attack = build_attack(cfg, eps=eps, name="pgd", options={"steps": int(cfg.adv_train_steps)}, loss_fn=model.loss_fn(),
-                              seed=int(cfg.train.seed) * 1_000_003 + state["step"])
+        budget = adv_train_budget(eps, epoch, cfg.adv_train_schedule, ramp)
+        attack = build_attack(cfg, eps=budget, name="pgd", options={"steps": int(cfg.adv_train_steps)},
+                              loss_fn=model.loss_fn(), seed=int(cfg.train.seed) * 1_000_003 + state["step"])
         if cfg.space == "pixel":
             idx = (xb.to(x_train_unit.dtype) @ x_train_unit.T).argmax(dim=1)
             adv = attack(_model_fn(model, "pixel"), pixels_train[idx], yb)
@@ -321,6 +332,7 @@ def run_flip_rate_cell(cfg: FlipRateConfig) -> dict:
             "krr_targets": cfg.krr_targets if num_outputs > 1 else "pm1 (binary)",
             "training_loss": model0.loss,
             "protocol": train_cfg.protocol,
+            "adv_train_schedule": cfg.adv_train_schedule if cfg.adv_train else None,
             "sign_convention": SIGN_CONVENTION,
             "influence_test_loss": TEST_LOSS,
             "aggregation": "sum over the test set",
@@ -332,7 +344,8 @@ def run_flip_rate_cell(cfg: FlipRateConfig) -> dict:
         "attack_params": attack.params(),
         "adv_train_params": (
             {"attack": "pgd", "steps": int(cfg.adv_train_steps),
-             "eps": float(cfg.eps if cfg.adv_train_eps is None else cfg.adv_train_eps), "space": cfg.space}
+             "eps": float(cfg.eps if cfg.adv_train_eps is None else cfg.adv_train_eps), "space": cfg.space,
+             "schedule": cfg.adv_train_schedule, "ramp_epochs": cfg.ramp_epochs()}
             if cfg.adv_train else None
         ),
         "lam": float(cfg.lam),

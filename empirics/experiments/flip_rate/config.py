@@ -18,6 +18,10 @@ NTK_AT = ("trained", "init")
 ATTENTION_C = ("recompute", "fixed")
 CURATED_FLIP_SETS = ("next", "remaining")
 KRR_TARGETS = ("onehot", "pm1")
+# How the adversarial-training budget is reached (the paper names none): the full budget from the first
+# step, or a linear warm-up over the first epochs (common practice where the full budget stalls training).
+ADV_TRAIN_SCHEDULES = ("constant", "ramp")
+RAMP_FRACTION = 0.2  # default warm-up: the first fifth of the epochs
 
 
 def _help(text: str) -> dict:
@@ -33,6 +37,16 @@ def finite(x) -> bool:
 
 def check_eps(eps, name: str) -> None:
     require(finite(eps) and float(eps) >= 0, f"{name} must be a finite number >= 0, got {eps}")
+
+
+def adv_train_budget(eps: float, epoch: int, schedule: str, ramp_epochs: int | None) -> float:
+    """The adversarial-training budget at ``epoch`` (0-based): ``eps`` ('constant'), or ``eps·min(1, (epoch+1)/R)`` ('ramp')."""
+    require(schedule in ADV_TRAIN_SCHEDULES, f"unknown adv_train_schedule {schedule!r}")
+    require(int(epoch) >= 0, f"epoch must be >= 0, got {epoch}")
+    if schedule == "constant":
+        return float(eps)
+    require(ramp_epochs is not None and int(ramp_epochs) >= 1, "the 'ramp' schedule needs ramp_epochs >= 1")
+    return float(eps) * min(1.0, (int(epoch) + 1) / int(ramp_epochs))
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,11 @@ class FlipRateConfig:
     feature_renormalize: bool = field(default=True, metadata=_help("space='feature': back to the unit sphere each step"))
     adv_train_steps: int = field(default=10, metadata=_help("PGD iterations per batch in adversarial training"))
     adv_train_eps: float | None = field(default=None, metadata=_help("adversarial-training budget; None -> eps"))
+    adv_train_schedule: str = field(default="constant", metadata=_help(
+        "adversarial-training budget over the epochs: 'constant' (the full budget from the first step) | "
+        "'ramp' (linear warm-up: epoch e of R trains at budget (e + 1) / R of the full one, then the full one)"))
+    adv_train_ramp_epochs: int | None = field(default=None, metadata=_help(
+        "'ramp': the warm-up length R in epochs; None -> a fifth of the training epochs (at least 1)"))
     topk: int | None = field(default=None, metadata=_help("k of the top-k overlap; None -> the flip-set size"))
     null_eps: float | None = field(default=None, metadata=_help(
         "also measure the numerical floor: the flip rate under a null perturbation of this size (e.g. 1e-6); None: not measured"))
@@ -91,7 +110,21 @@ class FlipRateConfig:
         require(self.curated_flip_set in CURATED_FLIP_SETS, f"unknown curated_flip_set {self.curated_flip_set!r}")
         require(self.krr_targets in KRR_TARGETS, f"unknown krr_targets {self.krr_targets!r}: choose one of {', '.join(KRR_TARGETS)}")
         require(int(self.adv_train_steps) >= 1, "adv_train_steps must be >= 1")
+        require(self.adv_train_schedule in ADV_TRAIN_SCHEDULES,
+                f"unknown adv_train_schedule {self.adv_train_schedule!r}: choose one of {', '.join(ADV_TRAIN_SCHEDULES)}")
+        require(self.adv_train or self.adv_train_schedule == "constant",
+                "adv_train_schedule 'ramp' applies to adversarial training only (set adv_train)")
+        require(self.adv_train_ramp_epochs is None or int(self.adv_train_ramp_epochs) >= 1,
+                f"adv_train_ramp_epochs must be >= 1, got {self.adv_train_ramp_epochs}")
         require(self.topk is None or int(self.topk) >= 1, f"topk must be >= 1, got {self.topk}")
+
+    def ramp_epochs(self) -> int | None:
+        """The warm-up length R of the 'ramp' schedule (None under 'constant')."""
+        if self.adv_train_schedule != "ramp":
+            return None
+        if self.adv_train_ramp_epochs is not None:
+            return int(self.adv_train_ramp_epochs)
+        return max(1, round(RAMP_FRACTION * int(self.train.resolved()["epochs"])))
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

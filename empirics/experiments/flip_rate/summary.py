@@ -5,7 +5,8 @@ and the attacks' random starts, so both models of a seed see the same data.
 
 Summary groups never pool rows computed under different readings: a group is one data set,
 classes, attack, ε, intervention, adversarial training or not, readings (space, recompute,
-ntk_at, protocol) and model with its options. Per group (all statistics from
+ntk_at, protocol), the adversarial-training schedule (None without adversarial training) and
+model with its options. Per group (all statistics from
 :mod:`malleability.stats`):
 
 * ``flip_rate``: the mean over seeds, with a Wilson interval over the pooled flip counts;
@@ -15,7 +16,8 @@ ntk_at, protocol) and model with its options. Per group (all statistics from
 * ``excess_over_noise``: per-seed differences to the noise control of the same group.
 
 Per group and model other than the baseline, ``ratios`` gives mean(model)/mean(baseline) of the
-flip rates with a paired bootstrap interval over seeds.
+flip rates with a paired bootstrap interval over seeds. ``ablation`` pairs each standard group
+with its adversarially trained twin, once per adversarial-training schedule (``adv_schedule``).
 """
 
 from __future__ import annotations
@@ -40,13 +42,19 @@ from malleability.stats import (
 
 
 def sweep(data: DataConfig, train: TrainConfig, *, models, attacks, eps_list, seeds, adv_modes=(False,),
-          model_options=None, attack_options=None, **cell_options) -> list[FlipRateConfig]:
-    """The cells of a flip-rate grid: adv-training modes x ε x attacks x seeds x models.
+          adv_schedules=("constant",), model_options=None, attack_options=None,
+          **cell_options) -> list[FlipRateConfig]:
+    """The cells of a flip-rate grid: adv-training modes (x schedules) x ε x attacks x seeds x models.
 
     ``model_options`` / ``attack_options``: {name: {option: value}} for the models and attacks that take options.
+    ``adv_schedules``: the adversarial-training schedules of the adversarially trained cells (each
+    one a cell of its own); standard training has none.
     """
     seeds = list(seeds)
     require(seeds, "no seeds")
+    adv_schedules = tuple(adv_schedules)
+    require(adv_schedules, "no adversarial-training schedule")
+    modes = [(bool(adv), sched) for adv in adv_modes for sched in (adv_schedules if adv else ("constant",))]
     require_fits(data.n, data_dimension(data.dataset), int(cell_options.get("width", 256)), "flip-rate")
     model_options, attack_options = dict(model_options or {}), dict(attack_options or {})
     check_models(models, model_options, data_dimension(data.dataset))
@@ -54,9 +62,9 @@ def sweep(data: DataConfig, train: TrainConfig, *, models, attacks, eps_list, se
         FlipRateConfig(data=dataclasses.replace(data, seed=int(data.seed) + int(s)),
                        train=dataclasses.replace(train, seed=int(s)), model=model,
                        model_options=dict(model_options.get(model, {})), attack=attack,
-                       attack_options=dict(attack_options.get(attack, {})), eps=float(e), adv_train=bool(adv),
-                       **cell_options)
-        for adv, e, attack, s, model in itertools.product(adv_modes, eps_list, attacks, seeds, models)
+                       attack_options=dict(attack_options.get(attack, {})), eps=float(e), adv_train=adv,
+                       adv_train_schedule=sched, **cell_options)
+        for (adv, sched), e, attack, s, model in itertools.product(modes, eps_list, attacks, seeds, models)
     ]
 
 
@@ -73,14 +81,22 @@ def readings_key(row: dict) -> str:
             f"ntk_at={r.get('ntk_at', 'trained')};protocol={r.get('protocol', 'paper')}")
 
 
+def adv_schedule(row: dict) -> str | None:
+    """The adversarial-training schedule of a row (rows of earlier versions: 'constant'); None without adversarial training."""
+    if not row.get("adv_train", False):
+        return None
+    return (row.get("readings") or {}).get("adv_train_schedule") or "constant"
+
+
 def group_key(row: dict) -> tuple:
     cls = row.get("classes")
     return (row["dataset"], ",".join(map(str, cls)) if cls else "all", row["attack"], float(row["eps"]),
             row.get("intervention", "transformed"), bool(row.get("adv_train", False)), readings_key(row),
-            model_key(row))
+            adv_schedule(row), model_key(row))
 
 
-GROUP_FIELDS = ("dataset", "classes", "attack", "eps", "intervention", "adv_train", "readings", "model")
+# the model stays last: a cell's baseline key replaces only it
+GROUP_FIELDS = ("dataset", "classes", "attack", "eps", "intervention", "adv_train", "readings", "adv_schedule", "model")
 
 
 def _cell(rows: list[dict]) -> dict:
@@ -135,12 +151,17 @@ def summarise(rows: list[dict], *, baseline: str = BASELINE) -> dict:
         ratios.append({**dict(zip(GROUP_FIELDS, key)), "baseline": baseline,
                        **paired_ratio(by_seed[key], by_seed[base_key])})
     ablation = []
+    adv_at, sched_at = GROUP_FIELDS.index("adv_train"), GROUP_FIELDS.index("adv_schedule")
+    schedules = sorted({k[sched_at] for k in groups if k[adv_at]})
     for key in sorted(groups, key=lambda k: tuple(str(x) for x in k)):
-        adv_key = key[:5] + (True,) + key[6:]
-        if key[5] or adv_key not in groups:
+        if key[adv_at]:
             continue
-        ablation.append({**dict(zip(GROUP_FIELDS, key)), "standard": _cell(groups[key])["flip_rate"],
-                         "adversarial_training": _cell(groups[adv_key])["flip_rate"]})
+        for schedule in schedules:  # one entry per schedule that has adversarially trained cells
+            adv_key = key[:adv_at] + (True,) + key[adv_at + 1:sched_at] + (schedule,) + key[sched_at + 1:]
+            if adv_key in groups:
+                ablation.append({**dict(zip(GROUP_FIELDS, key)), "adv_schedule": schedule,
+                                 "standard": _cell(groups[key])["flip_rate"],
+                                 "adversarial_training": _cell(groups[adv_key])["flip_rate"]})
     return {"cells": cells, "ratios": ratios, "ablation": ablation, "baseline": baseline,
             "interval": "flip rates: Wilson 95% over pooled counts; Spearman: t on Fisher's z; others: Student-t 95%"}
 
