@@ -104,7 +104,7 @@ def _ablation_learned(summ: dict, ablation: dict, *, adv_train: bool, schedule: 
 # Table 4 bars: standard training, then adversarial training under each schedule
 _TABLE4_BARS = (("standard", None, "C0", "standard training"),
                 ("adversarial_training", "constant", "C3", "PGD adversarial training"),
-                ("adversarial_training", "ramp", "C1", "PGD adversarial training, ε ramp"))
+                ("adversarial_training", "ramp", "C4", "PGD adversarial training, ε ramp"))
 
 
 def plot_flip(results: dict, path: Path) -> bool:
