@@ -16,8 +16,13 @@ from malleability.reports.audit.cache import canonical_json
 IGNORED_RESULT_KEYS = frozenset({"timing_s", "threads", "wall_time_s", "provenance", "finished_at"})
 
 
+# Config fields added after a results document could have been written, per cell kind, with the
+# value that reproduces the earlier behaviour: a config without them is the same cell.
+ADDED_CONFIG_FIELDS = {"flip-rate": {"adv_train_schedule": "constant", "adv_train_ramp_epochs": None}}
+
+
 def _cell_id(cell: dict) -> str:
-    config = dict(cell.get("config") or {})
+    config = {**ADDED_CONFIG_FIELDS.get(cell.get("kind"), {}), **(cell.get("config") or {})}
     if isinstance(config.get("data"), dict):
         config["data"] = {k: v for k, v in config["data"].items() if k != "data_root"}
     return canonical_json({"kind": cell.get("kind"), "label": cell.get("label"), "config": config})
