@@ -78,8 +78,15 @@ def _finite_row_norms(t: torch.Tensor) -> torch.Tensor:
 
 
 def _unit_rows_f32(t: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
-    # cast first, normalise in float32 (cheaper; its rounding is inside the slack of the screen's bound)
-    return t.float().div_(norms.float().clamp_min(1e-30)[:, None])
+    """t's rows over their norms, in one pass that rounds once into float32 (a cast and a divide are two).
+
+    Any rounding here is inside the slack of the screen's bound, and entries near that bound are
+    rechecked in t's own dtype, so the pattern, and hence the kernel, does not depend on this copy.
+    """
+    out = torch.empty(t.shape, dtype=torch.float32, device=t.device)
+    if t.dtype == torch.float32:
+        return torch.div(t, norms.clamp_min(1e-30)[:, None], out=out)
+    return torch.mul(t, norms.clamp_min(1e-30).reciprocal()[:, None], out=out)
 
 
 def _pattern_t_int8(z: torch.Tensor, W: torch.Tensor, chunk: int, *, zs: torch.Tensor | None = None,

@@ -211,6 +211,15 @@ class FusedAdam:
 
     @torch.no_grad()
     def step(self) -> None:
+        if len(self.params) == 1:  # the common case (W alone): no list building, one counter update
+            p = self.params[0]
+            if p.grad is None:
+                return
+            self.steps[0].add_(1)
+            torch._fused_adam_([p], [p.grad], self.exp_avgs, self.exp_avg_sqs, [], self.steps, amsgrad=False,
+                               lr=self.lr, beta1=self.beta1, beta2=self.beta2, weight_decay=self.weight_decay,
+                               eps=self.eps, maximize=False, grad_scale=None, found_inf=None)
+            return
         live = [i for i, p in enumerate(self.params) if p.grad is not None]
         if not live:
             return
