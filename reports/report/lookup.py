@@ -83,6 +83,18 @@ def schedule_label(results: dict, schedule: str | None) -> str:
     return "ramp" if r is None else f"ramp ({r} epochs)"
 
 
+def ablation_cells(summ: dict, entry: dict, schedule: str) -> tuple[dict | None, dict | None]:
+    """The standard and the adversarially trained summary cell of one ablation entry."""
+    same = ("dataset", "classes", "attack", "eps", "intervention", "readings", "model")
+
+    def find(adv: bool):
+        want = schedule if adv else None
+        return next((c for c in summ["cells"] if all(c.get(k) == entry.get(k) for k in same)
+                     and bool(c.get("adv_train")) == adv and schedule_of(c) == want), None)
+
+    return find(False), find(True)
+
+
 def cells_of_kind(results: dict, kind: str) -> list[dict]:
     return [c for c in results.get("cells", []) if c.get("kind") == kind and c.get("status") != "failed"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from malleability.reports.report.lookup import ATTACKS, PRIMARY, is_binary, paper_flip, paper_ntk, ramp_epochs, schedule_of, split_key
+from malleability.reports.report.lookup import ATTACKS, PRIMARY, ablation_cells, is_binary, paper_flip, paper_ntk, ramp_epochs, schedule_of, split_key
 
 MARKERS = "osD^vP*X"
 PAPER_MODELS = ("relu", "mlp-attn")  # the variants beyond the paper have their own verdict rows
@@ -94,10 +94,8 @@ def plot_ntk(results: dict, path: Path) -> bool:
 
 def _ablation_learned(summ: dict, ablation: dict, *, adv_train: bool, schedule: str = "constant") -> bool:
     """Whether the networks behind one bar of the Table 4 panel learned (True when no cell says otherwise)."""
-    keys = ("model", "attack", "eps", "readings")
-    want = schedule if adv_train else None
-    cell = next((c for c in summ["cells"] if c["adv_train"] == adv_train and schedule_of(c) == want
-                 and all(c.get(k) == ablation.get(k) for k in keys)), None)
+    std, adv = ablation_cells(summ, ablation, schedule)
+    cell = adv if adv_train else std
     return True if cell is None else bool(cell["accuracy"]["learned"])
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from malleability.reports.report.lookup import (
     PRIMARY,
+    ablation_cells,
     cells_of_kind,
     flip_set_sizes,
     is_binary,
     model_label,
     paper_flip,
     paper_ntk,
+    ablation_cells,
     protocol_of,
     schedule_label,
     schedule_of,
@@ -127,18 +129,6 @@ def _flip_caption(r: dict, what: str) -> str:
             "Readings: raw (the paper's text) and centred attention input side by side.")
 
 
-def _ablation_cells(summ: dict, entry: dict, schedule: str) -> tuple[dict | None, dict | None]:
-    """The standard and the adversarially trained summary cell of one ablation entry."""
-    same = ("dataset", "classes", "attack", "eps", "intervention", "readings", "model")
-
-    def find(adv: bool):
-        want = schedule if adv else None
-        return next((c for c in summ["cells"] if all(c.get(k) == entry.get(k) for k in same)
-                     and bool(c.get("adv_train")) == adv and schedule_of(c) == want), None)
-
-    return find(False), find(True)
-
-
 def _learned_acc(cell: dict | None) -> str:
     if cell is None:
         return "—"
@@ -203,7 +193,7 @@ def flip_tables(doc: Doc, r: dict, plots: dict) -> None:
         for a in summ["ablation"]:
             base, _ = split_key(a["model"])
             schedule = a.get("adv_schedule") or "constant"
-            std, adv = _ablation_cells(summ, a, schedule)
+            std, adv = ablation_cells(summ, a, schedule)
             rows.append([task_label(r, task), model_label(r, a["model"]), esc(schedule_label(r, schedule)),
                          pct(a["standard"]["mean"]), interval(a["standard"]["ci95"], True), _learned_acc(std),
                          pct(a["adversarial_training"]["mean"]), interval(a["adversarial_training"]["ci95"], True),
