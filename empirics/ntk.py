@@ -36,6 +36,7 @@ import warnings
 
 import torch
 
+from malleability.empirics.blas import mm_nt
 from malleability.errors import MalleabilityError, require
 
 IMPLEMENTATIONS = ("closed_form", "jacobian_contraction", "ntk_vector_products")
@@ -112,7 +113,7 @@ def _pattern_t_int8(z: torch.Tensor, W: torch.Tensor, chunk: int, *, zs: torch.T
         if not screen:
             torch.gt(W @ z[start:stop].T, 0, out=bits[:, start:stop])
             continue
-        P = Ws @ zs[start:stop].T  # (m, rows)
+        P = mm_nt(Ws, zs[start:stop])  # (m, rows); any backend: the bound c holds for every summation order
         torch.gt(P, 0, out=bits[:, start:stop])
         near = _flat_nonzero(P.abs_() <= c)
         if near.numel() > P.numel() // 16:  # many near-zero pre-activations: one float64 product

@@ -111,12 +111,29 @@ def _gemm_fn(shape: tuple[int, int, int], dtype: torch.dtype, gen):
     return lambda: A @ B.T
 
 
-def _gemm_rate(shape: tuple[int, int, int], dtype: torch.dtype, repeats: int, gen) -> float:
-    """Multiply-add pairs per second (2·p·q·r FLOP / s) of one (p, q)x(q, r) product in dtype."""
+def _numpy_fn(shape: tuple[int, int, int], dtype: torch.dtype, gen, *, symmetric: bool = False):
+    """The same product through numpy's BLAS; ``symmetric``: A Aᵀ of a (p, q) A, which numpy hands to syrk."""
+    from malleability.empirics.blas import blas_threads
+
     p, q, r = shape
-    fn = _gemm_fn(shape, dtype, gen)
-    fn()
-    return 2.0 * p * q * r / _median_time(fn, max(3, int(repeats)))
+    A = torch.randn(p, q, generator=gen, dtype=torch.float64).to(dtype).numpy()
+    B = A if symmetric else torch.randn(r, q, generator=gen, dtype=torch.float64).to(dtype).numpy()
+
+    def fn():
+        with blas_threads():
+            return A @ B.T
+    return fn
+
+
+def _fastest(candidates: dict, repeats: int):
+    """(name, fn, share) of the candidate with the least share · time: the floor takes the best backend here."""
+    best = None
+    for name, (fn, share) in candidates.items():
+        fn()
+        cost = share * _median_time(fn, max(3, int(repeats)))
+        if best is None or cost < best[0]:
+            best = (cost, name, fn, share)
+    return best[1:]
 
 
 def _paired_floor_rounds(closed, products: dict, halves: dict, rounds: int) -> dict:
@@ -168,11 +185,13 @@ def benchmark_ntk(n: int = 1024, d: int = 784, m: int = 1024, dtype: str = "floa
     ``ratio_to_floor`` (alias ``closed_form_over_floor``) = closed-form time / ``matmul_floor_s``
     (the median over rounds that time both in alternation, :func:`_paired_floor_rounds`; the
     per-round ratios are in ``ratio_to_floor_rounds``), where the floor is
-    the minimal algorithm's products at the rates measured here, each on a full product of the
-    same shape and operand type: the pattern product 2·n·d·m (float32, the screening, in a float64
-    run; the run's dtype otherwise; the faster of z Wᵀ and W zᵀ), the symmetric pattern Gram
-    n(n+1)·m as int8 (float32 without int8 GEMM) and the symmetric z Gram n(n+1)·d in the run's dtype.
-    Elementwise work and the recheck of near-zero pre-activations are not in the floor.
+    the minimal algorithm's products at the rates measured here, each on a product of the same
+    shape and operand type by the fastest backend found (``floor_backends``): the pattern product
+    2·n·d·m (float32, the screening, in a float64 run; the run's dtype otherwise; torch or numpy,
+    z Wᵀ or W zᵀ), the symmetric pattern Gram n(n+1)·m as int8 (float32 without int8 GEMM; half a
+    full product's time) and the symmetric z Gram n(n+1)·d in the run's dtype (half a full GEMM or
+    numpy's syrk, whichever is the less). Elementwise work and the recheck of near-zero
+    pre-activations are not in the floor.
 
     ``speedup_vs_neural_tangents``: neural-tangents time / closed-form time, or None with
     ``neural_tangents_reason`` when jax or neural-tangents is not importable.
@@ -213,19 +232,23 @@ def benchmark_ntk(n: int = 1024, d: int = 784, m: int = 1024, dtype: str = "floa
     ref_rows = min(oracle_rows, K_ref.shape[0])
     reference_max_rel_error = _max_rel_error(K_ref[:ref_rows], oracle[:ref_rows, :K_ref.shape[1]])
     pattern_dt = torch.float32 if dt == torch.float64 else dt
-    # either orientation may be the faster (W zᵀ ran 20% above z Wᵀ at m = 1024 on a Xeon): the floor
-    # takes the better
-    shapes = {"pattern": max(((n, d, m), (m, d, n)), key=lambda sh: _gemm_rate(sh, pattern_dt, repeats, gen)),
-              "pattern_gram": (n, m, n), "z_gram": (n, d, n)}
-    products = {"pattern": _gemm_fn(shapes["pattern"], pattern_dt, gen),
-                "pattern_gram": _gemm_fn(shapes["pattern_gram"], torch.int8, gen),
-                "z_gram": _gemm_fn(shapes["z_gram"], dt, gen)}
-    for fn in products.values():
-        fn()
     flops = {"pattern": 2.0 * n * d * m, "pattern_gram": float(n * (n + 1) * m), "z_gram": float(n * (n + 1) * d)}
-    halves = {k: flops[k] / (2.0 * math.prod(shapes[k])) for k in flops}  # the minimal share of each full product
+    sym_share = (n + 1) / (2.0 * n)  # the distinct entries' share of a full (n, ., n) product
+    # Each product's floor is the fastest way this machine offers, whichever backend: torch's
+    # GEMM, numpy's (OpenBLAS) GEMM in either orientation (W zᵀ ran 20% above z Wᵀ at m = 1024 on a
+    # Xeon), and for the z Gram half a full GEMM or numpy's syrk, timed whole.
+    choice = {
+        "pattern": _fastest({f"{lib} {sh}": ((_gemm_fn if lib == "torch" else _numpy_fn)(sh, pattern_dt, gen), 1.0)
+                             for lib in ("torch", "numpy") for sh in ((n, d, m), (m, d, n))}, repeats),
+        "pattern_gram": ("torch int8", _gemm_fn((n, m, n), torch.int8, gen), sym_share),
+        "z_gram": _fastest({"torch gemm, half": (_gemm_fn((n, d, n), dt, gen), sym_share),
+                            "numpy syrk": (_numpy_fn((n, d, n), dt, gen, symmetric=True), 1.0)}, repeats),
+    }
+    products = {k: v[1] for k, v in choice.items()}
+    halves = {k: v[2] for k, v in choice.items()}
     paired = _paired_floor_rounds(lambda: empirical_ntk(z, z, W), products, halves, max(3, int(repeats)))
-    rates = {k: 2.0 * math.prod(shapes[k]) / paired["product_s"][k] for k in flops}
+    # effective rates: the minimal algorithm's flops over the floor's time for each
+    rates = {k: flops[k] / (halves[k] * paired["product_s"][k]) for k in flops}
     floor = paired["floor_s"]
     res = {
         "n": n, "d": d, "m": m, "dtype": dtype, "repeats": int(repeats),
@@ -241,6 +264,7 @@ def benchmark_ntk(n: int = 1024, d: int = 784, m: int = 1024, dtype: str = "floa
         "oracle_rows": oracle_rows,
         "floor_flops": flops,
         "floor_gflops_rates": {k: v / 1e9 for k, v in rates.items()},
+        "floor_backends": {k: v[0] for k, v in choice.items()},
         "int8_gemm": bool(m >= 8 and _int_gram_ok()),
         "matmul_floor_s": floor,
         "ratio_to_floor": paired["ratio"],

@@ -72,7 +72,8 @@ def register(main: click.Group, bench: click.Group) -> None:
         click.echo(f"n={n} d={d} m={m} {dtype}, {res['threads']} threads")
         click.echo(f"closed form {res['closed_form_s']:.4f} s; reference {res['reference_s']:.2f} s{scaled}; "
                    f"speedup_vs_reference {res['speedup_vs_reference']:.1f}x; max_rel_diff {res['max_rel_diff']:.2e}")
-        click.echo(f"matmul floor {res['matmul_floor_s']:.4f} s; ratio_to_floor {res['ratio_to_floor']:.2f}")
+        backends = ", ".join(f"{k}: {v}" for k, v in res["floor_backends"].items())
+        click.echo(f"matmul floor {res['matmul_floor_s']:.4f} s ({backends}); ratio_to_floor {res['ratio_to_floor']:.2f}")
         click.echo(f"against an extended-precision oracle ({res['oracle_rows']} rows): max_rel_error "
                    f"{res['max_rel_error']:.2e} (closed form), {res['reference_max_rel_error']:.2e} (torch.func)")
         if res["speedup_vs_neural_tangents"] is None:

@@ -1,0 +1,48 @@
+"""numpy-BLAS products used by the closed-form NTK: against torch's, thread-limited, and without
+effect on the kernel."""
+
+import pytest
+import torch
+
+import malleability.empirics.blas as B
+from malleability.empirics.ntk import empirical_ntk
+
+
+def _rows(n, d, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, d, generator=g, dtype=torch.float64)
+    return (z / z.norm(dim=1, keepdim=True)).to(dtype)
+
+
+@pytest.mark.parametrize("numpy_faster", [True, False])
+def test_mm_nt_is_a_times_b_transposed_on_either_backend(monkeypatch, numpy_faster):
+    monkeypatch.setattr(B, "_SGEMM_FASTER", numpy_faster)
+    a, b = _rows(9, 17, torch.float32, 1), _rows(4, 17, torch.float32, 2)
+    want = a.double() @ b.double().T
+    got = B.mm_nt(a, b)
+    assert got.shape == (9, 4) and got.dtype == torch.float32
+    assert float((got.double() - want).abs().max()) <= 64 * 17 * torch.finfo(torch.float32).eps
+    out = torch.full((9, 4), float("nan"))
+    assert B.mm_nt(a, b, out=out) is out and torch.equal(out, got)
+
+
+def test_blas_threads_follows_torch(monkeypatch):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with B.blas_threads():
+            blas = [lib for lib in B._controller().info() if lib["user_api"] == "blas"]
+            assert blas and all(lib["num_threads"] == 1 for lib in blas)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_screen_backend_cannot_change_the_kernel(monkeypatch):
+    # the float32 screen only decides which entries are rechecked in float64; its backend (and hence
+    # its summation order) must leave the pattern, and so the kernel, bitwise the same
+    z, W = _rows(257, 50, seed=6), torch.randn(128, 50, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    kernels = []
+    for numpy_faster in (True, False):
+        monkeypatch.setattr(B, "_SGEMM_FASTER", numpy_faster)
+        kernels.append(empirical_ntk(z, z, W, chunk_size=100))
+    assert torch.equal(*kernels)
