@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from malleability.empirics.experiments import flip_rate, k_layer, ntk_distance
 from malleability.empirics.experiments.widths import measured_widths
+from malleability.reports.report.lookup import schedule_of
 
 PRIMARY_NTK_READING = "after_vs_init_absolute"  # unnormalised, like the paper's magnitudes (45.1, 246.2)
 
@@ -83,13 +84,6 @@ def readings_key(protocol: str = "paper", space: str = "pixel", recompute: str =
     return f"space={space};recompute={recompute};ntk_at={ntk_at};protocol={protocol}"
 
 
-def cell_schedule(cell: dict) -> str | None:
-    """A summary cell's adversarial-training schedule; summaries of earlier versions have only 'constant'."""
-    if not cell.get("adv_train"):
-        return None
-    return cell.get("adv_schedule") or "constant"
-
-
 def flip_cell(summary: dict, task: str, *, classes: str, attack: str, eps: float, adv: bool, model: str,
               reading: str, protocol: str = "paper", schedule: str = "constant") -> dict | None:
     """The summary cell of a planned variant; ``schedule`` picks the adversarial-training schedule (adv only)."""
@@ -99,4 +93,4 @@ def flip_cell(summary: dict, task: str, *, classes: str, attack: str, eps: float
     want = schedule if adv else None
     return next((c for c in s["cells"] if c.get("classes") == classes and c.get("attack") == attack
                  and c.get("eps") == float(eps) and c.get("adv_train") == adv and c.get("model") == model_key(model, reading)
-                 and c.get("readings") == readings_key(protocol) and cell_schedule(c) == want), None)
+                 and c.get("readings") == readings_key(protocol) and schedule_of(c) == want), None)
