@@ -9,7 +9,7 @@ import subprocess
 import sys
 from importlib import metadata
 
-_PACKAGES = ("malleability", "torch", "torchvision", "numpy", "scipy", "sympy", "mpmath", "hypothesis", "click")
+_PACKAGES = ("malleability", "torch", "torchvision", "numpy", "scipy", "sympy", "mpmath", "hypothesis", "click", "threadpoolctl")
 
 
 @functools.lru_cache(maxsize=1)

@@ -141,6 +141,9 @@ def register_training(bench: click.Group) -> None:
         click.echo(f"timing {len(ws)} widths x {seeds} seeds ...", err=True)
         res = benchmark_training(ws, n=n, d=d, num_classes=classes, batch_size=batch_size, seeds=seeds,
                                  epochs=epochs, repeats=repeats, dtype=dtype)
+        from malleability.provenance import provenance
+
+        res["provenance"] = provenance()
         if as_json:
             click.echo(_dump(res))
             return

@@ -138,6 +138,7 @@ def test_cli_bench_training_json_and_errors():
     res = json.loads(r.output[r.output.index("{"):])
     assert [w["width"] for w in res["widths"]] == [4, 8] and res["threads"] == 1
     assert {"ratio_to_floor", "speedup_batched", "floor_s", "step_s"} <= set(res["widths"][0])
+    assert res["provenance"]["versions"]["torch"] == torch.__version__.split("+")[0] and res["provenance"]["machine"]["cores"] >= 1
     for bad in (["--widths", "4,x"], ["--seeds", "0"], ["--classes", "1"]):
         r = CliRunner().invoke(main, ["bench", "training", *bad])
         assert r.exit_code == 2 and "error:" in r.output and "Traceback" not in r.output
