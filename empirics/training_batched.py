@@ -21,6 +21,7 @@ the stacked moments no longer fit in cache and one seed at a time is as fast or 
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 
@@ -204,12 +205,8 @@ def _time(fn, repeats: int) -> float:
     return _median(out)
 
 
-def step_floor(B: int, d: int, m: int, K: int, dtype=torch.float32, *, repeats: int = 7, seed: int = 0) -> dict:
-    """The matrix products of one training step timed alone at its own shapes (median of ``repeats``).
-
-    Forward ``h = z Wᵀ`` (B, m) and ``out = relu(h) a`` (B, K); backward ``δ = (∂out) aᵀ`` (B, m)
-    and ``dW = δᵀ z`` (m, d): ``flops = 2 B m (2d + 2K)``. ``gemm_gflops`` = flops / the time.
-    """
+def _step_products(B: int, d: int, m: int, K: int, dtype=torch.float32, *, seed: int = 0):
+    """(callable, flops): the four matrix products of one training step at its own shapes."""
     gen = torch.Generator().manual_seed(int(seed))
     z = torch.randn(B, d, generator=gen).to(dtype)
     W = torch.randn(m, d, generator=gen).to(dtype)
@@ -223,8 +220,17 @@ def step_floor(B: int, d: int, m: int, K: int, dtype=torch.float32, *, repeats: 
         delta.T @ z
 
     products()
+    return products, 2.0 * B * m * (2 * d + 2 * K)
+
+
+def step_floor(B: int, d: int, m: int, K: int, dtype=torch.float32, *, repeats: int = 7, seed: int = 0) -> dict:
+    """The matrix products of one training step timed alone at its own shapes (median of ``repeats``).
+
+    Forward ``h = z Wᵀ`` (B, m) and ``out = relu(h) a`` (B, K); backward ``δ = (∂out) aᵀ`` (B, m)
+    and ``dW = δᵀ z`` (m, d): ``flops = 2 B m (2d + 2K)``. ``gemm_gflops`` = flops / the time.
+    """
+    products, flops = _step_products(B, d, m, K, dtype, seed=seed)
     t = _time(products, repeats)
-    flops = 2.0 * B * m * (2 * d + 2 * K)
     return {"floor_s": t, "flops": flops, "gemm_gflops": flops / t / 1e9}
 
 
@@ -242,12 +248,13 @@ def benchmark_training(widths=(16, 256, 4096), *, n: int = 600, d: int = 784, nu
     Paper protocol (Adam, coupled weight decay), the 2L-ReLU model (identity features) on
     random unit rows, CE over ``num_classes`` outputs, in this process with its thread count.
     Each training is timed at ``epochs`` and at 0 epochs (setup: init, fit) and the difference
-    is divided by the seed-steps, so setup is not counted; every time is the median of
-    ``repeats``. Per width: ``step_s`` (the plain path: fused optimizer, one seed at a time),
+    is divided by the seed-steps, so setup is not counted. ``repeats`` rounds each time every
+    path and the floor back to back; times are medians over rounds, and ``ratio_to_floor`` and
+    ``speedup_batched`` are medians of the per-round ratios (listed in ``*_rounds``). Per width: ``step_s`` (the plain path: fused optimizer, one seed at a time),
     ``reference_step_s`` (``train_model``), ``batched_step_s`` (one program over the seeds, per
-    seed-step), ``floor_s`` (:func:`step_floor` at the mean batch size), ``ratio_to_floor`` =
-    step_s / floor_s, ``reference_ratio_to_floor``, ``speedup_batched`` = step_s / batched_step_s
-    and ``speedup_batched_vs_reference``.
+    seed-step), ``floor_s`` (the four products of :func:`step_floor` at the mean batch size, run
+    once per timed seed-step), ``ratio_to_floor`` = step / floor, ``reference_ratio_to_floor``,
+    ``speedup_batched`` = step / batched step and ``speedup_batched_vs_reference``.
     """
     from malleability.empirics.training import train_model
 
@@ -268,10 +275,10 @@ def benchmark_training(widths=(16, 256, 4096), *, n: int = 600, d: int = 784, nu
         return [TrainConfig(protocol="paper", epochs=ep, seed=s, dtype=dtype, batch_size=int(batch_size))
                 for s in range(int(seeds))]
 
-    def per_step(run) -> float:
-        full = _time(lambda: run(cfgs(int(epochs))), repeats)
-        setup = _time(lambda: run(cfgs(0)), repeats)
-        return max(full - setup, 0.0) / seed_steps
+    def run_time(run, ep) -> float:
+        t = time.perf_counter()
+        run(cfgs(ep))
+        return time.perf_counter() - t
 
     rows = []
     for m in widths:
@@ -288,16 +295,33 @@ def benchmark_training(widths=(16, 256, 4096), *, n: int = 600, d: int = 784, nu
         def batched(cs, m=m):
             train_models_batched("relu", x, y, num_classes, cs, width=m)
 
+        products, flops = _step_products(round(int(n) / steps), int(d), m, int(num_classes), dt)  # the mean batch
+
+        def floor_time() -> float:  # as many product sets as the timed trainings have seed-steps
+            t = time.perf_counter()
+            for _ in range(seed_steps):
+                products()
+            return (time.perf_counter() - t) / seed_steps
+
         batched(cfgs(1)[:2])  # warm-up: first-call allocations and dispatch are not timed
-        t_loop, t_ref, t_batch = per_step(loop), per_step(reference), per_step(batched)
-        floor = step_floor(round(int(n) / steps), int(d), m, int(num_classes), dt)  # the mean batch size
+        # Each round times every path and the floor back to back, so the per-round ratios share the
+        # host's state (timings on one shared host moved 30% within minutes); medians over rounds.
+        rounds = {"loop": [], "reference": [], "batched": [], "floor": []}
+        for _ in range(int(repeats)):
+            for name, run in (("loop", loop), ("reference", reference), ("batched", batched)):
+                rounds[name].append(max(run_time(run, int(epochs)) - run_time(run, 0), 0.0) / seed_steps)
+            rounds["floor"].append(floor_time())
+        ratio = [t / f for t, f in zip(rounds["loop"], rounds["floor"])]
+        speedup = [t / b for t, b in zip(rounds["loop"], rounds["batched"]) if b > 0]
+        t_loop, t_ref, t_batch, t_floor = (_median(rounds[k]) for k in ("loop", "reference", "batched", "floor"))
         rows.append({
             "width": m, "step_s": t_loop, "reference_step_s": t_ref, "batched_step_s": t_batch,
-            "floor_s": floor["floor_s"], "floor_flops": floor["flops"], "gemm_gflops": floor["gemm_gflops"],
+            "floor_s": t_floor, "floor_flops": flops, "gemm_gflops": flops / t_floor / 1e9,
             # 0 when the steps were too short to resolve against the setup time
-            "ratio_to_floor": t_loop / floor["floor_s"], "reference_ratio_to_floor": t_ref / floor["floor_s"],
-            "batched_ratio_to_floor": t_batch / floor["floor_s"],
-            "speedup_batched": t_loop / t_batch if t_batch > 0 else None,
+            "ratio_to_floor": _median(ratio), "ratio_to_floor_rounds": ratio,
+            "reference_ratio_to_floor": _median([t / f for t, f in zip(rounds["reference"], rounds["floor"])]),
+            "batched_ratio_to_floor": _median([t / f for t, f in zip(rounds["batched"], rounds["floor"])]),
+            "speedup_batched": _median(speedup) if speedup else None, "speedup_batched_rounds": speedup,
             "speedup_batched_vs_reference": t_ref / t_batch if t_batch > 0 else None,
             "should_batch": should_batch(m, int(seeds)),
         })
@@ -305,4 +329,6 @@ def benchmark_training(widths=(16, 256, 4096), *, n: int = 600, d: int = 784, nu
             "seeds": int(seeds), "epochs": int(epochs), "repeats": int(repeats), "dtype": dtype,
             "steps_per_epoch": steps, "threads": torch.get_num_threads(),
             "square_gemm_gflops": square_gemm_gflops(dt), "widths": rows,
-            "reading": "per seed-step, setup excluded; floor = the step's four matrix products timed alone"}
+            "reading": "per seed-step, setup excluded; floor = the step's four matrix products timed alone; "
+                       "every path and the floor timed back to back in each of `repeats` rounds, ratios the "
+                       "median of the per-round ratios"}
