@@ -18,6 +18,19 @@ _CONTROLLER = None
 _SGEMM_FASTER: bool | None = None
 
 
+def best_time(fn, repeats: int = 3) -> float:
+    """The least of ``repeats`` timings of ``fn`` after one untimed warm-up call (for a one-time backend probe)."""
+    import time
+
+    fn()
+    times = []
+    for _ in range(int(repeats)):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
 def _controller():
     global _CONTROLLER
     if _CONTROLLER is None:
@@ -62,25 +75,11 @@ def numpy_sgemm_faster(rows: int = 512, inner: int = 784) -> bool:
     """
     global _SGEMM_FASTER
     if _SGEMM_FASTER is None:
-        import time
-
-        import numpy as np
-
         gen = torch.Generator().manual_seed(0)
         a = torch.randn(rows, inner, generator=gen)
         b = torch.randn(rows, inner, generator=gen)
         an, bn = a.numpy(), b.numpy()
-
-        def best(fn) -> float:
-            fn()
-            times = []
-            for _ in range(3):
-                t = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t)
-            return min(times)
-
         with blas_threads():
-            t_np = best(lambda: an @ bn.T)
-        _SGEMM_FASTER = t_np < best(lambda: a @ b.T)
+            t_np = best_time(lambda: an @ bn.T)
+        _SGEMM_FASTER = t_np < best_time(lambda: a @ b.T)
     return _SGEMM_FASTER

@@ -36,7 +36,7 @@ import warnings
 
 import torch
 
-from malleability.empirics.blas import mm_nt
+from malleability.empirics.blas import best_time, mm_nt
 from malleability.errors import MalleabilityError, require
 
 IMPLEMENTATIONS = ("closed_form", "jacobian_contraction", "ntk_vector_products")
@@ -198,23 +198,11 @@ def _int_gram_ok() -> bool:
 
 
 def _int_mm_faster(rows: int = 256, inner: int = 1024) -> bool:
-    import time
-
     gen = torch.Generator().manual_seed(0)
     a = torch.randint(0, 2, (rows, inner), generator=gen, dtype=torch.int8)
     bt = torch.randint(0, 2, (inner, rows), generator=gen, dtype=torch.int8)
-
-    def best(fn) -> float:
-        fn()  # warm-up
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return min(times)
-
-    t_int = best(lambda: torch._int_mm(a, bt))
-    t_float = best(lambda: a.float() @ bt.float())  # the fallback converts its operands too
+    t_int = best_time(lambda: torch._int_mm(a, bt))
+    t_float = best_time(lambda: a.float() @ bt.float())  # the fallback converts its operands too
     return t_int < t_float
 
 
