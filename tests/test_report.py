@@ -58,3 +58,15 @@ def test_a_network_that_did_not_learn_is_named(tiny):
         for c in s["cells"]:
             c["accuracy"]["learned"] = False
     assert "(did not learn)" in build_markdown(forced, {})
+
+
+def test_model_labels_drop_unset_options_and_keep_the_rest():
+    from malleability.reports.report.lookup import model_label, model_text
+
+    results = {"labels": {"models": {"patch-attn": "Patch-Attn", "mlp-attn": "MLP-Attn"}}}
+    key = "patch-attn[attention=linear,attention_input=center,image_shape=None,patch_size=None]"
+    assert model_text(results, key) == "Patch-Attn (attention=linear, attention_input=center)"
+    assert model_label(results, key) == "Patch-Attn (attention=linear, attention\\_input=center)"
+    assert model_text(results, "mlp-attn") == "MLP-Attn"
+    assert model_text(results, "patch-attn[image_shape=None]") == "Patch-Attn"
+    assert model_text(results, "truncated-attn[rank=10]") == "truncated-attn (rank=10)"  # no label: the key's name

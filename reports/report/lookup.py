@@ -16,10 +16,18 @@ def split_key(key: str) -> tuple[str, str]:
     return (m.group(1), m.group(2) or "") if m else (key, "")
 
 
-def model_label(results: dict, key: str) -> str:
+def model_text(results: dict, key: str) -> str:
+    """'patch-attn[attention=linear,image_shape=None]' -> 'Patch-Attn (attention=linear)': options left unset
+    (None, the model's own default) are part of the key but say nothing to a reader."""
     base, opts = split_key(key)
     label = results.get("labels", {}).get("models", {}).get(base, base)
-    return esc(label + (f" ({opts})" if opts else ""))
+    shown = ", ".join(o for o in opts.split(",") if o and not o.endswith("=None"))
+    return label + (f" ({shown})" if shown else "")
+
+
+def model_label(results: dict, key: str) -> str:
+    """:func:`model_text`, escaped for Markdown."""
+    return esc(model_text(results, key))
 
 
 def task_label(results: dict, task: str) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from malleability.reports.report.lookup import ATTACKS, PRIMARY, ablation_cells, is_binary, paper_flip, paper_ntk, ramp_epochs, schedule_of, split_key
+from malleability.reports.report.lookup import (ATTACKS, PRIMARY, ablation_cells, is_binary, model_text, paper_flip, paper_ntk,
+                                                ramp_epochs, schedule_of, split_key)
 
 MARKERS = "osD^vP*X"
 PAPER_MODELS = ("relu", "mlp-attn")  # the variants beyond the paper have their own verdict rows
@@ -36,11 +37,6 @@ def _save(plt, fig, path: Path) -> bool:
     return True
 
 
-def _label(results, key):
-    base, opts = split_key(key)
-    return results.get("labels", {}).get("models", {}).get(base, base) + (f" ({opts})" if opts else "")
-
-
 def _positive_errors(mean, ci):
     """Whiskers for a log axis: never below a small positive fraction of the mean."""
     if mean is None or not ci or mean <= 0:
@@ -70,7 +66,7 @@ def plot_ntk(results: dict, path: Path) -> bool:
             note = "" if all(learned) else " (did not learn)" if not any(learned) else " (some widths did not learn)"
             marker = MARKERS[i % len(MARKERS)]
             bar = ax.errorbar(xs, ys, yerr=err, marker=marker, capsize=3,
-                              linestyle="-" if protocol == "paper" else "--", label=f"{_label(results, model)}, {protocol}{note}")
+                              linestyle="-" if protocol == "paper" else "--", label=f"{model_text(results, model)}, {protocol}{note}")
             failed = [(x, y) for x, y, ok in zip(xs, ys, learned) if not ok]
             if failed:  # hollow markers at exactly the widths whose networks did not learn
                 ax.plot([x for x, _ in failed], [y for _, y in failed], linestyle="none", marker=marker,
@@ -80,7 +76,7 @@ def plot_ntk(results: dict, path: Path) -> bool:
             paper = [(w, v) for w, v in paper if v is not None]
             if paper and model == base and protocol == "paper":
                 ax.plot([p[0] for p in paper], [p[1] for p in paper], marker="*", markersize=13, linestyle=":",
-                        mfc="white", color=bar.lines[0].get_color(), label=f"paper {_label(results, model)}")
+                        mfc="white", color=bar.lines[0].get_color(), label=f"paper {model_text(results, model)}")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("width m")
@@ -132,7 +128,7 @@ def plot_flip(results: dict, path: Path) -> bool:
                 ci = fr["ci95"] or [fr["mean"], fr["mean"]]
                 ax.bar(x, fr["mean"], width, color=f"C{j}", hatch=None if c["accuracy"]["learned"] else "//",
                        edgecolor="black" if not c["accuracy"]["learned"] else f"C{j}",
-                       label=_label(results, model) + ("" if c["accuracy"]["learned"] else " (did not learn)")
+                       label=model_text(results, model) + ("" if c["accuracy"]["learned"] else " (did not learn)")
                        if first else None)
                 ax.errorbar(x, fr["mean"], yerr=[[fr["mean"] - ci[0]], [ci[1] - fr["mean"]]], color="0.3", capsize=2)
                 base, _ = split_key(model)
@@ -193,7 +189,7 @@ def plot_flip(results: dict, path: Path) -> bool:
             handles.append(Line2D([], [], marker="D", color="red", mfc="white", markersize=7, linestyle="none",
                                   label="paper"))
         ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels([f"{g['task']}\n{_label(results, g['entry']['model'])}" for g in groups], fontsize=7)
+        ax.set_xticklabels([f"{g['task']}\n{model_text(results, g['entry']['model'])}" for g in groups], fontsize=7)
         ax.set_ylim(0, 1)
         ax.set_ylabel("PGD flip rate")
         title = "Table 4: standard vs adversarial training"
@@ -221,7 +217,7 @@ def plot_kappa(results: dict, path: Path) -> bool:
             pts = sorted((r["n"], r["log10_pseudo_kappa_G"]) for r in rows
                          if r["task"] == task and r["features"] == view and r["log10_pseudo_kappa_G"] is not None)
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=MARKERS[i], label=f"{_label(results, view)} view")
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=MARKERS[i], label=f"{model_text(results, view)} view")
         paper = [p["value"] for p in results.get("paper_numbers", []) if p.get("quantity") == "kappa_G"
                  and p.get("dataset") == task]
         if paper:
@@ -250,7 +246,7 @@ def plot_widths(results: dict, path: Path) -> bool:
     for i, (task, view) in enumerate(groups):
         pts = sorted((r["n"], r["log10_v1"], r["log10_v2"]) for r in rows
                      if r["task"] == task and r["features"] == view)
-        name = f"{_label(results, task)}, {_label(results, view)} view"
+        name = f"{model_text(results, task)}, {model_text(results, view)} view"
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=f"C{i}", label=f"{name}: v1 κ⁶/ε²")
         ax.plot([p[0] for p in pts], [p[2] for p in pts], marker="s", linestyle="--", color=f"C{i}",
                 label=f"{name}: v2 κ_d⁶ n ln n")
@@ -295,7 +291,7 @@ def plot_eps(results: dict, path: Path) -> bool:
     for ax, task in zip(axes[0], tasks):
         for i, (key, pts) in enumerate(sorted((k, v) for k, v in series.items() if k[0] == task)):
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=MARKERS[i % len(MARKERS)],
-                    linestyle="--" if key[2] == "noise" else "-", label=f"{_label(results, key[1])}, {key[2]}")
+                    linestyle="--" if key[2] == "noise" else "-", label=f"{model_text(results, key[1])}, {key[2]}")
         ax.set_ylim(0, 1)
         ax.set_xlabel("ℓ∞ budget ε (pixel space)")
         ax.set_ylabel("flip rate")
