@@ -12,6 +12,8 @@ count (threadpoolctl, about 12 µs per call), so a one-thread audit worker stays
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 _CONTROLLER = None
@@ -32,17 +34,24 @@ def best_time(fn, repeats: int = 3) -> float:
 
 
 def _controller():
+    """threadpoolctl's controller of the loaded BLAS libraries, or None where threadpoolctl is missing."""
     global _CONTROLLER
     if _CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController
-
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # an environment installed before it was a dependency: torch does every product
+            _CONTROLLER = False
+        else:
+            _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER or None
 
 
 def blas_threads():
-    """Context manager: numpy's BLAS limited to torch's current thread count."""
-    return _controller().limit(limits=torch.get_num_threads(), user_api="blas")
+    """Context manager: numpy's BLAS limited to torch's current thread count (a no-op without threadpoolctl)."""
+    controller = _controller()
+    if controller is None:
+        return contextlib.nullcontext()
+    return controller.limit(limits=torch.get_num_threads(), user_api="blas")
 
 
 def _numpy_ok(*tensors: torch.Tensor) -> bool:
@@ -74,6 +83,8 @@ def numpy_sgemm_faster(rows: int = 512, inner: int = 784) -> bool:
     On an Intel host MKL may be the faster, hence a measurement, not a rule.
     """
     global _SGEMM_FASTER
+    if _SGEMM_FASTER is None and _controller() is None:  # numpy's thread pool could not be held to torch's
+        _SGEMM_FASTER = False
     if _SGEMM_FASTER is None:
         gen = torch.Generator().manual_seed(0)
         a = torch.randn(rows, inner, generator=gen)

@@ -46,3 +46,14 @@ def test_the_screen_backend_cannot_change_the_kernel(monkeypatch):
         monkeypatch.setattr(B, "_SGEMM_FASTER", numpy_faster)
         kernels.append(empirical_ntk(z, z, W, chunk_size=100))
     assert torch.equal(*kernels)
+
+
+def test_without_threadpoolctl_torch_does_every_product(monkeypatch):
+    # numpy's BLAS threads cannot be held to torch's count then, so it is never chosen
+    monkeypatch.setattr(B, "_CONTROLLER", False)
+    monkeypatch.setattr(B, "_SGEMM_FASTER", None)
+    assert B.numpy_sgemm_faster() is False
+    with B.blas_threads():
+        pass
+    a, b = _rows(5, 8, torch.float32, 1), _rows(3, 8, torch.float32, 2)
+    assert torch.equal(B.mm_nt(a, b), a @ b.T)
