@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     p.add_argument("--widths", default="16,256,4096")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     import torch

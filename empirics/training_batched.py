@@ -241,7 +241,7 @@ def square_gemm_gflops(dtype=torch.float32, size: int = 1024, repeats: int = 7) 
 
 
 def benchmark_training(widths=(16, 256, 4096), *, n: int = 600, d: int = 784, num_classes: int = 10,
-                       batch_size: int = 128, seeds: int = 5, epochs: int = 2, repeats: int = 3,
+                       batch_size: int = 128, seeds: int = 5, epochs: int = 10, repeats: int = 3,
                        dtype: str = "float32", seed: int = 0) -> dict:
     """Per-step training time against the step's matmul floor, and batched over seeds against a per-seed loop.
 

@@ -119,8 +119,10 @@ def register_training(bench: click.Group) -> None:
     @click.option("--classes", default=10, type=int, show_default=True, help="outputs (cross-entropy)")
     @click.option("--batch-size", default=128, type=int, show_default=True)
     @click.option("--seeds", default=5, type=int, show_default=True, help="seeds trained per width")
-    @click.option("--epochs", default=2, type=int, show_default=True, help="epochs per timed training")
-    @click.option("--repeats", default=3, type=int, show_default=True, help="median of R timings")
+    @click.option("--epochs", default=10, type=int, show_default=True,
+                  help="epochs per timed training (fewer leave a few ms per timing at m = 16, within host jitter)")
+    @click.option("--repeats", default=3, type=int, show_default=True,
+                  help="rounds, each timing every path and the floor; medians over rounds")
     @click.option("--threads", default=1, type=int, show_default=True, help="torch threads")
     @click.option("--dtype", default="float32", type=click.Choice(["float32", "float64"]), show_default=True)
     @click.option("--json", "as_json", is_flag=True, help="print JSON")
