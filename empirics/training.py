@@ -352,22 +352,19 @@ def train_model(model: FeatureModel | str, x_train_unit, y_train, num_classes: i
         total = torch.zeros((), dtype=torch.float64, device=dev)
         for start in range(0, n, bs):
             yb = y_e[start : start + bs]
-            if feats is not None:  # a fixed embedding: only W moves, and its gradient needs no graph
-                losses = _loss_and_grad(net, rows_e[start : start + bs], yb.long(), loss_name, num_classes)
-                opt.step()
-                total += losses.sum().to(torch.float64)
-                continue
             if batch_transform is None:
-                zb = trained.features(rows_e[start : start + bs])
+                zb = rows_e[start : start + bs] if feats is not None else trained.features(rows_e[start : start + bs])
             else:
                 xb = batch_transform(trained, rows_e[start : start + bs], yb)
-                opt.zero_grad(set_to_none=True)
                 zb = trained.features(xb.detach())
-            losses = loss_fn(net(zb), yb)
-            obj = losses.mean()
-            opt.zero_grad(set_to_none=True)
-            obj.backward()
+            if params:  # trained feature parameters: the gradient flows through the features
+                losses = loss_fn(net(zb), yb)
+                opt.zero_grad(set_to_none=True)
+                losses.mean().backward()
+                losses = losses.detach()
+            else:  # only W moves: its gradient needs no graph (and replaces any the transform left)
+                losses = _loss_and_grad(net, zb, yb.long(), loss_name, num_classes)
             opt.step()
-            total += losses.detach().sum().to(torch.float64)
+            total += losses.sum().to(torch.float64)
         trained.history.append(float(total) / n)
     return trained

@@ -172,3 +172,26 @@ def test_hand_written_step_is_autograds_bit_for_bit(monkeypatch, model, classes,
     assert fast.history == slow.history
     assert torch.equal(fast.net.W, slow.net.W)
     assert not torch.equal(fast.net.W, fast.W0)  # it trained
+
+
+@pytest.mark.parametrize("model", ["relu", "mlp-attn"])
+def test_hand_written_step_under_a_batch_transform_is_autograds(monkeypatch, model):
+    # adversarial training's path: the batch is rebuilt each step, and the transform leaves a gradient
+    # on W (an attack differentiates through the network), which the step must replace, not add to
+    import malleability.empirics.training as T
+
+    def transform(trained, xb, yb):
+        out = trained.net(trained.features(xb))
+        out.sum().backward()  # a stray gradient on W
+        moved = xb + 1e-3 * torch.sign(out.detach()[:, :1])
+        return moved / moved.norm(dim=1, keepdim=True)
+
+    g = torch.Generator().manual_seed(11)
+    x = torch.rand(200, 36, generator=g, dtype=torch.float64)
+    x = x / x.norm(dim=1, keepdim=True)
+    y = torch.randint(0, 10, (200,), generator=g)
+    cfg = TrainConfig(epochs=3, seed=1, batch_size=64, dtype="float64")
+    fast = train_model(model, x, y, 10, cfg, width=32, batch_transform=transform)
+    monkeypatch.setattr(T, "_loss_and_grad", _autograd_loss_and_grad)
+    slow = train_model(model, x, y, 10, cfg, width=32, batch_transform=transform)
+    assert fast.history == slow.history and torch.equal(fast.net.W, slow.net.W)
