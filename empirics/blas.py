@@ -59,19 +59,17 @@ def _numpy_ok(*tensors: torch.Tensor) -> bool:
                and not t.requires_grad for t in tensors)
 
 
-def mm_nt(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def mm_nt(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a bᵀ`` by whichever backend multiplies float32 faster here (:func:`numpy_sgemm_faster`).
 
     For products whose exact rounding does not matter to the caller (a screen whose error is
     bounded independently of the summation order): the backend is chosen by timing.
     """
-    if not (_numpy_ok(a, b) and a.dtype == b.dtype == torch.float32 and numpy_sgemm_faster()
-            and (out is None or (_numpy_ok(out) and out.dtype == a.dtype))):
-        return torch.mm(a, b.T, out=out) if out is not None else a @ b.T
+    if not (_numpy_ok(a, b) and a.dtype == b.dtype == torch.float32 and numpy_sgemm_faster()):
+        return a @ b.T
     import numpy as np
 
-    if out is None:
-        out = torch.empty(a.shape[0], b.shape[0], dtype=a.dtype)
+    out = torch.empty(a.shape[0], b.shape[0], dtype=a.dtype)
     with blas_threads():
         np.matmul(a.numpy(), b.numpy().T, out=out.numpy())
     return out
