@@ -250,7 +250,8 @@ def benchmark_training(widths=(16, 256, 4096), *, n: int = 600, d: int = 784, nu
     Each training is timed at ``epochs`` and at 0 epochs (setup: init, fit) and the difference
     is divided by the seed-steps, so setup is not counted. ``repeats`` rounds each time every
     path and the floor back to back; times are medians over rounds, and ``ratio_to_floor`` and
-    ``speedup_batched`` are medians of the per-round ratios (listed in ``*_rounds``). Per width: ``step_s`` (the plain path: fused optimizer, one seed at a time),
+    ``speedup_batched`` are medians of the per-round ratios (listed in ``*_rounds``).
+    Per width: ``step_s`` (the plain path: fused optimizer, one seed at a time),
     ``reference_step_s`` (``train_model``), ``batched_step_s`` (one program over the seeds, per
     seed-step), ``floor_s`` (the four products of :func:`step_floor` at the mean batch size, run
     once per timed seed-step), ``ratio_to_floor`` = step / floor, ``reference_ratio_to_floor``,
