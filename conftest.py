@@ -57,6 +57,13 @@ def data_root() -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def _own_cell_cache(tmp_path_factory, monkeypatch):
+    """Commands that cache their cells (audit, flip-rate, ntk-distance) write into this test's own folder:
+    never into the user's cache, and no test reads what another computed."""
+    monkeypatch.setenv("MALLEABILITY_CACHE_DIR", str(tmp_path_factory.mktemp("cells")))
+
+
 def pytest_collection_modifyitems(config, items):
     """Full-size `slow` twins run only with MALLEABILITY_SLOW=1; CI runs their scaled-down versions."""
     if os.environ.get("MALLEABILITY_SLOW") == "1":

@@ -131,6 +131,8 @@ def model_options(models, kwargs: dict) -> dict[str, dict]:
     for m in models:
         fields = {f.name: f for f in dataclasses.fields(MODELS[m])}
         out[m] = {k: _parse_option(v, fields[k], f"--{k.replace('_', '-')}") for k, v in given.items() if k in fields}
+        if "attention_input" in fields:  # the reading is always named, as the audit names it (same cells, same cache keys)
+            out[m].setdefault("attention_input", fields["attention_input"].default)
         get_model(m, out[m])  # a bad value is a one-line error before any work
     unused = sorted(k for k in given if not any(k in {f.name for f in dataclasses.fields(MODELS[m])} for m in models))
     require(not unused, f"--{unused[0].replace('_', '-') if unused else ''} applies to none of the models "
@@ -188,6 +190,29 @@ def attack_options(kwargs: dict) -> dict[str, dict]:
         require(math.isfinite(parsed) and parsed > 0, f"{flag} must be finite and > 0, got {value!r}")
         out.setdefault(name, {})[opt] = parsed
     return out
+
+
+def cell_run_flags(f):
+    """--workers, --cache-dir and --fresh: a sweep runs as audit cells (cached, resumable, shared with the audit)."""
+    f = click.option("--fresh", is_flag=True,
+                     help="recompute every cell, ignoring (and replacing) what the cell cache holds")(f)
+    f = click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+                     help="cell cache, shared with `malleability audit` (default: $MALLEABILITY_CACHE_DIR or "
+                          "~/.cache/malleability/audit-cells); a rerun after Ctrl-C computes only what had not "
+                          "finished")(f)
+    f = click.option("--workers", type=int, default=1, show_default=True,
+                     help="local worker processes, one thread each (the numbers do not depend on it)")(f)
+    return f
+
+
+def run_cells_of(kind: str, configs: list, labels: list[str], kw: dict, device: str, on_done=None) -> list[dict]:
+    """The rows of a command's cells (see :mod:`malleability.reports.audit.sweep`), progress on stderr."""
+    from malleability.reports.audit.sweep import run_sweep_cells
+
+    require(kw["workers"] >= 1, f"--workers must be >= 1, got {kw['workers']}")
+    return run_sweep_cells(kind, configs, labels=labels, workers=kw["workers"], cache_dir=kw["cache_dir"],
+                           fresh=kw["fresh"], device=device, progress=lambda line: click.echo(line, err=True),
+                           on_done=on_done)
 
 
 def fmt(v, pct: bool = False) -> str:

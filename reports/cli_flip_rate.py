@@ -7,11 +7,16 @@
         [--recompute retrain|kernel] [--models mlp-attn,relu] [--baseline relu]
         [--attention-input raw|center|standardize] [--protocol paper|lazy] [--null-eps 1e-6]
         [--<attack>-<option> V ...] [--data-root DIR] [--device auto|cpu|cuda] [--dtype float32|float64] [--json]
+        [--workers N] [--cache-dir DIR] [--fresh]
 
 Seeds: seed s draws data subset s, the initialisation, the batch order and the attacks (the
 same grid as the audit's, :func:`flip_rate.sweep`). JSON: ``{"rows": [...], "summary": ...,
 "provenance": ...}``; every row carries ``accuracy`` with ``train``, ``test``, ``krr_test``,
 ``chance`` and ``learned``.
+
+Each (attack, eps, model, seed, training) is an audit cell (:mod:`malleability.reports.audit.sweep`):
+cached as it finishes, so a rerun of an interrupted command resumes, and ``--workers`` processes
+share the cells.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from malleability.errors import require
 from malleability.reports.cli_common import (
     attack_option_flags,
     attack_options,
+    cell_run_flags,
     data_config,
     dump,
     fmt,
@@ -32,6 +38,7 @@ from malleability.reports.cli_common import (
     parse_eps,
     parse_models,
     parse_seeds,
+    run_cells_of,
 )
 
 DEFAULT_N = 1000
@@ -108,6 +115,7 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
     @click.option("--dtype", default="float32", show_default=True, help="training dtype: float32 | float64")
     @click.option("--json", "as_json", is_flag=True, help="print the JSON document instead of the table")
+    @cell_run_flags
     def flip_rate(**kw):
         """Influence flip rate, Spearman rho and top-k overlap under an adversarial intervention."""
         from malleability.empirics.data import load_dataset
@@ -141,15 +149,17 @@ def register(main: click.Group, bench: click.Group) -> None:
             adv_train_steps=kw["adv_train_steps"], adv_train_ramp_epochs=kw["adv_train_ramp_epochs"],
             null_eps=kw["null_eps"])
         load_dataset(configs[0].data)  # bad data fails before any training
-        rows = []
-        for i, cfg in enumerate(configs, 1):
-            row = experiment.run_cell(cfg)
-            rows.append(row)
+
+        def label(cfg) -> str:
+            return (f"flip-rate {cfg.data.dataset} {cfg.attack} eps={cfg.eps:g} {cfg.model} seed={cfg.train.seed}"
+                    f"{_adv_label(cfg.adv_train, cfg.adv_train_schedule)}")
+
+        def done(cfg, row):
             rho = "-" if row["spearman"] is None else f"{row['spearman']:.3f}"
-            click.echo(f"[{i}/{len(configs)}] {cfg.attack} eps={cfg.eps:g} {experiment.model_key(row)} "
-                       f"seed={cfg.train.seed}{_adv_label(cfg.adv_train, cfg.adv_train_schedule)}: flip_rate={row['flip_rate']:.3f} "
-                       f"spearman={rho} topk={row['topk_overlap']:.3f} test acc={fmt(row['accuracy']['test'])} "
-                       f"({row['timing_s']['total']:.1f} s)", err=True)
+            click.echo(f"  {experiment.model_key(row)}: flip_rate={row['flip_rate']:.3f} spearman={rho} "
+                       f"topk={row['topk_overlap']:.3f} test acc={fmt(row['accuracy']['test'])}", err=True)
+
+        rows = run_cells_of("flip-rate", configs, [label(c) for c in configs], kw, dev, on_done=done)
         summary = experiment.summarise(rows, baseline=baseline)
         if kw["as_json"]:
             click.echo(dump({"rows": rows, "summary": summary, "provenance": provenance(dev)}))

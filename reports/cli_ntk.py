@@ -17,6 +17,7 @@ import click
 
 from malleability.errors import MalleabilityError, require
 from malleability.reports.cli_common import (
+    cell_run_flags,
     data_config,
     dump,
     fmt,
@@ -25,6 +26,7 @@ from malleability.reports.cli_common import (
     model_options,
     parse_models,
     parse_seeds,
+    run_cells_of,
 )
 
 _SHORT = {
@@ -81,8 +83,10 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--function-kernel", default="infinite", type=click.Choice(["infinite", "init"]), show_default=True)
     @click.option("--eps", default=None, type=float, help="also report the width where each fitted distance reaches eps")
     @click.option("--json", "as_json", is_flag=True, help="print JSON {rows, summary, slopes, ...}")
+    @cell_run_flags
     def ntk_distance(dataset, n, n_test, classes, data_seed, data_root, widths, seeds, models, epochs,
-                     protocol, loss, device, dtype, kernel_points, function_kernel, eps, as_json, **model_flags):
+                     protocol, loss, device, dtype, kernel_points, function_kernel, eps, as_json, workers, cache_dir,
+                     fresh, **model_flags):
         """NTK distance vs width (all named distances, log-log slopes with 95% intervals)."""
         from malleability.empirics.data import load_dataset
         from malleability.empirics.experiments import ntk_distance as experiment
@@ -99,10 +103,9 @@ def register(main: click.Group, bench: click.Group) -> None:
                                    kernel_points=kernel_points, function_kernel=function_kernel)
         load_dataset(configs[0].data)  # fail fast on bad data before any training
 
-        def progress(i, total, cfg):
-            click.echo(f"[{i + 1}/{total}] {cfg.model} width={cfg.width} seed={cfg.train.seed}", err=True)
-
-        rows = experiment.run_sweep(configs, progress=progress)
+        labels = [f"ntk-distance {c.data.dataset} {c.model} width={c.width} seed={c.train.seed}" for c in configs]
+        rows = run_cells_of("ntk-distance", configs, labels,
+                            {"workers": workers, "cache_dir": cache_dir, "fresh": fresh}, train.device)
         summary = experiment.summarise(rows)
         out = {"rows": rows, "summary": summary, "slopes": summary["slopes"], "provenance": provenance()}
         if eps is not None:

@@ -19,10 +19,11 @@ def test_flip_rate_and_ntk_distance_grids_agree_between_cli_and_audit(tmp_path, 
     results = run_audit(scale, tmp_path / "out", cache_dir=tmp_path / "cache", workers=1, data_root=str(data_root),
                         render=False, progress=None)
     f, k = scale.flip, scale.ntk
-    res = CliRunner().invoke(main, [
+    flip_args = [
         "flip-rate", "--dataset", "mnist", "--n", str(f.n), "--n-test", str(f.n_test), "--attack", ",".join(f.attacks),
         "--eps", str(f.eps), "--seeds", str(f.seeds), "--epochs", str(f.epochs), "--width", str(f.width),
-        "--models", "relu,mlp-attn", "--data-root", str(data_root), "--device", "cpu", "--json"])
+        "--models", "relu,mlp-attn", "--data-root", str(data_root), "--device", "cpu", "--json"]
+    res = CliRunner().invoke(main, flip_args)
     assert res.exit_code == 0, res.output
     cli = json.loads(res.stdout)["summary"]
     audit = results["summary"]["flip"]["mnist"]
@@ -30,6 +31,10 @@ def test_flip_rate_and_ntk_distance_grids_agree_between_cli_and_audit(tmp_path, 
     for a, c in zip(audit["cells"], cli["cells"]):
         assert a == c  # means, Wilson intervals, Spearman, top-k, accuracy, excess over noise
     assert audit["ratios"] == cli["ratios"]
+    # the command's cells are the audit's: pointed at the audit's cache it computes none
+    shared = CliRunner().invoke(main, [*flip_args, "--cache-dir", str(tmp_path / "cache")])
+    assert shared.exit_code == 0 and "8 in all, 8 cached, 0 to run" in shared.stderr
+    assert json.loads(shared.stdout)["summary"] == json.loads(res.stdout)["summary"]
 
     res = CliRunner().invoke(main, [
         "ntk-distance", "--dataset", "mnist", "--n", str(k.n), "--n-test", str(k.n_test),

@@ -237,8 +237,8 @@ def test_cli_flip_rate_noise_control(data_root):
         assert row["n_attacked"] == 6  # tau = 0.1 of n = 60: the same rows an attack would replace
     assert len(doc["summary"]["cells"]) == 2 and len(doc["summary"]["ratios"]) == 1
     assert all(c["excess_over_noise"] is None for c in doc["summary"]["cells"])
-    again = json.loads(CliRunner().invoke(main, [*base, "--attack", "noise", "--json"]).stdout)
-    assert [r["flip_rate"] for r in again["rows"]] == [r["flip_rate"] for r in doc["rows"]]  # seeded
+    again = json.loads(CliRunner().invoke(main, [*base, "--attack", "noise", "--json", "--fresh"]).stdout)
+    assert [r["flip_rate"] for r in again["rows"]] == [r["flip_rate"] for r in doc["rows"]]  # seeded, recomputed
 
     res = CliRunner().invoke(main, [*base, "--attack", "fgsm,noise", "--seeds", "1", "--json"])
     assert res.exit_code == 0, res.output

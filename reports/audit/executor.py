@@ -252,6 +252,7 @@ def run_cells(
     fingerprint: Callable[[Cell], str | None] | None = None,
     before_run: Callable[[list[Cell]], None] | None = None,
     predict: Callable[[Cell], float] | None = None,
+    on_done: Callable[[Cell, dict], None] | None = None,
 ) -> RunStats:
     """Run ``cells``, reusing cached ones (unless ``fresh``), caching each result as it completes.
 
@@ -260,7 +261,8 @@ def run_cells(
     that cell without running it. ``before_run`` receives the cells to compute, before any
     starts. ``predict(cell)``: its predicted seconds (the cost model); with it each progress
     line estimates the time left, the prediction of the unfinished cells rescaled by the
-    measured pace so far. A cell that raises is recorded as ``failed`` with its one-line error (the others
+    measured pace so far. ``on_done(cell, entry)`` is called with each computed cell's cache entry once it is
+    stored. A cell that raises is recorded as ``failed`` with its one-line error (the others
     go on); with ``stop_on_error`` the first failure is re-raised. Outcomes come back in the
     order of ``cells``. Ctrl-C raises :class:`Interrupted` once the finished cells are cached.
     """
@@ -351,6 +353,8 @@ def run_cells(
                     f"{total - done} left, {elapsed:.0f}s elapsed{pace.remaining()}"
                     + (f" (note: {len(nan_note)} non-finite number(s) stored as null)" if nan_note else "")
                 )
+                if on_done is not None:
+                    on_done(cell, outcome.entry)
     except KeyboardInterrupt:
         for future in pending:
             future.cancel()

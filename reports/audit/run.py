@@ -111,6 +111,27 @@ def _fingerprint_of(fingerprints: dict):
     return fingerprint
 
 
+def announce_estimate(uncached, workers: int, device: str, executor, say: Callable[[str], None],
+                      prefix: str) -> tuple[float, float | None]:
+    """Say the cost-model run time of the cells still to compute; (seconds, the CPU speed factor or None).
+
+    On the CPU the model's seconds are scaled by this CPU's measured GEMM rate (or the Dask workers' median).
+    """
+    where, speed = "this CPU's", None
+    if device == "cpu" and uncached:
+        remote = getattr(executor, "speed_factor", None)  # workers elsewhere (dask) measure their own CPUs
+        speed = remote() if callable(remote) else None
+        if speed is not None:
+            where = "the workers' (median)"
+        else:
+            speed = machine_speed_factor()
+    est = estimate_seconds(uncached, workers) * (speed or 1.0)
+    scaled = f", x{speed:.2f} for {where} measured GEMM rate" if speed is not None else ""
+    say(f"{prefix}: {len(uncached)} cells to compute; estimate {est / 60:.1f} min on {workers} worker(s) "
+        f"(from the per-cell cost model of a 2-core reference CPU{scaled}; a GPU is faster, a busy machine slower)")
+    return est, speed
+
+
 def _render_whole(results: dict, out: Path) -> None:
     """Render into a temporary folder inside ``out``, then move each file into place (whole files only)."""
     from malleability.reports.report import render_report
@@ -167,19 +188,7 @@ def run_audit(
 
     def announce(uncached):
         nonlocal est, speed
-        where = "this CPU's"
-        speed = None
-        if device == "cpu" and uncached:
-            remote = getattr(executor, "speed_factor", None)  # workers elsewhere (dask) measure their own CPUs
-            speed = remote() if callable(remote) else None
-            if speed is not None:
-                where = "the workers' (median)"
-            else:
-                speed = machine_speed_factor()
-        est = estimate_seconds(uncached, workers) * (speed or 1.0)
-        scaled = f", x{speed:.2f} for {where} measured GEMM rate" if speed is not None else ""
-        say(f"audit: {len(uncached)} cells to compute; estimate {est / 60:.1f} min on {workers} worker(s) "
-            f"(from the per-cell cost model of a 2-core reference CPU{scaled}; a GPU is faster, a busy machine slower)")
+        est, speed = announce_estimate(uncached, workers, device, executor, say, "audit")
 
     own_executor = executor is None
     executor = executor or make_executor(workers)
@@ -226,4 +235,4 @@ def run_audit(
     return results
 
 
-__all__ = ["SCHEMA", "default_cache_dir", "run_audit"]
+__all__ = ["SCHEMA", "announce_estimate", "default_cache_dir", "run_audit"]

@@ -1,0 +1,76 @@
+"""flip-rate and ntk-distance run their sweeps as audit cells: cached, resumable after Ctrl-C, shared with the audit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from malleability.reports.audit import cells as audit_cells
+from malleability.reports.cli import EXIT_INTERRUPTED, main
+
+
+def _flip_args(data_root, cache, *extra):
+    return ["flip-rate", "--dataset", "mnist", "--n", "40", "--n-test", "10", "--attack", "pgd", "--eps", "0.3",
+            "--seeds", "2", "--epochs", "1", "--width", "8", "--data-root", str(data_root), "--device", "cpu",
+            "--cache-dir", str(cache), "--json", *extra]
+
+
+def _rows(res) -> list[dict]:
+    assert res.exit_code == 0, res.output
+    return [{k: v for k, v in r.items() if k != "timing_s"} for r in json.loads(res.stdout)["rows"]]
+
+
+def test_a_rerun_reads_the_cache_and_fresh_recomputes_the_same_rows(data_root, tmp_path):
+    first = CliRunner().invoke(main, _flip_args(data_root, tmp_path / "c"))
+    assert "4 in all, 0 cached, 4 to run" in first.stderr and "estimate" in first.stderr
+    again = CliRunner().invoke(main, _flip_args(data_root, tmp_path / "c"))
+    assert "4 in all, 4 cached, 0 to run" in again.stderr
+    fresh = CliRunner().invoke(main, _flip_args(data_root, tmp_path / "c", "--fresh"))
+    assert "4 in all, 0 cached, 4 to run" in fresh.stderr
+    assert _rows(first) == _rows(again) == _rows(fresh)
+    assert json.loads(first.stdout)["summary"] == json.loads(again.stdout)["summary"]
+
+
+def test_ctrl_c_keeps_the_finished_cells_and_a_rerun_resumes(data_root, tmp_path, monkeypatch):
+    real = audit_cells.RUNNERS["flip-rate"]
+    calls = []
+
+    def interrupted_on_the_third(cfg):
+        calls.append(cfg)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(cfg)
+
+    monkeypatch.setitem(audit_cells.RUNNERS, "flip-rate", interrupted_on_the_third)
+    res = CliRunner().invoke(main, _flip_args(data_root, tmp_path / "c"))
+    assert res.exit_code == EXIT_INTERRUPTED
+    assert "kept 2 cell(s)" in res.stderr and "rerun the same command to resume" in res.stderr
+    monkeypatch.setitem(audit_cells.RUNNERS, "flip-rate", real)
+    resumed = CliRunner().invoke(main, _flip_args(data_root, tmp_path / "c"))
+    assert "4 in all, 2 cached, 2 to run" in resumed.stderr
+    whole = CliRunner().invoke(main, _flip_args(data_root, tmp_path / "other"))
+    assert _rows(resumed) == _rows(whole)
+
+
+def test_a_failing_cell_is_one_error_line_and_exit_2(data_root, tmp_path, monkeypatch):
+    from malleability.errors import MalleabilityError
+
+    def refuse(cfg):
+        raise MalleabilityError("this cell cannot run")
+
+    monkeypatch.setitem(audit_cells.RUNNERS, "ntk-distance", refuse)
+    res = CliRunner().invoke(main, ["ntk-distance", "--dataset", "mnist", "--n", "30", "--n-test", "10",
+                                    "--widths", "8", "--seeds", "1", "--epochs", "1", "--models", "relu",
+                                    "--data-root", str(data_root), "--cache-dir", str(tmp_path / "c")])
+    assert res.exit_code == 2
+    assert res.stderr.strip().splitlines()[-1] == "error: this cell cannot run"
+
+
+@pytest.mark.parametrize("command", ["flip-rate", "ntk-distance"])
+def test_workers_below_one_is_refused(data_root, command):
+    extra = ["--attack", "pgd"] if command == "flip-rate" else []
+    res = CliRunner().invoke(main, [command, "--dataset", "mnist", "--n", "30", "--data-root", str(data_root),
+                                    "--workers", "0", *extra])
+    assert res.exit_code == 2 and "--workers must be >= 1, got 0" in res.output
