@@ -9,6 +9,8 @@ Profiles (select with HYPOTHESIS_PROFILE=name; CI=true selects ``ci``):
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,15 @@ def data_root() -> Path:
     if root is None or not root.is_dir():
         pytest.skip("no offline data: set MALLEABILITY_DATA to a folder laid out like ../shared/datasets")
     return root
+
+
+def pytest_configure(config):
+    # before any fixture of any scope: no test process ever writes into the user's cell cache
+    os.environ["MALLEABILITY_CACHE_DIR"] = tempfile.mkdtemp(prefix="malleability-test-cells-")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(os.environ.get("MALLEABILITY_CACHE_DIR", ""), ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,7 @@
 
     malleability k-layer [--datasets mnist,cifar10] [--n 50,100,200] [--codes iic,ccc,...] [--ks 1,2,3,4]
         [--measure-max-n 50] [--dps-margin 30] [--seed 0] [--data-root DIR] [--json]
+        [--workers N] [--cache-dir DIR] [--fresh]
 
 Per data set and n, the unit rows of a seeded subset feed k stacked linearised-attention
 layers under each recursion code; the exponent p with κ(Gram_k) = κ(G)^p is compared with the
@@ -11,10 +12,12 @@ the rows and summary exactly as the audit's k-layer cells give them.
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from malleability.errors import MalleabilityError, require
-from malleability.reports.cli_common import dump, fmt, parse_list
+from malleability.reports.cli_common import cell_run_flags, dump, fmt, parse_list, run_cells_of
 
 
 def parse_ints(spec, flag: str, *, minimum: int) -> tuple[int, ...]:
@@ -88,7 +91,8 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--seed", default=0, type=int, show_default=True, help="seed of the subset draw")
     @click.option("--data-root", default=None, help="data folder (default $MALLEABILITY_DATA, then the user cache)")
     @click.option("--json", "as_json", is_flag=True, help="print the JSON document instead of the table")
-    def k_layer_cmd(datasets, n, codes, ks, measure_max_n, dps_margin, seed, data_root, as_json):
+    @cell_run_flags
+    def k_layer_cmd(datasets, n, codes, ks, measure_max_n, dps_margin, seed, data_root, as_json, **run_flags):
         """kappa of k stacked linearised-attention layers on real rows: which law the exponent follows."""
         from malleability.empirics.experiments import k_layer as experiment
         from malleability.provenance import provenance
@@ -101,15 +105,11 @@ def register(main: click.Group, bench: click.Group) -> None:
                                       ks=parse_ints(ks, "--ks", minimum=1), seed=seed, data_root=data_root,
                                       measure_max_n=measure_max_n, dps_margin=dps_margin)
         check_data(cfg)
-        total = len(cfg.datasets) * len(cfg.n)
-        done = []
-
-        def progress(dataset, size):
-            done.append(1)
-            how = "mpmath recursion" if size <= cfg.measure_max_n else "Gram polynomial"
-            click.echo(f"[{len(done)}/{total}] {dataset} n={size} ({how})", err=True)
-
-        rows = experiment.run(cfg, progress=progress)
+        # one audit cell per (data set, n), as the audit plans them: cached, resumable, shared with the audit
+        cells = [dataclasses.replace(cfg, datasets=(dataset,), n=(size,)) for dataset in cfg.datasets for size in cfg.n]
+        labels = [f"k-layer {c.datasets[0]} n={c.n[0]} "
+                  f"({'mpmath recursion' if c.n[0] <= cfg.measure_max_n else 'Gram polynomial'})" for c in cells]
+        rows = [row for result in run_cells_of("k-layer", cells, labels, run_flags, "cpu") for row in result["rows"]]
         summary = experiment.summarise(rows)
         if as_json:
             click.echo(dump({"config": cfg.to_dict(), "rows": rows, "summary": summary, "provenance": provenance()}))

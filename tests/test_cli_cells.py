@@ -74,3 +74,16 @@ def test_workers_below_one_is_refused(data_root, command):
     res = CliRunner().invoke(main, [command, "--dataset", "mnist", "--n", "30", "--data-root", str(data_root),
                                     "--workers", "0", *extra])
     assert res.exit_code == 2 and "--workers must be >= 1, got 0" in res.output
+
+
+def test_k_layer_cells_are_cached_per_data_set_and_n(data_root, tmp_path):
+    args = ["k-layer", "--datasets", "mnist", "--n", "20,30", "--codes", "iic", "--ks", "1,2", "--measure-max-n", "0",
+            "--data-root", str(data_root), "--cache-dir", str(tmp_path / "c"), "--json"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert "2 in all, 0 cached, 2 to run" in first.stderr
+    bigger = CliRunner().invoke(main, [*args[:4], "20,30,40", *args[5:]])
+    assert bigger.exit_code == 0, bigger.output
+    assert "3 in all, 2 cached, 1 to run" in bigger.stderr
+    rows, more = json.loads(first.stdout)["rows"], json.loads(bigger.stdout)["rows"]
+    assert [r for r in more if r["n"] in (20, 30)] == rows

@@ -36,7 +36,7 @@ def test_json_has_the_rows_the_summary_and_where_they_came_from(small_json, data
     assert doc["summary"] == k_layer.summarise(doc["rows"])
     assert doc["summary"]["follows"]["iic"] == ["2k+1"] and doc["summary"]["follows"]["ccc"] == ["3^k"]
     assert doc["provenance"]["versions"]["malleability"]
-    assert "[1/1] mnist n=8 (mpmath recursion)" in stderr  # progress on stderr, never in the JSON
+    assert "[1/1] done k-layer mnist n=8 (mpmath recursion)" in stderr  # progress on stderr, never in the JSON
 
 
 def test_table_names_the_law_of_each_code(data_root):
