@@ -81,8 +81,8 @@ class AuditGroup(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except KeyboardInterrupt as exc:
-            click.echo(getattr(exc, "summary", None)
-                       or "interrupted: finished results are kept; rerun the same command to resume", err=True)
+            # commands that cache their cells raise Interrupted, which says what was kept; the others keep nothing
+            click.echo(getattr(exc, "summary", None) or "interrupted: this command keeps no partial result", err=True)
             ctx.exit(EXIT_INTERRUPTED)
         except MemoryError:
             click.echo("error: out of memory; try a smaller --n or width", err=True)

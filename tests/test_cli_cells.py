@@ -87,3 +87,15 @@ def test_k_layer_cells_are_cached_per_data_set_and_n(data_root, tmp_path):
     assert "3 in all, 2 cached, 1 to run" in bigger.stderr
     rows, more = json.loads(first.stdout)["rows"], json.loads(bigger.stdout)["rows"]
     assert [r for r in more if r["n"] in (20, 30)] == rows
+
+
+def test_ctrl_c_in_a_command_without_cells_says_nothing_was_kept(monkeypatch):
+    import malleability.theory as theory
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(theory, "check_claims", interrupted)
+    res = CliRunner().invoke(main, ["theory", "check", "thm4.1"])
+    assert res.exit_code == EXIT_INTERRUPTED
+    assert res.stderr.strip() == "interrupted: this command keeps no partial result"
