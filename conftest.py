@@ -70,7 +70,7 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(autouse=True)
 def _own_cell_cache(tmp_path_factory, monkeypatch):
-    """Commands that cache their cells (audit, flip-rate, ntk-distance) write into this test's own folder:
+    """Commands that cache their cells (audit, flip-rate, ntk-distance, k-layer) write into this test's own folder:
     never into the user's cache, and no test reads what another computed."""
     monkeypatch.setenv("MALLEABILITY_CACHE_DIR", str(tmp_path_factory.mktemp("cells")))
 

@@ -209,7 +209,6 @@ def run_cells_of(kind: str, configs: list, labels: list[str], kw: dict, device: 
     """The rows of a command's cells (see :mod:`malleability.reports.audit.sweep`), progress on stderr."""
     from malleability.reports.audit.sweep import run_sweep_cells
 
-    require(kw["workers"] >= 1, f"--workers must be >= 1, got {kw['workers']}")
     return run_sweep_cells(kind, configs, labels=labels, workers=kw["workers"], cache_dir=kw["cache_dir"],
                            fresh=kw["fresh"], device=device, progress=lambda line: click.echo(line, err=True),
                            on_done=on_done)

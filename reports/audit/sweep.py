@@ -1,4 +1,4 @@
-"""One experiment's sweep run as audit cells: what ``flip-rate`` and ``ntk-distance`` run.
+"""One experiment's sweep run as audit cells: what ``flip-rate``, ``ntk-distance`` and ``k-layer`` run.
 
 Each config becomes the cell the audit would build for it, keyed the same way (kind, config,
 code version, data fingerprint) in the same on-disk cache, so:
@@ -44,7 +44,7 @@ def run_sweep_cells(kind: str, configs: list, *, labels: list[str] | None = None
     cache.check_writable()
     fingerprint = _fingerprint_of(_data_fingerprints(cells, say))
     workers = int(workers)
-    executor = make_executor(workers)
+    executor = make_executor(min(workers, max(1, len(cells))))  # no idle processes
 
     def announce(uncached):
         if uncached:
