@@ -16,21 +16,10 @@ import contextlib
 
 import torch
 
+from malleability.empirics.timing import best_time
+
 _CONTROLLER = None
 _SGEMM_FASTER: bool | None = None
-
-
-def best_time(fn, repeats: int = 3) -> float:
-    """The least of ``repeats`` timings of ``fn`` after one untimed warm-up call (for a one-time backend probe)."""
-    import time
-
-    fn()
-    times = []
-    for _ in range(int(repeats)):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def _controller():

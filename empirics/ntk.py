@@ -36,7 +36,8 @@ import warnings
 
 import torch
 
-from malleability.empirics.blas import best_time, mm_nt
+from malleability.empirics.blas import mm_nt
+from malleability.empirics.timing import best_time
 from malleability.errors import MalleabilityError, require
 
 IMPLEMENTATIONS = ("closed_form", "jacobian_contraction", "ntk_vector_products")

@@ -11,19 +11,8 @@ import math
 import torch
 
 from malleability.empirics.ntk import _int_gram_ok, empirical_ntk, empirical_ntk_reference
+from malleability.empirics.timing import median_time
 from malleability.errors import require
-
-
-def _median_time(fn, repeats: int) -> float:
-    import statistics
-    import time
-
-    times = []
-    for _ in range(max(1, int(repeats))):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _neural_tangents_time(z: torch.Tensor, W: torch.Tensor, repeats: int) -> dict:
@@ -62,7 +51,7 @@ def _neural_tangents_time(z: torch.Tensor, W: torch.Tensor, repeats: int) -> dic
     best, K = None, None
     for x2 in (None, x):
         K = fn(x, x2, params).block_until_ready()  # compile and warm up
-        t = _median_time(lambda: fn(x, x2, params).block_until_ready(), repeats)
+        t = median_time(lambda: fn(x, x2, params).block_until_ready(), repeats)
         best = t if best is None else min(best, t)
     return {"time_s": best, "K": torch.from_numpy(jax.device_get(K).copy()),
             "threads": 1 if threads == 1 else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
@@ -130,7 +119,7 @@ def _fastest(candidates: dict, repeats: int):
     best = None
     for name, (fn, share) in candidates.items():
         fn()
-        cost = share * _median_time(fn, max(3, int(repeats)))
+        cost = share * median_time(fn, max(3, int(repeats)))
         if best is None or cost < best[0]:
             best = (cost, name, fn, share)
     return best[1:]
@@ -206,12 +195,12 @@ def benchmark_ntk(n: int = 1024, d: int = 784, m: int = 1024, dtype: str = "floa
     z = (z / z.norm(dim=1, keepdim=True)).to(dt)
     W = torch.randn(m, d, generator=gen, dtype=torch.float64).to(dt)
     K = empirical_ntk(z, z, W)
-    t_closed = _median_time(lambda: empirical_ntk(z, z, W), repeats)
+    t_closed = median_time(lambda: empirical_ntk(z, z, W), repeats)
     chunk = 64
     empirical_ntk_reference(z[:2], z[:2], W, chunk_size=chunk)  # warm up torch.func's tracing
     block = min(n, 2 * chunk)
     zb = z[:block]
-    t_block = _median_time(lambda: empirical_ntk_reference(zb, zb, W, chunk_size=chunk), 1)
+    t_block = median_time(lambda: empirical_ntk_reference(zb, zb, W, chunk_size=chunk), 1)
 
     def pairs(rows: int) -> int:  # chunk pairs (j >= i) the symmetric reference computes
         c = -(-rows // chunk)
@@ -220,7 +209,7 @@ def benchmark_ntk(n: int = 1024, d: int = 784, m: int = 1024, dtype: str = "floa
     estimate = t_block * pairs(n) / pairs(block)
     if block == n or estimate <= reference_budget_s:
         holder = {}
-        t_ref = _median_time(lambda: holder.setdefault("K", empirical_ntk_reference(z, z, W, chunk_size=chunk)), 1)
+        t_ref = median_time(lambda: holder.setdefault("K", empirical_ntk_reference(z, z, W, chunk_size=chunk)), 1)
         K_ref, K_cmp, scaled_from = holder["K"], K, None
     else:
         K_ref = empirical_ntk_reference(zb, zb, W, chunk_size=chunk)

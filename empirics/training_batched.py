@@ -29,6 +29,7 @@ from malleability.empirics.models import FeatureModel, State, get_model
 from malleability.empirics.network import TwoLayerReLU
 from malleability.empirics.training import (TrainConfig, TrainedModel, make_optimizer, num_outputs_for, resolve_device,
                                             resolve_loss, targets_for)
+from malleability.empirics.timing import median_time
 from malleability.errors import require
 
 # Largest width at which one batched program over the seeds beat the per-seed loop
@@ -194,17 +195,6 @@ def _median(values: list[float]) -> float:
     return s[len(s) // 2] if len(s) % 2 else 0.5 * (s[len(s) // 2 - 1] + s[len(s) // 2])
 
 
-def _time(fn, repeats: int) -> float:
-    import time
-
-    out = []
-    for _ in range(int(repeats)):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return _median(out)
-
-
 def _step_products(B: int, d: int, m: int, K: int, dtype=torch.float32, *, seed: int = 0):
     """(callable, flops): the four matrix products of one training step at its own shapes."""
     gen = torch.Generator().manual_seed(int(seed))
@@ -230,14 +220,14 @@ def step_floor(B: int, d: int, m: int, K: int, dtype=torch.float32, *, repeats: 
     and ``dW = δᵀ z`` (m, d): ``flops = 2 B m (2d + 2K)``. ``gemm_gflops`` = flops / the time.
     """
     products, flops = _step_products(B, d, m, K, dtype, seed=seed)
-    t = _time(products, repeats)
+    t = median_time(products, repeats)
     return {"floor_s": t, "flops": flops, "gemm_gflops": flops / t / 1e9}
 
 
 def square_gemm_gflops(dtype=torch.float32, size: int = 1024, repeats: int = 7) -> float:
     A = torch.randn(size, size, dtype=dtype)
     A @ A
-    return 2.0 * size**3 / _time(lambda: A @ A, repeats) / 1e9
+    return 2.0 * size**3 / median_time(lambda: A @ A, repeats) / 1e9
 
 
 def benchmark_training(widths=(16, 256, 4096), *, n: int = 600, d: int = 784, num_classes: int = 10,
