@@ -325,3 +325,17 @@ def test_machine_speed_factor_is_the_gemm_rate_ratio_clamped_and_scales_the_dry_
     one, _ = dry_run_minutes(CM.REFERENCE_GEMM_GFLOPS)
     three, text = dry_run_minutes(CM.REFERENCE_GEMM_GFLOPS / 3)
     assert "x3.00" in text and one > 1 and three == pytest.approx(3 * one, abs=0.2)
+
+
+def test_cost_model_prices_gram_polynomial_k_layer_cells_by_n_and_row_length():
+    # an unmeasured cell still builds every code's float64 features: its cost grows with n² d
+    from malleability.reports.audit.cost_model import cell_seconds
+
+    def seconds(dataset, n, measure_max_n=0):
+        over = [f"k_layer.n={n}", f"k_layer.measure_max_n={measure_max_n}", f"k_layer.datasets={dataset}"]
+        (cell,) = [c for c in A.plan_cells(A.get_scale("tiny", over)).cells if c.kind == "k-layer"]
+        return cell_seconds(cell)
+
+    assert seconds("mnist", 300) > 20 * seconds("mnist", 20)
+    assert seconds("cifar10", 300) > 3 * seconds("mnist", 300)
+    assert seconds("mnist", 30, measure_max_n=30) > 10 * seconds("mnist", 30)  # the mpmath recursion dominates

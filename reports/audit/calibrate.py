@@ -56,7 +56,9 @@ def calibration_cells(data_root: str | None = None) -> list:
         over = [*size, "flip.adv_training=true", "flip.adv_train_steps=3", "flip.null_eps=" + ("1e-6" if i != 1 else "none"),
                 "flip.attacks=fgsm,noise", "ntk.protocols=paper,lazy", "flip.protocols=paper,lazy",
                 "widths.n=" + ("20,40" if i == 0 else "100,300"),
-                "k_layer.n=" + ("8,12" if i == 0 else "20,30" if i == 1 else "40,120"), "k_layer.measure_max_n=40"]
+                "k_layer.n=" + ("8,12" if i == 0 else "20,30,150" if i == 1 else "40,120"), "k_layer.measure_max_n=40",
+                # both row lengths: the float64 features and the exact Gram scale with d
+                "k_layer.datasets=" + ("mnist,cifar10" if i == 1 else "mnist")]
         plan = plan_cells(get_scale("tiny", over), data_root=data_root)
         cells.extend(c for c in plan.cells if c.kind != "theory" or i == 0)
     return cells
