@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from malleability.empirics.experiments import flip_rate, k_layer, ntk_distance
 from malleability.empirics.experiments.widths import measured_widths
-from malleability.reports.report.lookup import schedule_of
+from malleability.reports.report.lookup import find_flip_cell
 
 PRIMARY_NTK_READING = "after_vs_init_absolute"  # unnormalised, like the paper's magnitudes (45.1, 246.2)
 
@@ -90,7 +90,6 @@ def flip_cell(summary: dict, task: str, *, classes: str, attack: str, eps: float
     s = summary["flip"].get(task)
     if not s:
         return None
-    want = schedule if adv else None
-    return next((c for c in s["cells"] if c.get("classes") == classes and c.get("attack") == attack
-                 and c.get("eps") == float(eps) and c.get("adv_train") == adv and c.get("model") == model_key(model, reading)
-                 and c.get("readings") == readings_key(protocol) and schedule_of(c) == want), None)
+    fields = {"classes": classes, "attack": attack, "eps": float(eps), "model": model_key(model, reading),
+              "readings": readings_key(protocol)}
+    return find_flip_cell(s["cells"], fields, adv=adv, schedule=schedule)

@@ -91,16 +91,19 @@ def schedule_label(results: dict, schedule: str | None) -> str:
     return "ramp" if r is None else f"ramp ({r} epochs)"
 
 
+def find_flip_cell(cells: list[dict], fields: dict, *, adv: bool, schedule: str | None = "constant") -> dict | None:
+    """The first summary cell equal to ``fields`` on their keys, trained adversarially or not, and with
+    adversarial training under ``schedule`` (ignored for standard training)."""
+    want = schedule if adv else None
+    return next((c for c in cells if all(c.get(k) == v for k, v in fields.items())
+                 and bool(c.get("adv_train")) == bool(adv) and schedule_of(c) == want), None)
+
+
 def ablation_cells(summ: dict, entry: dict, schedule: str) -> tuple[dict | None, dict | None]:
     """The standard and the adversarially trained summary cell of one ablation entry."""
-    same = ("dataset", "classes", "attack", "eps", "intervention", "readings", "model")
-
-    def find(adv: bool):
-        want = schedule if adv else None
-        return next((c for c in summ["cells"] if all(c.get(k) == entry.get(k) for k in same)
-                     and bool(c.get("adv_train")) == adv and schedule_of(c) == want), None)
-
-    return find(False), find(True)
+    fields = {k: entry.get(k) for k in ("dataset", "classes", "attack", "eps", "intervention", "readings", "model")}
+    return find_flip_cell(summ["cells"], fields, adv=False), find_flip_cell(summ["cells"], fields, adv=True,
+                                                                            schedule=schedule)
 
 
 def cells_of_kind(results: dict, kind: str) -> list[dict]:
