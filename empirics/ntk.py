@@ -376,10 +376,22 @@ def empirical_ntk_reference(z1, z2, W, a=None, *, chunk_size: int = 64) -> torch
     return out if multi else out[:, :, 0, 0]
 
 
+def _quiet_jvp_decompositions() -> None:
+    # torch's first jvp imports its jvp decompositions, which still call the deprecated torch.jit.script
+    # and warn about torch's own code, not ours
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
+        try:
+            import torch._decomp.decompositions_for_jvp  # noqa: F401
+        except ImportError:
+            pass
+
+
 def ntk_vector_products(z1, z2, W, a=None, *, chunk_size: int = 64) -> torch.Tensor:
     """NTK by vector products: column j is ``J1 (J2ᵀ e_j)`` (vjp then jvp); one output column only."""
     from torch.func import jvp, vjp, vmap
 
+    _quiet_jvp_decompositions()
     _check(z1, z2, W, a)
     require(a is None or a.ndim == 1, "ntk_vector_products takes one output column a (m,)")
     m = W.shape[0]
