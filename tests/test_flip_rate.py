@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -65,16 +66,17 @@ def test_topk_overlap_and_top_tau():
 # summary
 
 
-def _row(model, seed, fr, rho=0.5, adv=False, attack="pgd", learned=True):
+def _row(model, seed, fr, rho=0.5, adv=False, attack="pgd", learned=True, topk=0.4):
     return {"model": model, "dataset": "mnist", "classes": None, "attack": attack, "eps": 0.3, "seed": seed,
-            "intervention": "transformed", "adv_train": adv, "flip_rate": fr, "spearman": rho, "topk_overlap": 0.4,
+            "intervention": "transformed", "adv_train": adv, "flip_rate": fr, "spearman": rho, "topk_overlap": topk,
             "n_flip_set": 100, "accuracy": {"train": 0.9, "test": 0.8, "krr_test": 0.85, "chance": 0.1,
                                              "learned": learned}}
 
 
 def test_summary_mean_interval_ratio_and_ablation():
     attn, relu = [0.30, 0.20, 0.25], [0.05, 0.04, 0.06]
-    rows = [_row("mlp-attn", s, v) for s, v in enumerate(attn)] + [_row("relu", s, v) for s, v in enumerate(relu)]
+    rows = [_row("mlp-attn", s, v, topk=t) for s, (v, t) in enumerate(zip(attn, [0.3, 0.4, 0.5]))]
+    rows += [_row("relu", s, v) for s, v in enumerate(relu)]
     rows += [_row("relu", s, 0.4, rho=None, adv=True) for s in range(2)]
     out = summarise_flip_rates(rows)
     cell = next(c for c in out["cells"] if c["model"] == "mlp-attn")
@@ -84,8 +86,10 @@ def test_summary_mean_interval_ratio_and_ablation():
     wilson = scipy.stats.binomtest(75, 300).proportion_ci(method="wilson")
     assert cell["flip_rate"]["ci95"] == pytest.approx([wilson.low, wilson.high])
     assert cell["flip_rate"]["successes"] == 75 and cell["flip_rate"]["trials"] == 300
-    half = scipy.stats.t.ppf(0.975, 2) * 0.1 / math.sqrt(3)  # top-k overlap: constant 0.4, t-interval of width 0
-    assert cell["topk_overlap"]["ci95"] == pytest.approx([0.4, 0.4]) and half > 0
+    half = scipy.stats.t.ppf(0.975, 2) * 0.1 / math.sqrt(3)  # top-k overlap 0.3, 0.4, 0.5: mean 0.4, sd 0.1
+    assert cell["topk_overlap"]["ci95"] == pytest.approx([0.4 - half, 0.4 + half], rel=1e-12)
+    relu_cell = next(c for c in out["cells"] if c["model"] == "relu" and not c["adv_train"])
+    assert relu_cell["topk_overlap"]["ci95"] == pytest.approx([0.4, 0.4])  # constant: width 0
     assert cell["accuracy"]["learned"] and cell["accuracy"]["test"]["mean"] == pytest.approx(0.8)
     adv_cell = next(c for c in out["cells"] if c["adv_train"])
     assert adv_cell["spearman"]["n"] == 0 and adv_cell["spearman_undefined"] == 2
@@ -366,3 +370,20 @@ def test_cli_attack_options_come_from_the_attack_dataclass(data_root):
     assert res.exit_code == 2 and "--pgd-steps" in res.stderr
     with pytest.raises(MalleabilityError, match="no option"):
         FlipRateConfig(data=DataConfig("mnist"), attack="fgsm", attack_options={"steps": 3})
+
+
+def _brute_topk_overlap(b, a, k) -> Fraction:
+    def top(v):  # the k largest |v|, ties by index
+        return set(sorted(range(len(v)), key=lambda i: (-abs(v[i]), i))[:k])
+    return Fraction(len(top(b) & top(a)), k)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_topk_overlap_equals_brute_force_and_is_symmetric(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 12))
+    b, a = rng.normal(size=n), rng.normal(size=n)
+    for k in range(1, n + 1):
+        assert topk_overlap(b, a, k) == float(_brute_topk_overlap(b, a, k))
+        assert topk_overlap(b, a, k) == topk_overlap(a, b, k)
+    assert topk_overlap(np.array([4.0, 3, 2, 1]), np.array([1.0, 2, 3, 4]), 2) == 0.0  # disjoint top pairs

@@ -89,6 +89,20 @@ def test_slope_recovers_an_exact_power_law():
     assert one["slope"] is None and one["class"] is None
 
 
+def test_loglog_slope_interval_equals_its_closed_form():
+    # ln x = 0, 1, 2, 3 and ln y = 0, 1, 1, 3: slope 9/10, residual sum of squares 7/10, Sxx = 5,
+    # so stderr = sqrt(0.7 / (4 - 2) / 5) and the interval is slope ± t(0.975, 2) · stderr
+    import scipy.stats
+
+    from malleability.stats import loglog_slope
+
+    fit = loglog_slope(np.exp([0.0, 1, 2, 3]), np.exp([0.0, 1, 1, 3]))
+    half = scipy.stats.t.ppf(0.975, 2) * math.sqrt(0.07)
+    assert fit["slope"] == pytest.approx(0.9, abs=1e-12)
+    assert fit["stderr"] == pytest.approx(math.sqrt(0.07), rel=1e-12)
+    assert fit["ci95"] == pytest.approx([0.9 - half, 0.9 + half], rel=1e-12)
+
+
 def test_flat_and_noisy_slopes_are_classed_flat():
     rng = np.random.default_rng(0)
     flat = find_slope(summarise(_rows(lambda w, s: 40.0 * w ** 0.01)), distance="x")

@@ -120,6 +120,26 @@ def test_prop45(results):
     assert reading(r, "transductive/exact-query").verdict == "fails"
 
 
+def test_prop45_as_stated_fails_on_a_matrix_over_the_bound_by_exactly_two(monkeypatch):
+    # for this X, ε‖C²x_j‖₁ = 2·ε‖Gx_j‖₁ (j = 0, 1) in integers: a check that let the change reach
+    # twice the printed bound would call the claim verified here
+    import malleability.theory.claims.prop4_5 as p45
+
+    x = np.array([[-1, -1, 0], [-1, 1, 0], [0, 0, -1]], dtype=np.int64)
+    c, g = x.T @ x, x @ x.T
+    assert np.abs(c @ c @ x[0]).sum() == 2 * np.abs(g @ x[0]).sum()
+    monkeypatch.setattr(p45, "int_candidates", lambda prof, rng, shape_filter=None: iter([x.copy()]))
+    (r,) = check_claims(["prop4.5"], profile="quick")
+    stated = reading(r, "as-stated")
+    assert stated.verdict == "fails"
+    ce = stated.counterexample
+    xe = np.array(ce["X"], dtype=np.int64)
+    ce_c, ce_g = xe.T @ xe, xe @ xe.T
+    eps, j = Fraction(ce["eps"]), ce["j"]
+    assert Fraction(ce["change"]) == eps * int(np.abs(ce_c @ ce_c @ xe[j]).sum())
+    assert Fraction(ce["change"]) > eps * int(np.abs(ce_g @ xe[j]).sum())
+
+
 def test_width(results):
     r = results["thm4.7-width"]
     ev = reading(r, "as-stated").evidence
