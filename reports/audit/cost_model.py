@@ -52,8 +52,13 @@ COEFFICIENTS: dict[str, tuple[float, ...]] = {
 THEORY_SECONDS = {"thm4.1": 0.56, "thm4.7": 5.25, "thm4.7-width": 1.02, "k-layer": 0.10, "prop4.5": 1.74}
 
 
+def _row_length(dataset: str) -> int:
+    # the built-in sets' pixels per image; a user's .npz set is priced like MNIST
+    return 3072 if dataset == "cifar10" else 784
+
+
 def _dim(cfg) -> int:
-    return 3072 if cfg.data.dataset == "cifar10" else 784
+    return _row_length(cfg.data.dataset)
 
 
 def _transductive(model: str) -> bool:
@@ -75,7 +80,7 @@ def features(cell) -> list[float]:
         grams = float(len(cfg.codes) * len(cfg.ks) * len(cfg.datasets))
         n = int(max(cfg.n))
         measured = 1.0 if n <= int(cfg.measure_max_n) else 0.0
-        d = sum(3072 if ds == "cifar10" else 784 for ds in cfg.datasets) / len(cfg.datasets)
+        d = sum(_row_length(ds) for ds in cfg.datasets) / len(cfg.datasets)
         sets = float(len(cfg.datasets))
         return [1.0, measured * grams * n ** 3, measured * grams * n ** 2, grams * n ** 2 * d,
                 measured * sets * n ** 2 * d]
