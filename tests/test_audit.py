@@ -174,6 +174,16 @@ def test_out_must_be_a_folder(tmp_path):
     assert r.exit_code == 2
 
 
+def test_out_that_cannot_be_created_is_one_line_before_any_cell(tmp_path):
+    """A folder under a file cannot exist: the audit stops at once with exit 2, caching nothing."""
+    f = tmp_path / "file"
+    f.write_text("x")
+    r = CliRunner().invoke(main, ["audit", *TINY, "--out", str(f / "sub"), "--cache-dir", str(tmp_path / "c")])
+    assert r.exit_code == 2, r.output
+    assert r.output.strip().splitlines() == [f"error: --out {f / 'sub'} cannot be written: Not a directory"]
+    assert not (tmp_path / "c").exists()
+
+
 def test_scales_are_typed_frozen_nested_and_documented():
     assert A.PUBLIC_SCALES == ("quick", "default", "paper")
     paper = A.get_scale("paper")

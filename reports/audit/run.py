@@ -150,6 +150,20 @@ def _render_whole(results: dict, out: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _prepare_out(out: Path) -> None:
+    """Create the output folder and prove it takes writes before any cell runs.
+
+    Without the probe a read-only or full --out would surface only when results.json is written,
+    after the whole run (its cells are cached, but the reader gets a failure at the end)."""
+    require(not out.exists() or out.is_dir(), f"--out {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-probe-"):
+            pass
+    except OSError as exc:
+        raise MalleabilityError(f"--out {out} cannot be written: {exc.strerror or exc}") from None
+
+
 def run_audit(
     scale: Scale,
     out_dir: str | os.PathLike,
@@ -169,8 +183,7 @@ def run_audit(
     """Run (or resume) the audit and write OUT/results.json (+ the report unless ``render`` is False)."""
     say = progress or (lambda _l: None)
     out = Path(out_dir)
-    require(not out.exists() or out.is_dir(), f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    _prepare_out(out)
     cache = CellCache(cache_dir or default_cache_dir(), log=say)
     workers = workers if workers is not None else (1 if device == "cuda" else default_workers())
     require(workers >= 1, f"--workers must be >= 1, got {workers}")
