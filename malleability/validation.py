@@ -89,10 +89,21 @@ def zero_rows(x: np.ndarray) -> np.ndarray:
 
 
 def power_of_two_scaled(x: np.ndarray) -> tuple[np.ndarray, float]:
-    """(X / 2^e, 2^e) with 2^e near max|X|: an exact rescaling (no rounding), so that scale-free
-    quantities such as κ are computed away from float64 overflow and underflow."""
+    """(X / 2^e, 2^e) with 2^e near max|X|, so that scale-free quantities such as κ are computed
+    away from float64 overflow and underflow.
+
+    Exact except for entries that become subnormal, which move by at most 2^-1074 (far below the
+    SVD's backward error eps·‖X‖). An X whose entries span more than float64's exponent range has
+    no such rescaling: a row that would underflow to zero is a one-line MalleabilityError."""
     big = float(np.abs(x).max())
     if big == 0 or not math.isfinite(big):
         return x, 1.0
     e = math.frexp(big)[1]
-    return np.ldexp(x, -e), math.ldexp(1.0, e)
+    scaled = np.ldexp(x, -e)
+    lost = np.flatnonzero(np.any(x != 0, axis=1) & ~np.any(scaled != 0, axis=1))
+    if lost.size:
+        tiny = float(np.abs(x[lost[0]]).max())
+        raise MalleabilityError(
+            f"X's rows span more than float64's range: row {int(lost[0])} (max |x| = {tiny:.1e}) underflows to "
+            f"zero beside max |X| = {big:.1e}: no float64 scale holds both")
+    return scaled, math.ldexp(1.0, e)

@@ -196,6 +196,22 @@ def test_extreme_scales_give_the_scale_free_kappa(npy, scale):
         assert by[(k, "ccc+res")] == pytest.approx(limit, rel=1e-9)
 
 
+def test_rows_of_scales_beyond_float64_range_take_mpmath_or_a_one_line_error(npy):
+    """Row scales 1 and 2^-700: X XᵀX's small row underflows in float64 (its norm is 2^-2100), so
+    only mpmath can normalise it. K_norm is then exactly the identity, and so is Θ up to 1/2."""
+    x = np.diag([1.0, 2.0**-700])
+    out = inspect_matrix(x, layers=1, recursion="iii")
+    assert out["precision"].startswith("mpmath-")
+    assert out["kappa_ntk_inf"] == 1 and out["pseudo_kappa_K_norm"] == 1
+    assert out["rank"] == 1  # by the documented tolerance on X's singular values, 2^-700 is no direction
+    # 1e300 beside 1e-300: no float64 scale holds both rows; scaling would make row 1 zero
+    res = run("theory", "inspect", npy(np.diag([1e300, 1e-300]), "span.npy"))
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip().splitlines() == [
+        "error: X's rows span more than float64's range: row 1 (max |x| = 1.0e-300) underflows to zero beside "
+        "max |X| = 1.0e+300: no float64 scale holds both"]
+
+
 def test_sensitivity_extreme_scales_strict_json(npy):
     x = np.random.default_rng(5).standard_normal((3, 3))
     for arr, eps in ((x * 1e300, 0.1), (x, 1e300), (x * 1e-300, 1e-300)):

@@ -18,7 +18,7 @@ import math
 import mpmath
 import numpy as np
 
-from malleability.errors import MalleabilityError
+from malleability.errors import MalleabilityError, require
 from malleability.theory.conditioning import EPS64, MPMATH_MAX_WORK, TRUST_RTOL, rank_tolerance, spectral_kappa
 from malleability.theory.conditioning import singular_values as sv_float64
 
@@ -103,37 +103,49 @@ def kernel_kappas(x: np.ndarray, rank_tol_eig: float | None = None, allow_mpmath
     n, d = x.shape
     s_x = sv_float64(x) if singular_values is None else np.asarray(singular_values, float)
     rank = int(np.count_nonzero(s_x > rank_tolerance(n, d, s_x[0])))
-    f = x @ (x.T @ x)
-    row_norms = np.linalg.norm(f, axis=1)
-    z = f / row_norms[:, None]
-    k = z @ z.T
-    k = (k + k.T) / 2
-    np.fill_diagonal(k, 1.0)  # unit rows: the cosines on the diagonal are exactly 1
-    theta = ntk_inf_from_cosines(k)
-    wt = np.linalg.eigvalsh(theta)
-    # K_norm = Z Zᵀ: its eigenvalues are σ(Z)², and the SVD of Z resolves them far better than
-    # eigvalsh of the formed Z Zᵀ. K_norm has the rank of X: its nonzero spectrum is the top `rank`.
-    sz = sv_float64(z)
-    kept = sz[:rank] ** 2
-    lam_max = float(kept[0])
-    lo_k = float(kept[-1]) if kept.size else 0.0
-    # error bound on σ_r(Z): forming F = X XᵀX costs ~max(n,d)·eps·s_1³ per row (divided by the
-    # smallest row norm after normalising), and the SVD of Z costs max(n,d)·eps·σ_1(Z).
-    sr = math.sqrt(lo_k) if lo_k > 0 else 0.0
-    abs_err_z = max(n, d) * EPS64 * (s_x[0] ** 3 / float(row_norms.min()) + float(sz[0]))
-    err_k = 2 * abs_err_z / sr if sr > 0 else math.inf
     kx = s_x[0] / s_x[rank - 1]
-    lo_t = float(np.min(np.abs(wt)))
-    err_t = ntk_kappa_error_bound(x, k, theta, wt)
     out = {"precision": "float64", "warnings": []}
-    full_rank = kept.size == n
-    kappa_k = float(lam_max / lo_k) if full_rank else None
-    pseudo_k = float(lam_max / lo_k) if kept.size else None
-    kappa_t = float(np.max(np.abs(wt)) / lo_t) if lo_t > 0 else None
+    with np.errstate(over="ignore", under="ignore"):
+        f = x @ (x.T @ x)
+        row_norms = np.linalg.norm(f, axis=1)
+    # A non-zero x_i makes row i of F = X XᵀX non-zero (f_i·x_i = ‖X x_i‖² > 0), so a zero or
+    # infinite row norm is float64's exponent range (rows of very different scales), not the matrix:
+    # only the mpmath path, whose exponents are unbounded, can take such an X.
+    in_range = bool(np.isfinite(row_norms).all() and (row_norms > 0).all())
+    if in_range:
+        z = f / row_norms[:, None]
+        k = z @ z.T
+        k = (k + k.T) / 2
+        np.fill_diagonal(k, 1.0)  # unit rows: the cosines on the diagonal are exactly 1
+        theta = ntk_inf_from_cosines(k)
+        wt = np.linalg.eigvalsh(theta)
+        # K_norm = Z Zᵀ: its eigenvalues are σ(Z)², and the SVD of Z resolves them far better than
+        # eigvalsh of the formed Z Zᵀ. K_norm has the rank of X: its nonzero spectrum is the top `rank`.
+        sz = sv_float64(z)
+        kept = sz[:rank] ** 2
+        lam_max = float(kept[0])
+        lo_k = float(kept[-1]) if kept.size else 0.0
+        # error bound on σ_r(Z): forming F = X XᵀX costs ~max(n,d)·eps·s_1³ per row (divided by the
+        # smallest row norm after normalising), and the SVD of Z costs max(n,d)·eps·σ_1(Z).
+        sr = math.sqrt(lo_k) if lo_k > 0 else 0.0
+        abs_err_z = max(n, d) * EPS64 * (s_x[0] ** 3 / float(row_norms.min()) + float(sz[0]))
+        err_k = 2 * abs_err_z / sr if sr > 0 else math.inf
+        lo_t = float(np.min(np.abs(wt)))
+        err_t = ntk_kappa_error_bound(x, k, theta, wt)
+        full_rank = kept.size == n
+        kappa_k = float(lam_max / lo_k) if full_rank else None
+        pseudo_k = float(lam_max / lo_k) if kept.size else None
+        kappa_t = float(np.max(np.abs(wt)) / lo_t) if lo_t > 0 else None
+    else:
+        kept = np.ones(rank)
+        err_k = err_t = math.inf
+        kappa_k = pseudo_k = kappa_t = None
     if max(err_k if kept.size else 0, err_t) > TRUST_RTOL:
         if allow_mpmath and n * n * max(n, d) <= MPMATH_MAX_WORK:
-            est = max(kappa_t or 1e16, pseudo_k or 1.0, kx ** 6 if math.isfinite(kx) else 1e16)
-            dps = max(30, int(math.ceil(math.log10(max(est, 10)) + 20)))
+            log_est = max(math.log10(kappa_t or 1e16), math.log10(pseudo_k or 1.0),
+                          (math.log10(kx ** 6) if kx < 1e50 else 6 * math.log10(kx)) if math.isfinite(kx)
+                          else 16.0)  # in logs: kx⁶ overflows a float beyond kx = 1e51
+            dps = max(30, int(math.ceil(max(log_est, 1.0) + 20)))
             with mpmath.workdps(dps):
                 km = mp_normalised_kernel(x, dps)
                 ew = mpmath.eigsy(km, eigvals_only=True)
@@ -151,6 +163,8 @@ def kernel_kappas(x: np.ndarray, rank_tol_eig: float | None = None, allow_mpmath
                 _ = big
             out["precision"] = f"mpmath-{dps}"
         else:
+            require(in_range, f"X XᵀX under- or overflows float64 (its rows' scales differ by about "
+                              f"10^{math.log10(kx):.0f}) and the matrix is too large for mpmath: rescale the rows")
             out["warnings"].append(
                 f"float64 κ of the normalised kernel / NTK has relative error bound {max(err_k, err_t):.1e};"
                 " matrix too large for mpmath"
