@@ -22,6 +22,7 @@ share the cells.
 from __future__ import annotations
 
 import click
+from click.core import ParameterSource
 
 from malleability.errors import require
 from malleability.reports.cli_common import (
@@ -130,6 +131,9 @@ def register(main: click.Group, bench: click.Group) -> None:
         eps_list = parse_eps(kw["eps"])
         models = parse_models(kw["models"])
         baseline = check_model(kw["baseline"])
+        explicit = click.get_current_context().get_parameter_source("baseline") != ParameterSource.DEFAULT
+        require(baseline in models or not explicit,
+                f"--baseline {baseline} is not among --models {','.join(models)}: no ratio could be formed")
         require(kw["epochs"] >= 0, f"--epochs must be >= 0, got {kw['epochs']}")
         require(kw["null_eps"] is None or kw["null_eps"] > 0, "--null-eps must be > 0")
         schedules = parse_schedules(kw["adv_train_schedule"])

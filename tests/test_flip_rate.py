@@ -304,6 +304,7 @@ def test_cli_flip_rate_eps_list(data_root):
         (["--attack", "pgd", "--seeds", "x"], "seeds"),
         (["--attack", "pgd", "--models", "cnn"], "unknown model"),
         (["--attack", "pgd", "--space", "latent"], "space"),
+        (["--attack", "pgd", "--models", "relu", "--baseline", "mlp-attn"], "--baseline mlp-attn is not among"),
     ],
 )
 def test_cli_bad_inputs_exit_2_with_one_line(data_root, extra, match):
