@@ -349,3 +349,33 @@ def test_cost_model_prices_gram_polynomial_k_layer_cells_by_n_and_row_length():
     assert seconds("mnist", 300) > 20 * seconds("mnist", 20)
     assert seconds("cifar10", 300) > 3 * seconds("mnist", 300)
     assert seconds("mnist", 30, measure_max_n=30) > 10 * seconds("mnist", 30)  # the mpmath recursion dominates
+
+
+def test_cost_model_reads_a_user_npz_row_length_from_its_header(tmp_path):
+    """A user's .npz is priced at its own row length (x's trailing dimensions), read without loading x."""
+    import dataclasses
+
+    import numpy as np
+
+    from malleability.reports.audit.cost_model import _row_length, cell_seconds
+
+    wide = tmp_path / "wide.npz"
+    np.savez(wide, x=np.zeros((6, 32, 32, 3), np.uint8), y=np.arange(6) % 2)
+    packed = tmp_path / "packed.npz"
+    np.savez_compressed(packed, x=np.zeros((6, 100)), y=np.arange(6) % 2)
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not a zip")
+    no_x = tmp_path / "no_x.npz"
+    np.savez(no_x, y=np.arange(6))
+    assert _row_length(str(wide)) == 3072 and _row_length(str(packed)) == 100
+    assert _row_length(str(broken)) == _row_length(str(no_x)) == _row_length("mnist") == 784
+    assert _row_length("cifar10") == 3072
+
+    over = ["k_layer.datasets=cifar10", "k_layer.n=100", "k_layer.measure_max_n=0"]
+    (planned,) = [c for c in A.plan_cells(A.get_scale("tiny", over)).cells if c.kind == "k-layer"]
+
+    def seconds(dataset):  # the k-layer command takes .npz sets; the audit's scales name built-in ones
+        config = dataclasses.replace(planned.config, datasets=(dataset,))
+        return cell_seconds(dataclasses.replace(planned, config=config))
+
+    assert seconds(str(wide)) == pytest.approx(seconds("cifar10")) and seconds(str(packed)) < seconds("mnist")

@@ -28,6 +28,11 @@ The coefficients are float32 seconds; a cell trained in another precision costs
 
 from __future__ import annotations
 
+import functools
+import math
+import zipfile
+
+import numpy as np
 
 # ntk-distance and flip-rate: fitted (calibrate.fit) on 2026-12-02, AMD EPYC (2 cores), torch 2.14 CPU, one
 # thread, on the measured cells of two audits of this plan: quick (20 epochs, float32; 9.1 min measured, the
@@ -53,8 +58,32 @@ THEORY_SECONDS = {"thm4.1": 0.56, "thm4.7": 5.25, "thm4.7-width": 1.02, "k-layer
 
 
 def _row_length(dataset: str) -> int:
-    # the built-in sets' pixels per image; a user's .npz set is priced like MNIST
+    """Pixels per image: the built-in sets' sizes, a user's .npz from its header (like MNIST if unreadable)."""
+    if dataset.endswith(".npz"):
+        return _npz_row_length(dataset) or 784
     return 3072 if dataset == "cifar10" else 784
+
+
+@functools.lru_cache(maxsize=64)
+def _npz_row_length(path: str) -> int | None:
+    """The product of x's trailing dimensions, from the .npy header of the archive's ``x`` member alone
+    (no data decompressed, nothing unpickled); None where the file cannot be read so: loading it will say why."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {i.filename: i for i in zf.infolist()}
+            info = members.get("x.npy") or members.get("x")
+            if info is None:
+                return None
+            with zf.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                if version not in ((1, 0), (2, 0)):
+                    return None
+                reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape = reader(fh)[0]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    row = math.prod(int(k) for k in shape[1:])
+    return row if len(shape) >= 2 and row >= 1 else None
 
 
 def _dim(cfg) -> int:
