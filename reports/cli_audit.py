@@ -134,11 +134,35 @@ def register(main: click.Group, bench: click.Group) -> None:
         if resummarise or "summary" not in results or "verdicts" not in results:
             try:
                 results.update(analyse(results))
-            except (KeyError, TypeError) as exc:
-                raise MalleabilityError(f"{out_dir}/results.json: cells lack a field ({exc})") from None
+            except (KeyError, TypeError, ValueError) as exc:  # an edited file: a field missing or of the wrong type
+                raise MalleabilityError(f"{out_dir}/results.json: a cell lacks a field or holds one of the wrong "
+                                        f"type ({exc})") from None
             write_results(Path(out_dir), results)
         try:
             render_report(results, out_dir)
-        except (KeyError, TypeError) as exc:
-            raise MalleabilityError(f"{out_dir}/results.json is missing a field the report needs ({exc})") from None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            if _analysis_as_stored(results):  # the file is as an audit wrote it: a bug here, not bad input
+                raise
+            raise MalleabilityError(f"{out_dir}/results.json: its summary or verdicts were edited or damaged "
+                                    f"({exc}); `malleability report --resummarise "
+                                    f"{out_dir}` recomputes them from the cells") from None
         click.echo(f"wrote {out_dir}/report.md and {out_dir}/report.html")
+
+
+def _analysis_as_stored(results: dict) -> bool:
+    """Whether recomputing the summary and verdicts from the cells gives what results.json holds."""
+    import copy
+    import json
+
+    from malleability.reports.audit import analyse
+    from malleability.reports.audit.cache import non_finite_to_null
+
+    try:
+        fresh = analyse(copy.deepcopy(results))
+    except Exception:  # noqa: BLE001 - cells that cannot be analysed are damaged too
+        return False
+
+    def canonical(value):
+        return json.dumps(non_finite_to_null(value)[0], sort_keys=True, default=str)
+
+    return all(canonical(fresh.get(k)) == canonical(results.get(k)) for k in ("summary", "verdicts"))

@@ -70,3 +70,42 @@ def test_model_labels_drop_unset_options_and_keep_the_rest():
     assert model_text(results, "mlp-attn") == "MLP-Attn"
     assert model_text(results, "patch-attn[image_shape=None]") == "Patch-Attn"
     assert model_text(results, "truncated-attn[rank=10]") == "truncated-attn (rank=10)"  # no label: the key's name
+
+
+def _first_readings(summary):
+    """(holder, key) of the first 'readings' entry of the flip summary (a 'space=...;recompute=...' string)."""
+    stack = [summary["flip"]]
+    while stack:
+        node = stack.pop(0)
+        if isinstance(node, dict):
+            if isinstance(node.get("readings"), str):
+                return node, "readings"
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    raise AssertionError("no flip summary with readings")
+
+
+def test_an_edited_summary_is_one_line_and_a_renderer_bug_is_not_hidden(tiny, tmp_path, monkeypatch):
+    out, _ = tiny
+    doc = json.loads((out / "results.json").read_text())
+    holder, key = _first_readings(doc["summary"])
+    holder[key] = 10**30  # an edit of the wrong type: the renderer cannot read it
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    (edited / "results.json").write_text(json.dumps(doc))
+    res = CliRunner().invoke(main, ["report", str(edited)])
+    assert res.exit_code == 2, res.output
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith(f"error: {edited}/results.json: its summary or verdicts were edited") and "--resummarise" in line
+    fixed = CliRunner().invoke(main, ["report", "--resummarise", str(edited)])
+    assert fixed.exit_code == 0, fixed.output  # recomputed from the cells, the report renders
+    # the same failure on a file as the audit wrote it is a bug of the renderer: it is not called bad input
+    import malleability.reports.report as report
+
+    def broken(results, out_dir):
+        raise KeyError("a field the renderer forgot")
+
+    monkeypatch.setattr(report, "render_report", broken)
+    res = CliRunner().invoke(main, ["report", str(out)])
+    assert res.exit_code == 1 and "internal error" in res.output, res.output
