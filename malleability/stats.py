@@ -109,6 +109,8 @@ def rate_summary(rates: Iterable, trials: Iterable, *, level: float = LEVEL) -> 
         c = round(r * t)
         if abs(c - r * t) > 1e-6 * t:
             raise ValueError(f"rate {r} is not a count out of {t}")
+        if not 0 <= c <= t:  # pooled counts could hide one seed's impossible rate
+            raise ValueError(f"rate {r} lies outside [0, 1]")
         hits += c
         total += t
     pooled = proportion_interval(hits, total, level=level)

@@ -388,3 +388,17 @@ def test_topk_overlap_equals_brute_force_and_is_symmetric(seed):
         assert topk_overlap(b, a, k) == float(_brute_topk_overlap(b, a, k))
         assert topk_overlap(b, a, k) == topk_overlap(a, b, k)
     assert topk_overlap(np.array([4.0, 3, 2, 1]), np.array([1.0, 2, 3, 4]), 2) == 0.0  # disjoint top pairs
+
+
+def test_rate_summary_pools_exact_counts_and_refuses_impossible_rates():
+    from malleability.stats import rate_summary
+
+    out = rate_summary([0.25, 0.5], [20, 10])
+    assert (out["successes"], out["trials"]) == (10, 30) and out["mean"] == pytest.approx(0.375)
+    lo, hi = out["ci95"]
+    assert 0 <= lo < 10 / 30 < hi <= 1
+    # 2.0 of 20 and 0.0 of 40 pool to 40 of 60, a possible count: one seed's impossible rate is still refused
+    with pytest.raises(ValueError, match="outside"):
+        rate_summary([2.0, 0.0], [20, 40])
+    with pytest.raises(ValueError, match="not a count"):
+        rate_summary([0.33], [20])
