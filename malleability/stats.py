@@ -59,6 +59,18 @@ def _clip(lo: float, hi: float, lower: float | None, upper: float | None) -> lis
     return [lo, hi]
 
 
+def _require_in_range(v: np.ndarray, lower: float | None, upper: float | None) -> None:
+    """A bounded quantity's values must lie in its range (to rounding): an interval clipped to the range
+    would otherwise hide an impossible value, e.g. one edited into results.json."""
+    if not v.size:
+        return
+    lo, hi = float(v.min()), float(v.max())
+    if lower is not None and lo < lower - 1e-12 * max(1.0, abs(lower)):
+        raise ValueError(f"value {lo:g} lies below the quantity's range [{lower}, {upper}]")
+    if upper is not None and hi > upper + 1e-12 * max(1.0, abs(upper)):
+        raise ValueError(f"value {hi:g} lies above the quantity's range [{lower}, {upper}]")
+
+
 def mean_interval(values: Iterable, *, lower: float | None = None, upper: float | None = None,
                   level: float = LEVEL) -> dict:
     """Mean, sample std and a Student-t interval over the finite values (None with fewer than 2).
@@ -66,6 +78,7 @@ def mean_interval(values: Iterable, *, lower: float | None = None, upper: float 
     ``lower``/``upper``: the quantity's range; the interval is truncated to it.
     """
     v = _finite(values)
+    _require_in_range(v, lower, upper)
     k = int(v.size)
     out = {"n": k, "mean": None, "std": None, "ci95": None, "values": v.tolist(),
            "method": f"Student-t {level:.0%} over seeds" + (" (truncated to the quantity's range)"
@@ -109,8 +122,6 @@ def rate_summary(rates: Iterable, trials: Iterable, *, level: float = LEVEL) -> 
         c = round(r * t)
         if abs(c - r * t) > 1e-6 * t:
             raise ValueError(f"rate {r} is not a count out of {t}")
-        if not 0 <= c <= t:  # pooled counts could hide one seed's impossible rate
-            raise ValueError(f"rate {r} lies outside [0, 1]")
         hits += c
         total += t
     pooled = proportion_interval(hits, total, level=level)
@@ -121,6 +132,7 @@ def rate_summary(rates: Iterable, trials: Iterable, *, level: float = LEVEL) -> 
 def correlation_interval(values: Iterable, *, level: float = LEVEL) -> dict:
     """Mean correlation over seeds; the interval is a t-interval of Fisher's z = atanh(ρ), mapped back."""
     v = _finite(values)
+    _require_in_range(v, -1.0, 1.0)
     k = int(v.size)
     out = {"n": k, "mean": None, "std": None, "ci95": None, "values": v.tolist(),
            "method": f"Student-t {level:.0%} on Fisher's z, mapped back to [-1, 1]"}

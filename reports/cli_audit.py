@@ -135,8 +135,8 @@ def register(main: click.Group, bench: click.Group) -> None:
             try:
                 results.update(analyse(results))
             except (KeyError, TypeError, ValueError) as exc:  # an edited file: a field missing or of the wrong type
-                raise MalleabilityError(f"{out_dir}/results.json: a cell lacks a field or holds one of the wrong "
-                                        f"type ({exc})") from None
+                raise MalleabilityError(f"{out_dir}/results.json: a cell lacks a field or holds a value of the "
+                                        f"wrong type or out of range ({exc})") from None
             write_results(Path(out_dir), results)
         try:
             render_report(results, out_dir)

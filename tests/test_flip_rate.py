@@ -391,14 +391,20 @@ def test_topk_overlap_equals_brute_force_and_is_symmetric(seed):
 
 
 def test_rate_summary_pools_exact_counts_and_refuses_impossible_rates():
-    from malleability.stats import rate_summary
+    from malleability.stats import correlation_interval, mean_interval, rate_summary
 
     out = rate_summary([0.25, 0.5], [20, 10])
     assert (out["successes"], out["trials"]) == (10, 30) and out["mean"] == pytest.approx(0.375)
     lo, hi = out["ci95"]
     assert 0 <= lo < 10 / 30 < hi <= 1
     # 2.0 of 20 and 0.0 of 40 pool to 40 of 60, a possible count: one seed's impossible rate is still refused
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ValueError, match="above the quantity's range"):
         rate_summary([2.0, 0.0], [20, 40])
+    with pytest.raises(ValueError, match="below the quantity's range"):
+        mean_interval([0.5, -0.1], lower=0.0, upper=1.0)
+    with pytest.raises(ValueError, match="above the quantity's range"):
+        correlation_interval([0.5, 1.5])  # a correlation lies in [-1, 1]
+    ok = mean_interval([1.0 + 1e-15, 0.5], lower=0.0, upper=1.0)  # rounding past the bound is not an error
+    assert ok["ci95"][1] <= 1.0 and mean_interval([-3.0, 7.0])["mean"] == 2.0  # an unbounded quantity
     with pytest.raises(ValueError, match="not a count"):
         rate_summary([0.33], [20])
