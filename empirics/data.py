@@ -360,6 +360,8 @@ def _load_cifar_subset(cfg: DataConfig, classes, root: Path) -> Dataset:
     # torchvision's CIFAR10 keeps HWC uint8 too, so the flattening order is the same in both sources.
     px = _npz_pixels(x, "x")
     y = _npz_labels(content["y"], x.shape[0], "y")
+    bad = y[(y < 0) | (y > 9)]
+    require(not bad.size, f"{path}: label {int(bad[0]) if bad.size else 0} is not a CIFAR-10 class (0..9): the file is damaged")
     _require_class_rows(y, classes, str(path))
     pool = np.flatnonzero(_class_mask(y, classes))
     need = int(cfg.n) + int(cfg.n_test)

@@ -54,7 +54,9 @@ def _torchvision_split(name: str, root: str, train: bool, allow_download: bool) 
         data = ds.data
         data = data.numpy() if hasattr(data, "numpy") else np.asarray(data)
         labels = np.asarray(ds.targets, dtype=np.int64).reshape(-1)
-        ok = data.ndim >= 2 and data.shape[0] == labels.shape[0] > 0 and data.dtype == np.uint8
+        # MNIST, Fashion-MNIST and CIFAR-10 have ten classes: another label is a damaged file
+        ok = (data.ndim >= 2 and data.shape[0] == labels.shape[0] > 0 and data.dtype == np.uint8
+              and 0 <= int(labels.min()) and int(labels.max()) <= 9)
     except Exception:
         ok = False
     if not ok:

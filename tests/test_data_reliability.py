@@ -491,3 +491,26 @@ def test_torchvision_splits_stay_cached_per_process(data_root):
     load_dataset(DataConfig("mnist", n=30, n_test=5, seed=4, data_root=str(data_root)))
     info = data_mod._torchvision_split.cache_info()
     assert info.misses == misses == 2 and info.hits >= 2
+
+
+def test_a_label_outside_the_ten_classes_is_a_damaged_file(tmp_path, data_root):
+    """MNIST's idx labels and the CIFAR-10 subset hold classes 0..9; any other value is damage, refused on
+    the whole split, so that no subset draw can pass it by."""
+    raw = tmp_path / "root" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in (data_root / "MNIST" / "raw").iterdir():
+        shutil.copy(f, raw / f.name)
+    labels = raw / "train-labels-idx1-ubyte"
+    blob = bytearray(labels.read_bytes())
+    blob[-1] = 200  # the last training row's label: no seeded draw of 50 rows is likely to pick it
+    labels.write_bytes(bytes(blob))
+    one_line_error(load_dataset, DataConfig("mnist", n=50, n_test=10, data_root=str(tmp_path / "root")),
+                   match="corrupt")
+    sub = tmp_path / "cifar" / data_mod.CIFAR10_SUBSET
+    sub.parent.mkdir(parents=True)
+    src = np.load(data_root / data_mod.CIFAR10_SUBSET)
+    y = src["y"].copy()
+    y[-1] = 12
+    np.savez(sub, x=src["x"], y=y)
+    one_line_error(load_dataset, DataConfig("cifar10", n=50, n_test=10, data_root=str(tmp_path / "cifar")),
+                   match="not a CIFAR-10 class")
