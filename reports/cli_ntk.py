@@ -11,6 +11,7 @@ grid, :func:`ntk_distance.sweep`). JSON of ``ntk-distance``: ``{"rows", "summary
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import click
@@ -188,6 +189,31 @@ def _read_rows(path: str) -> list[dict]:
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
         except json.JSONDecodeError as exc:
             raise MalleabilityError(f"cannot read rows from {path}: not JSON ({exc.msg} at line {exc.lineno})") from None
-    require(isinstance(rows, list) and all(isinstance(r, dict) and "distance" in r for r in rows),
+    require(isinstance(rows, list) and rows and all(isinstance(r, dict) and "distance" in r for r in rows),
             f"{path} holds no NTK-distance rows")
+    for i, r in enumerate(rows):
+        _check_row(r, f"{path}: row {i}")
     return rows
+
+
+def _check_row(r: dict, where: str) -> None:
+    """The fields the width fit reads, of the types `ntk-distance --json` writes: an edited row is one line."""
+    w = r.get("width")
+    require(isinstance(w, int) and not isinstance(w, bool) and w >= 1, f"{where}: width must be an integer >= 1, got {w!r}")
+    for key in ("dataset", "model"):
+        require(isinstance(r.get(key), str) and r[key], f"{where}: {key} must be a non-empty string, got {r.get(key)!r}")
+    require(isinstance(r.get("model_options", {}), dict), f"{where}: model_options must be an object")
+    readings = r.get("readings")
+    require(readings is None or (isinstance(readings, dict) and isinstance(readings.get("protocol", "paper"), str)),
+            f"{where}: readings must be an object with a string protocol")
+    dist = r["distance"]
+    require(isinstance(dist, dict) and dist, f"{where}: distance must be an object of named distances")
+    for name, v in dist.items():
+        require(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0),
+                f"{where}: distance {name} must be a finite number >= 0 or null, got {v!r}")
+    acc = r.get("accuracy")
+    require(acc is None or isinstance(acc, dict), f"{where}: accuracy must be an object")
+    for key in ("train", "test"):
+        v = (acc or {}).get(key)
+        require(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1),
+                f"{where}: accuracy {key} must be a number in [0, 1] or null, got {v!r}")

@@ -127,3 +127,32 @@ def test_cli_widths_takes_every_model_and_its_options(data_root):
     bad = CliRunner().invoke(main, ["widths", "--dataset", "mnist", "--data-root", str(data_root), "--models", "relu",
                                     "--rank", "5"])
     assert bad.exit_code == 2 and "--rank applies to none" in bad.stderr, bad.output
+
+
+def test_cli_widths_refuses_edited_rows_in_one_line(data_root, tmp_path):
+    good = {"dataset": "mnist", "model": "relu", "width": 16, "seed": 0, "readings": {"protocol": "paper"},
+            "distance": {"after_vs_init_relative": 0.5}, "accuracy": {"train": 0.9, "test": 0.8}}
+    cases = [({"width": -5}, "width must be an integer >= 1"), ({"width": "16"}, "width must be an integer"),
+             ({"width": True}, "width must be an integer"), ({"model": None}, "model must be a non-empty string"),
+             ({"distance": {"after_vs_init_relative": -1.0}}, "must be a finite number >= 0"),
+             ({"distance": {}}, "distance must be an object"), ({"accuracy": {"test": 7}}, "accuracy test"),
+             ({"readings": {"protocol": 3}}, "readings must be an object")]
+    for i, (edit, match) in enumerate(cases):
+        path = tmp_path / f"rows{i}.json"
+        path.write_text(json.dumps({"rows": [good, {**good, **edit}]}))
+        bad = CliRunner().invoke(main, ["widths", "--dataset", "mnist", "--n", "20", "--data-root", str(data_root),
+                                        "--rows", str(path)])
+        assert bad.exit_code == 2, (edit, bad.output)
+        (line,) = bad.stderr.strip().splitlines()
+        assert "row 1: " in line and match in line, line
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"rows": []}))
+    bad = CliRunner().invoke(main, ["widths", "--dataset", "mnist", "--n", "20", "--data-root", str(data_root),
+                                    "--rows", str(empty)])
+    assert bad.exit_code == 2 and "holds no NTK-distance rows" in bad.stderr
+    ok = tmp_path / "ok.json"
+    ok.write_text(json.dumps({"rows": [good, {**good, "seed": 1, "distance": {"after_vs_init_relative": 0.4}}]}))
+    res = CliRunner().invoke(main, ["widths", "--dataset", "mnist", "--n", "20", "--data-root", str(data_root),
+                                    "--rows", str(ok), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["measured"][0]["model"] == "relu"
