@@ -5,8 +5,8 @@ Measured on one thread (AMD EPYC, 2026-12-03, 1024x784x1024): torch (MKL) 53 GFL
 NTK's float32 screen, whose error bound holds for any summation order), so which backend a
 machine picks cannot change a result.
 
-numpy's OpenBLAS keeps its own thread pool, sized when numpy was first imported, not by
-``torch.set_num_threads``. Every call here runs with that pool limited to torch's thread
+numpy's OpenBLAS (and scipy's, a second copy) keeps its own thread pool, sized when it was
+first imported, not by ``torch.set_num_threads``. Every call here runs with that pool limited to torch's thread
 count (threadpoolctl, about 12 µs per call), so a one-thread audit worker stays on one thread.
 """
 
@@ -31,16 +31,30 @@ def _controller():
         except ImportError:  # an environment installed before it was a dependency: torch does every product
             _CONTROLLER = False
         else:
+            import numpy  # noqa: F401 - the controller sees only the libraries loaded when it is made:
+            import scipy.linalg  # noqa: F401 - numpy and scipy each bring their own OpenBLAS
+
             _CONTROLLER = ThreadpoolController()
     return _CONTROLLER or None
 
 
 def blas_threads():
-    """Context manager: numpy's BLAS limited to torch's current thread count (a no-op without threadpoolctl)."""
+    """Context manager: numpy's and scipy's BLAS limited to torch's current thread count (a no-op without threadpoolctl)."""
     controller = _controller()
     if controller is None:
         return contextlib.nullcontext()
     return controller.limit(limits=torch.get_num_threads(), user_api="blas")
+
+
+def hold_blas_threads(threads: int) -> None:
+    """Limit numpy's BLAS pool to ``threads`` from now on (a worker's setting; a no-op without threadpoolctl).
+
+    A float64 reduction's last bits depend on the thread count (an SVD, a Gram), so a worker holds
+    numpy's pool where torch's is, whatever it was sized to at numpy's import.
+    """
+    controller = _controller()
+    if controller is not None:
+        controller.limit(limits=int(threads), user_api="blas")  # kept: never restored in this process
 
 
 def _numpy_ok(*tensors: torch.Tensor) -> bool:

@@ -69,6 +69,10 @@ def test_tiny_audit_on_dask_equals_the_local_run(cluster, tmp_path):
         ex.submit(pow, 2, 3)
 
 
+def _executing_keys(dask_worker) -> list[str]:
+    return [str(ts.key) for ts in dask_worker.state.executing]
+
+
 def test_a_killed_worker_loses_no_cell(cluster, tmp_path):
     lc, client = cluster
     client.wait_for_workers(2, timeout=60)
@@ -77,16 +81,20 @@ def test_a_killed_worker_loses_no_cell(cluster, tmp_path):
     finished = threading.Event()
 
     def kill_one_mid_cell():
+        # the workers' own state, not the scheduler's 'processing' (which also holds cells queued on a
+        # worker): a cell killed here has started and not finished
         while not finished.is_set() and not killed:
-            for worker, keys in client.processing().items():
-                ntk = [k for k in keys if str(k).startswith("run_ntk_cell-")]
-                if ntk and worker in pids:
-                    time.sleep(0.2)  # well inside a cell of about a second
-                    if ntk[0] in client.processing().get(worker, ()):
-                        os.kill(pids[worker], signal.SIGKILL)
-                        killed.update(worker=worker, key=ntk[0])
-                        return
-            time.sleep(0.02)
+            try:
+                executing = client.run(_executing_keys, workers=list(pids))
+            except Exception:  # noqa: BLE001 - a worker restarting; ask again
+                executing = {}
+            for worker, keys in executing.items():
+                ntk = [k for k in keys if k.startswith("run_ntk_cell-")]
+                if ntk:
+                    os.kill(pids[worker], signal.SIGKILL)
+                    killed.update(worker=worker, key=ntk[0])
+                    return
+            time.sleep(0.01)
 
     killer = threading.Thread(target=kill_one_mid_cell, daemon=True)
     ex, close = _executor(lc)

@@ -100,24 +100,48 @@ def test_process_pool_equals_serial(tmp_path):
     assert isinstance(make_executor(1), SerialExecutor)
 
 
+def _blas_threads() -> list[int]:
+    """The thread count of every loaded BLAS (numpy's OpenBLAS and scipy's own copy)."""
+    import numpy  # noqa: F401
+    import scipy.linalg  # noqa: F401
+    import threadpoolctl
+
+    return sorted(i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas")
+
+
 def threads_cell(cfg: FakeConfig) -> dict:
     import torch
 
-    return {"threads": torch.get_num_threads()}
+    return {"threads": torch.get_num_threads(), "blas": _blas_threads()}
 
 
 def test_serial_executor_computes_with_one_thread_and_restores_the_callers(tmp_path):
+    """numpy's and scipy's BLAS too: a float64 SVD's last bits move with their thread count."""
+    import threadpoolctl
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        stats = run_cells(_cells([1], threads_cell), SerialExecutor(), CellCache(tmp_path), progress=None)
-        assert stats.outcomes[0].entry["result"] == {"threads": 1}
-        assert stats.outcomes[0].entry["provenance"]["threads"] == 1
-        assert torch.get_num_threads() == 2
+        with threadpoolctl.threadpool_limits(2, user_api="blas"):
+            callers = _blas_threads()
+            assert callers and set(callers) == {2}
+            stats = run_cells(_cells([1], threads_cell), SerialExecutor(), CellCache(tmp_path), progress=None)
+            assert stats.outcomes[0].entry["result"] == {"threads": 1, "blas": [1] * len(callers)}
+            assert stats.outcomes[0].entry["provenance"]["threads"] == 1
+            assert torch.get_num_threads() == 2 and _blas_threads() == callers
     finally:
         torch.set_num_threads(before)
+
+
+def test_pool_workers_hold_every_blas_to_one_thread(tmp_path):
+    pool = make_executor(2)
+    try:
+        stats = run_cells(_cells([3], threads_cell), pool, CellCache(tmp_path), progress=None)
+    finally:
+        pool.shutdown()
+    result = stats.outcomes[0].entry["result"]
+    assert result["threads"] == 1 and result["blas"] and set(result["blas"]) == {1}
 
 
 def test_fingerprint_is_part_of_the_key_and_its_error_fails_the_cell(tmp_path):

@@ -65,6 +65,9 @@ def _one_thread() -> None:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # only settable before the first inter-op work; 1 already after the first cell
         pass
+    from malleability.empirics.blas import hold_blas_threads
+
+    hold_blas_threads(1)  # numpy's pool too: its SVDs round differently on two threads
 
 
 def run_on_worker(source_sha256: str | None, fn: Callable, /, *args, **kwargs) -> Any:

@@ -37,16 +37,20 @@ from malleability.reports.audit.cache import CellCache, code_version, config_to_
 
 @contextlib.contextmanager
 def one_thread():
-    """Run the body with one torch thread (as a pool worker does), restoring the caller's count after."""
+    """Run the body with one torch thread and one numpy BLAS thread (as a pool worker does), restoring
+    the caller's counts after: numpy's SVDs and Grams round differently on two threads."""
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
         yield
         return
+    from malleability.empirics.blas import blas_threads
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        with blas_threads():
+            yield
     finally:
         torch.set_num_threads(before)
 
@@ -107,7 +111,10 @@ def _init_worker(threads: int, parent_pid: int | None = None) -> None:
         except RuntimeError:
             pass
     except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+        return
+    from malleability.empirics.blas import hold_blas_threads
+
+    hold_blas_threads(threads)  # numpy may have sized its pool before the variables above were set
 
 
 def make_executor(workers: int, *, threads_per_worker: int = 1) -> cf.Executor:
