@@ -129,6 +129,7 @@ def test_serial_executor_computes_with_one_thread_and_restores_the_callers(tmp_p
             stats = run_cells(_cells([1], threads_cell), SerialExecutor(), CellCache(tmp_path), progress=None)
             assert stats.outcomes[0].entry["result"] == {"threads": 1, "blas": [1] * len(callers)}
             assert stats.outcomes[0].entry["provenance"]["threads"] == 1
+            assert set(stats.outcomes[0].entry["provenance"]["blas_threads"].values()) == {1}
             assert torch.get_num_threads() == 2 and _blas_threads() == callers
     finally:
         torch.set_num_threads(before)
@@ -142,6 +143,7 @@ def test_pool_workers_hold_every_blas_to_one_thread(tmp_path):
         pool.shutdown()
     result = stats.outcomes[0].entry["result"]
     assert result["threads"] == 1 and result["blas"] and set(result["blas"]) == {1}
+    assert set(stats.outcomes[0].entry["provenance"]["blas_threads"].values()) == {1}
 
 
 def test_fingerprint_is_part_of_the_key_and_its_error_fails_the_cell(tmp_path):

@@ -181,7 +181,20 @@ def execute_cell(fn: Callable[[Any], Any], config: Any) -> dict:
         prov = {**prov, "threads": torch.get_num_threads()}
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
+    blas = _blas_threads()
+    if blas is not None:
+        prov["blas_threads"] = blas
     return {"result": result, "wall_time_s": wall, "provenance": prov}
+
+
+def _blas_threads() -> dict[str, int] | None:
+    """Each loaded BLAS library's thread count while the cell ran (its file name: numpy and scipy each load one)."""
+    try:
+        import threadpoolctl
+    except ImportError:  # an environment installed before it was a dependency
+        return None
+    return {os.path.basename(i["filepath"]): int(i["num_threads"]) for i in threadpoolctl.threadpool_info()
+            if i.get("user_api") == "blas"}
 
 
 @dataclass
