@@ -140,11 +140,13 @@ def model_options(models, kwargs: dict) -> dict[str, dict]:
     return out
 
 
-def data_config(dataset, n, n_test, classes, data_seed, data_root):
+def data_config(dataset, n, n_test, classes, data_seed, data_root, *, min_test: int = 0):
+    """``min_test``: 1 where the command needs test points (a test accuracy, the test loss's influence)."""
     from malleability.empirics.data import DataConfig, parse_classes
 
     require(n >= 1, f"--n must be >= 1, got {n}")
-    require(n_test >= 0, f"--n-test must be >= 0, got {n_test}")
+    require(n_test >= min_test, f"--n-test must be >= {min_test}, got {n_test}"
+            + ("" if min_test == 0 else ": without test points no model can be judged learned"))
     return DataConfig(dataset=dataset, n=n, n_test=n_test, classes=parse_classes(classes, dataset), seed=data_seed,
                       data_root=data_root)
 

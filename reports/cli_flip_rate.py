@@ -142,7 +142,8 @@ def register(main: click.Group, bench: click.Group) -> None:
         require(kw["adv_train_ramp_epochs"] is None or kw["adv_train_ramp_epochs"] >= 1,
                 f"--adv-train-ramp-epochs must be >= 1, got {kw['adv_train_ramp_epochs']}")
         dev = resolve_device(kw["device"])
-        data = data_config(kw["dataset"], kw["n"], kw["n_test"], kw["classes"], kw["data_seed"], kw["data_root"])
+        data = data_config(kw["dataset"], kw["n"], kw["n_test"], kw["classes"], kw["data_seed"], kw["data_root"],
+                           min_test=1)
         configs = experiment.sweep(
             data, TrainConfig(protocol=kw["protocol"], epochs=kw["epochs"], device=dev, dtype=kw["dtype"]),
             models=models, attacks=attacks, eps_list=eps_list, seeds=seeds,

@@ -97,7 +97,7 @@ def register(main: click.Group, bench: click.Group) -> None:
 
         _positive_eps(eps)
         model_list = parse_models(models)
-        data = data_config(dataset, n, n_test, classes, data_seed, data_root)
+        data = data_config(dataset, n, n_test, classes, data_seed, data_root, min_test=1)
         train = TrainConfig(protocol=protocol, epochs=epochs, loss=loss, device=resolve_device(device), dtype=dtype)
         configs = experiment.sweep(data, train, model_list, experiment.parse_widths(widths), parse_seeds(seeds),
                                    model_options=model_options(model_list, model_flags),

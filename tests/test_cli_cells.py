@@ -76,6 +76,18 @@ def test_workers_below_one_is_refused(data_root, command):
     assert res.exit_code == 2 and "--workers must be >= 1, got 0" in res.output
 
 
+@pytest.mark.parametrize("command", ["flip-rate", "ntk-distance"])
+def test_no_test_points_is_refused_before_any_cell_runs(data_root, tmp_path, command):
+    # without test points no accuracy gate can judge a model, and flip-rate has no test loss to attack
+    extra = ["--attack", "pgd"] if command == "flip-rate" else ["--widths", "8"]
+    res = CliRunner().invoke(main, [command, "--dataset", "mnist", "--n", "30", "--n-test", "0", "--epochs", "1",
+                                    "--data-root", str(data_root), "--cache-dir", str(tmp_path / "c"), *extra])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip().splitlines() == [
+        "error: --n-test must be >= 1, got 0: without test points no model can be judged learned"]
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*.json"))
+
+
 def test_k_layer_cells_are_cached_per_data_set_and_n(data_root, tmp_path):
     args = ["k-layer", "--datasets", "mnist", "--n", "20,30", "--codes", "iic", "--ks", "1,2", "--measure-max-n", "0",
             "--data-root", str(data_root), "--cache-dir", str(tmp_path / "c"), "--json"]
