@@ -73,3 +73,35 @@ def test_cli_compare_text_json_and_bad_input(tmp_path):
     for args in ([a, other], [a, str(tmp_path / "missing")]):
         r = CliRunner().invoke(main, ["compare", *args])
         assert r.exit_code == 2 and r.output.startswith("error: ") and len(r.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["cells"][0]["result"].__setitem__("flip_rate", 7), "cells[0].result.flip_rate = 7 is not a share"),
+    (lambda d: d["cells"][1]["result"]["accuracy"].__setitem__("test", -0.5),
+     "cells[1].result.accuracy.test = -0.5 is not a share"),
+    (lambda d: d["cells"][0]["result"].__setitem__("flip_rate", "0.2"), "flip_rate = '0.2' is not a share"),
+    (lambda d: d["cells"][0]["result"].__setitem__("flip_rate", True), "flip_rate = True is not a share"),
+    (lambda d: d["cells"].__setitem__(2, "a cell"), "cells[2] is not an object"),
+    (lambda d: d["cells"][3].pop("kind"), "cells[3] has no kind string"),
+    (lambda d: d["cells"][3].__setitem__("result", [1]), "cells[3].result is not an object"),
+    (lambda d: d["verdicts"].__setitem__(0, "fails"), "verdicts[0] is not an object with a claim"),
+    (lambda d: d["verdicts"][1].__setitem__("readings", ["holds"]), "verdicts[1].readings is not an object"),
+])
+def test_an_edited_cell_or_verdict_is_one_line_and_exit_2(tmp_path, edit, message):
+    doc = json.loads(json.dumps(A))
+    edit(doc)
+    a, b = _write(tmp_path, "a", A), _write(tmp_path, "b", doc)
+    for args in ([a, b], [b, a]):
+        r = CliRunner().invoke(main, ["compare", *args])
+        assert r.exit_code == 2, r.output
+        assert r.output.startswith("error: ") and message in r.output and len(r.output.strip().splitlines()) == 1
+    r = CliRunner().invoke(main, ["report", b])  # report reads the same document the same way
+    assert r.exit_code == 2 and message in r.output, r.output
+
+
+def test_shares_at_their_bounds_are_read():
+    from malleability.reports.audit.results import check_document
+
+    doc = json.loads(json.dumps(A))
+    doc["cells"][0]["result"].update(flip_rate=0, accuracy={"test": 1, "train": 1.0, "chance": 0.5, "krr_test": None})
+    check_document(doc, "results.json")

@@ -109,4 +109,42 @@ def load_results(out_dir: str | os.PathLike) -> dict:
     require(results.get("schema") == SCHEMA,
             f"{path} has schema {results.get('schema')!r}, this version reads {SCHEMA!r}: rerun the audit "
             "(finished cells are reused from the cache)")
+    check_document(results, path)
     return results
+
+
+# Result fields that are shares of points, checked on reading: an edited file must not feed a
+# flip rate of 7 or an accuracy of -3 into a comparison or a report.
+SHARE_FIELDS = (("flip_rate",), ("accuracy", "train"), ("accuracy", "test"), ("accuracy", "krr_test"),
+                ("accuracy", "chance"))
+
+
+def check_document(results: dict, path) -> None:
+    """The shapes that `compare` and `report` read, each wrong one a one-line MalleabilityError naming its place."""
+    for i, cell in enumerate(results["cells"]):
+        where = f"{path}: cells[{i}]"
+        require(isinstance(cell, dict), f"{where} is not an object (edited or damaged)")
+        for key in ("kind", "label", "status"):
+            require(isinstance(cell.get(key), str), f"{where} has no {key} string (edited or damaged)")
+        require(cell.get("config") is None or isinstance(cell["config"], dict), f"{where}.config is not an object")
+        result = cell.get("result")
+        require(result is None or isinstance(result, dict), f"{where}.result is not an object")
+        for field in SHARE_FIELDS:
+            value = result
+            for key in field:
+                value = value.get(key) if isinstance(value, dict) else None
+            if value is None:
+                continue
+            name = ".".join(field)
+            require(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1,
+                    f"{where}.result.{name} = {value!r} is not a share in [0, 1] (edited or damaged)")
+    verdicts = results.get("verdicts", [])
+    require(isinstance(verdicts, list), f"{path}: verdicts is not a list")
+    for i, v in enumerate(verdicts):
+        where = f"{path}: verdicts[{i}]"
+        require(isinstance(v, dict) and isinstance(v.get("claim"), str), f"{where} is not an object with a claim")
+        require(v.get("verdict") is None or isinstance(v["verdict"], str), f"{where}.verdict is not a string")
+        readings = v.get("readings")
+        require(readings is None or (isinstance(readings, dict)
+                                     and all(r is None or isinstance(r, str) for r in readings.values())),
+                f"{where}.readings is not an object of reading -> verdict strings")
