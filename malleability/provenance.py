@@ -26,17 +26,22 @@ def package_versions() -> dict[str, str | None]:
 
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The commit of the source tree this package runs from (None outside a git checkout)."""
+    """The commit of the source tree this package runs from.
+
+    Outside a git checkout (a copied tree, say on a lent GPU machine) it is ``$MALLEABILITY_GIT_COMMIT``
+    where the copier set it, else None.
+    """
     here = os.path.dirname(os.path.abspath(__file__))
+    named = os.environ.get("MALLEABILITY_GIT_COMMIT") or None
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
         )
     except (OSError, subprocess.SubprocessError):
-        return None
+        return named
     commit = out.stdout.strip()
     if out.returncode != 0 or not commit:
-        return None
+        return named
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, check=False
     ).stdout.strip()
@@ -69,4 +74,19 @@ def provenance(device: str | None = None) -> dict:
         "machine": machine(),
         "python_executable": sys.executable,
         "device": device,
+        **_accelerator(device),
     }
+
+
+def _accelerator(device: str | None) -> dict:
+    """The card a CUDA run used, by name, with the CUDA version torch was built with; {} otherwise."""
+    if not (isinstance(device, str) and device.startswith("cuda")):
+        return {}
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return {}
+        return {"device_name": torch.cuda.get_device_name(torch.device(device)), "cuda": torch.version.cuda}
+    except (ImportError, RuntimeError, AssertionError):
+        return {}

@@ -108,7 +108,8 @@ def register(main: click.Group, bench: click.Group) -> None:
         rows = run_cells_of("ntk-distance", configs, labels,
                             {"workers": workers, "cache_dir": cache_dir, "fresh": fresh}, train.device)
         summary = experiment.summarise(rows)
-        out = {"rows": rows, "summary": summary, "slopes": summary["slopes"], "provenance": provenance()}
+        out = {"rows": rows, "summary": summary, "slopes": summary["slopes"],
+               "provenance": provenance(train.device)}
         if eps is not None:
             out["measured_widths"] = measured_widths(summary, eps)
             out["eps"] = eps
