@@ -213,11 +213,14 @@ _INT_MM = None
 def _count_gram(S1: torch.Tensor, S2t: torch.Tensor) -> torch.Tensor:
     """S1 S2t for 0/1 int8 patterns (S2t = S2ᵀ, (m, n2)): exact integer counts.
 
-    int32 GEMM where torch has it and it is the faster (wrong results were seen for inner size 1
-    and for one row, hence m >= 8 and at least two rows and columns), else float32, exact for
-    counts below 2^24.
+    int32 GEMM on the CPU where torch has it and it is the faster (wrong results were seen for
+    inner size 1 and for one row, hence m >= 8 and at least two rows and columns), else float32,
+    exact for counts below 2^24 (also under TF32: 0/1 inputs are exact and the sum is float32).
+    The int8 test and timing are the CPU's; CUDA's int8 GEMM refuses most shapes (sizes not
+    multiples of 8, as a 250-row tile of n = 1000), so a CUDA tensor takes the float32 product.
     """
-    if S1.shape[1] >= 8 and min(S1.shape[0], S2t.shape[1]) >= 2 and _int_gram_ok():
+    if (S1.device.type == "cpu" and S1.shape[1] >= 8 and min(S1.shape[0], S2t.shape[1]) >= 2
+            and _int_gram_ok()):
         return torch._int_mm(S1, S2t)
     ft = torch.float32 if S1.shape[1] < 2**24 else torch.float64
     return S1.to(ft) @ S2t.to(ft)

@@ -52,7 +52,7 @@ left() { echo $(( budget - ($(date +%s) - start) )); }
     echo "commit: ${MALLEABILITY_GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "nvidia-smi: not found"
     "$python" -c "import torch, platform; p = torch.cuda.get_device_properties(0); print(f'python {platform.python_version()}, torch {torch.__version__}, CUDA {torch.version.cuda}, device {p.name}, {p.total_memory / 2**30:.1f} GiB, {p.multi_processor_count} SMs')"
-    echo "cpu cores: $(nproc)"
+    echo "cpu cores: $(nproc --all)"
 } > "$out/machine.txt"
 
 # run NAME ARGS...: one experiment, seed by seed under the budget, then merged over the seeds it finished

@@ -338,3 +338,26 @@ def test_recheck_without_sampled_products_gathers_the_rows(monkeypatch):
 
     monkeypatch.setattr(torch.sparse, "sampled_addmm", unavailable)
     assert torch.equal(_exact_dot_signs_sampled(z, W, i, r), exact)
+
+
+def test_pattern_counts_off_the_cpu_take_the_float32_product(monkeypatch):
+    # CUDA's int8 GEMM refuses sizes that are not multiples of 8 (a 250-row tile of n = 1000)
+    import malleability.empirics.ntk as ntk_mod
+
+    def refuse(*args):
+        raise AssertionError("torch._int_mm called off the CPU")
+
+    monkeypatch.setattr(torch, "_int_mm", refuse)
+    S1 = torch.zeros(250, 4096, dtype=torch.int8, device="meta")
+    out = ntk_mod._count_gram(S1, torch.zeros(4096, 250, dtype=torch.int8, device="meta"))
+    assert out.dtype == torch.float32 and out.shape == (250, 250)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_kernel_equals_the_cpu_kernel_on_tiles_that_are_not_multiples_of_8():
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(250, 30, generator=gen, dtype=torch.float64)
+    W = torch.randn(64, 30, generator=gen, dtype=torch.float64)
+    cpu = empirical_ntk(z, z, W, chunk_size=100)
+    gpu = empirical_ntk(z.cuda(), z.cuda(), W.cuda(), chunk_size=100).cpu()
+    torch.testing.assert_close(gpu, cpu, rtol=1e-12, atol=1e-12)
