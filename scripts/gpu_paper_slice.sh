@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # One slice of the paper-scale audit on a CUDA machine, inside a fixed time budget.
 #
-#   scripts/gpu_paper_slice.sh [--out DIR] [--data-root DIR] [--budget SECONDS] [--seeds N]
+#   scripts/gpu_paper_slice.sh [--out DIR] [--data-root DIR] [--budget SECONDS] [--seeds N] [--first-seed S]
 #
 # The whole paper-scale audit (scripts/gpu_paper_scale.sh) is thousands of cells. This runs the
 # part of it that says the most per minute, at the paper's own sizes, on MNIST:
 #   1. NTK distance vs width, the paper's protocol (Adam, 500 epochs): n = 1000, 500 test points,
-#      widths 4..4096, ReLU and MLP-Attn, seeds 0..N-1 (paper: 5; default here 2);
+#      widths 4..4096, ReLU and MLP-Attn, seeds S..S+N-1 (paper: 5; default here 0 and 1);
 #   2. the same under the lazy protocol (full-batch GD from the NTK initialisation), the causal control;
 #   3. Table 2's flip rates (FGSM, PGD, MIM at ε = 0.3, width 1024, n = 1000, 200 test points).
 # Each step runs one seed at a time under what is left of the budget, so a step cut short keeps
@@ -22,12 +22,14 @@ out="reports/gpu-paper-slice"
 data_root="${MALLEABILITY_DATA:-}"
 budget=480
 seeds=2
+first_seed=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) [ $# -ge 2 ] || die "--out needs a folder"; out="$2"; shift ;;
         --data-root) [ $# -ge 2 ] || die "--data-root needs a folder"; data_root="$2"; shift ;;
         --budget) [ $# -ge 2 ] || die "--budget needs seconds"; budget="$2"; shift ;;
         --seeds) [ $# -ge 2 ] || die "--seeds needs a count"; seeds="$2"; shift ;;
+        --first-seed) [ $# -ge 2 ] || die "--first-seed needs a seed"; first_seed="$2"; shift ;;
         -h|--help) sed -n '2,17s/^# \{0,1\}//p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
@@ -35,6 +37,7 @@ while [ $# -gt 0 ]; do
 done
 [[ "$budget" =~ ^[0-9]+$ ]] && [ "$budget" -ge 1 ] || die "--budget must be a whole number of seconds >= 1, got $budget"
 [[ "$seeds" =~ ^[0-9]+$ ]] && [ "$seeds" -ge 1 ] || die "--seeds must be a count >= 1, got $seeds"
+[[ "$first_seed" =~ ^[0-9]+$ ]] || die "--first-seed must be a seed >= 0, got $first_seed"
 python="${PYTHON:-python3}"
 if command -v malleability >/dev/null 2>&1; then cli=(malleability); else cli=("$python" -m malleability.reports.cli); fi
 "$python" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null \
@@ -59,7 +62,7 @@ left() { echo $(( budget - ($(date +%s) - start) )); }
 run() {
     local name="$1"; shift
     local done_seeds=()
-    for ((s = 0; s < seeds; s++)); do
+    for ((s = first_seed; s < first_seed + seeds; s++)); do
         local t; t=$(left)
         if [ "$t" -lt 10 ]; then log "$name seed $s: not started, budget spent"; status=3; break; fi
         local t0; t0=$(date +%s)
