@@ -28,11 +28,14 @@ def package_versions() -> dict[str, str | None]:
 def git_commit() -> str | None:
     """The commit of the source tree this package runs from.
 
-    Outside a git checkout (a copied tree, say on a lent GPU machine) it is ``$MALLEABILITY_GIT_COMMIT``
-    where the copier set it, else None.
+    ``$MALLEABILITY_GIT_COMMIT``, where set, names it: a copied tree (say on a lent GPU machine) may
+    carry no ``.git`` or a stale one, and only the copier knows what was copied. Else git's HEAD,
+    and None outside a git checkout.
     """
     here = os.path.dirname(os.path.abspath(__file__))
     named = os.environ.get("MALLEABILITY_GIT_COMMIT") or None
+    if named:
+        return named
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
