@@ -1,0 +1,59 @@
+"""scripts/gpu_slice_report.py: slices merge cell by cell, a cell two slices disagree on is refused, and the
+merged summaries are the experiments' own over the merged rows."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from malleability.empirics.experiments import ntk_distance
+
+ROOT = Path(__file__).resolve().parents[1]
+SLICE = ROOT / "reports" / "gpu-h200"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("gpu_slice_report", ROOT / "scripts" / "gpu_slice_report.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def committed():
+    return json.loads((SLICE / "ntk-mnist-paper.json").read_text())
+
+
+def test_two_overlapping_slices_merge_to_the_rows_of_both(committed):
+    mod = _module()
+    rows = committed["rows"]
+    a = {"rows": [r for r in rows if r["seed"] in (0, 1, 2)], "provenance": {"git_commit": "a"}}
+    b = {"rows": [r for r in rows if r["seed"] in (2, 3, 4)], "provenance": {"git_commit": "b"}}
+    merged, provs = mod.merge([a, b], mod.NTK_KEY)
+    assert len(merged) == len(rows) and provs == [{"git_commit": "a"}, {"git_commit": "b"}]
+    assert ntk_distance.summarise(merged) == committed["summary"]
+
+
+def test_a_cell_that_two_slices_disagree_on_is_refused(committed):
+    mod = _module()
+    row = committed["rows"][0]
+    other = json.loads(json.dumps(row))
+    other["distance"]["after_vs_init_absolute"] *= 1.5
+    with pytest.raises(SystemExit, match="differs between two slices"):
+        mod.merge([{"rows": [row], "provenance": {}}, {"rows": [other], "provenance": {}}], mod.NTK_KEY)
+    timing_only = json.loads(json.dumps(row))
+    timing_only["timing_s"] = {"total": 99.0}
+    merged, _ = mod.merge([{"rows": [row], "provenance": {}}, {"rows": [timing_only], "provenance": {}}], mod.NTK_KEY)
+    assert merged == [row]
+
+
+def test_the_committed_slice_states_its_card_seeds_and_accuracies():
+    text = (SLICE / "README.md").read_text()
+    assert "NVIDIA H200" in text and "seeds 0, 1, 2, 3, 4" in text and "train acc" in text and "test acc" in text
+    for name in ("ntk-mnist-paper.json", "ntk-mnist-lazy.json", "flip-mnist.json"):
+        doc = json.loads((SLICE / name).read_text())
+        assert all(p.get("device_name") == "NVIDIA H200" for p in doc["provenance"])
+        assert all(r["accuracy"]["train"] is not None and r["accuracy"]["test"] is not None for r in doc["rows"])
