@@ -86,3 +86,30 @@ def test_bad_options_are_one_line_errors(args):
 def test_help_exits_0():
     proc = _run("--help", timeout=30)
     assert proc.returncode == 0 and "--dry-run" in proc.stdout
+
+
+SLICE_SCRIPT = SCRIPT.parent / "gpu_paper_slice.sh"
+
+
+def _run_slice(*args, timeout=60):
+    env = dict(os.environ, PYTHON=os.environ.get("PYTHON", "python"), CUDA_VISIBLE_DEVICES="")
+    return subprocess.run(["bash", str(SLICE_SCRIPT), *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget", "0"], "--budget must be a whole number of seconds >= 1"),
+    (["--budget", "ten"], "--budget must be a whole number of seconds >= 1"),
+    (["--seeds", "0"], "--seeds must be a count >= 1"),
+    (["--first-seed", "-1"], "--first-seed must be a seed >= 0"),
+    (["--nonsense"], "unknown option --nonsense"),
+])
+def test_the_slice_refuses_bad_options_in_one_line(args, message):
+    proc = _run_slice(*args)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {proc.stderr.strip()[7:]}"]
+    assert message in proc.stderr
+
+
+def test_the_slice_without_cuda_refuses_and_writes_nothing(tmp_path):
+    out = tmp_path / "slice"
+    proc = _run_slice("--out", str(out))
+    assert proc.returncode == 2 and "no CUDA device visible" in proc.stderr and not out.exists()
