@@ -106,7 +106,11 @@ step() {  # run one step, keep the first failure's status, go on with the others
 machine() {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "host: $(hostname)"
-    echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
+    if [ -n "${MALLEABILITY_GIT_COMMIT:-}" ]; then  # a copied tree: its .git may be missing or stale
+        echo "commit: $MALLEABILITY_GIT_COMMIT (MALLEABILITY_GIT_COMMIT)"
+    else
+        echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
+    fi
     if command -v nvidia-smi >/dev/null 2>&1; then
         nvidia-smi --query-gpu=name,memory.total --format=csv
         nvidia-smi --query-gpu=driver_version --format=csv,noheader | sed 's/^/driver: /'
