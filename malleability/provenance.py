@@ -33,7 +33,7 @@ def git_commit() -> str | None:
     and None outside a git checkout.
     """
     here = os.path.dirname(os.path.abspath(__file__))
-    named = os.environ.get("MALLEABILITY_GIT_COMMIT") or None
+    named = os.environ.get("MALLEABILITY_GIT_COMMIT")
     if named:
         return named
     try:
@@ -41,10 +41,10 @@ def git_commit() -> str | None:
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
         )
     except (OSError, subprocess.SubprocessError):
-        return named
+        return None
     commit = out.stdout.strip()
     if out.returncode != 0 or not commit:
-        return named
+        return None
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, check=False
     ).stdout.strip()

@@ -94,6 +94,10 @@ def main(argv: list[str]) -> int:
                    "paper_numbers": P.all_numbers()}
         plotted = plot_ntk(results, out / "ntk-distance.png")
 
+    from malleability.reports.audit import get_scale
+    from malleability.reports.audit.plan import plan_cells
+
+    plan_size = len(plan_cells(get_scale("paper"), device="cuda").cells)
     n_cells = sum(len(d["rows"]) for d in ntk_docs.values()) + (len(flip_doc["rows"]) if flip_doc else 0)
 
     def seeds_of(rows):
@@ -103,8 +107,8 @@ def main(argv: list[str]) -> int:
               "Part of the paper-scale audit (`--scale paper`), run by `scripts/gpu_paper_slice.sh` on a lent GPU and",
               "merged by `scripts/gpu_slice_report.py`. **A slice, not the audit:** MNIST only, the paper's sizes",
               "(n = 1000 training points, 500 epochs, widths 4..4096), the seeds each lease's time allowed. The whole",
-              f"paper-scale plan is 3856 cells; two runs inside one session's 15 minutes of GPU time computed "
-              f"{n_cells} of them.", "",
+              f"paper-scale plan is {plan_size} cells; two runs inside one session's 15 minutes of GPU time "
+              f"computed {n_cells} of them.", "",
               "Float32 training (TF32 off: torch's default), the paper's protocol (Adam, batch 128) and the lazy",
               "control (full-batch GD from the NTK initialisation). Attention input: `raw` (the paper's text).", "",
               "## Machines", ""]
