@@ -59,11 +59,24 @@ def register(main: click.Group, bench: click.Group) -> None:
             from malleability.reports.audit import estimate_seconds, plan_cells
             from malleability.reports.audit.executor import default_workers
 
-            cells = plan_cells(scale, data_root=data_root).cells
-            n_workers = workers or default_workers()
+            # the plan of the device asked for; the dry run itself needs no GPU
+            from malleability.empirics.training import resolve_device
+
+            plan_device = "cuda" if (resolve_device(device) if device == "auto" else device) == "cuda" else "cpu"
+            cells = plan_cells(scale, device=plan_device, data_root=data_root).cells
             kinds = ", ".join(f"{k} {v}" for k, v in sorted(Counter(c.kind for c in cells).items()))
+            if plan_device == "cuda":
+                from malleability.reports.audit.cost_model import CUDA_MEASURED_ON
+
+                n_workers = workers or 1
+                click.echo(f"scale {scale.name}: {len(cells)} cells ({kinds}); cost-model estimate "
+                           f"{estimate_seconds(cells, n_workers) / 60:.1f} min on {n_workers} worker(s) with device "
+                           f"cuda (the cells that train as measured on {CUDA_MEASURED_ON}; the rest on one CPU "
+                           "thread of the model's host)")
+                return
             from malleability.reports.audit.cost_model import machine_speed_factor
 
+            n_workers = workers or default_workers()
             speed = machine_speed_factor()
             click.echo(f"scale {scale.name}: {len(cells)} cells ({kinds}); cost-model estimate "
                        f"{estimate_seconds(cells, n_workers) * speed / 60:.1f} min on {n_workers} CPU worker(s), one "

@@ -72,16 +72,17 @@ except MalleabilityError as exc:
     sys.exit(2)
 cells = plan.cells
 kinds = collections.Counter(c.kind for c in cells)
+from malleability.reports.audit.cost_model import CUDA_MEASURED_ON, on_cuda
+
 print(f"plan: scale paper, device cuda, {len(cells)} cells")
 for kind in sorted(kinds):
     own = [c for c in cells if c.kind == kind]
-    print(f"  {kind}: {kinds[kind]} cells, {sum(map(cell_seconds, own)) / 3600:.2f} h on one CPU core")
-cores = max(1, len(os.sched_getaffinity(0)))
-one, many = estimate_seconds(cells, 1), estimate_seconds(cells, cores)
-print(f"estimate: {one / 3600:.2f} h on 1 worker (the audit's default on cuda), "
-      f"{many / 3600:.2f} h on {cores} CPU worker(s)")
-print("  (the per-cell cost model of one core of a 2-core CPU; a GPU shortens the wide cells most, "
-      "the narrow ones hardly)")
+    where = "on the GPU" if any(on_cuda(c) for c in own) else "on one CPU thread"
+    print(f"  {kind}: {kinds[kind]} cells, {sum(map(cell_seconds, own)) / 3600:.2f} h {where}")
+one = estimate_seconds(cells, 1)
+print(f"estimate: {one / 3600:.2f} h on 1 worker (the audit's default on cuda)")
+print(f"  (the cost model of the cells that train, measured on {CUDA_MEASURED_ON};")
+print("   another card, a busy one or another torch differs: the progress lines correct the estimate as cells finish)")
 print("dry run: nothing run, nothing written")
 PY
 fi

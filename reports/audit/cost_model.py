@@ -171,12 +171,34 @@ def precision_factor(cell) -> float:
 AUDIT_OVERHEAD_S = {"ntk-distance": 0.3, "flip-rate": 0.3}
 
 
+# ntk-distance and flip-rate cells trained on a CUDA device: fitted (calibrate.fit_device) on 2026-12-04 on
+# the 188 cells of reports/gpu-h200 (MNIST, n = 1000, 500 epochs, widths 4..4096, float32; 176 ntk-distance
+# cells under both protocols, 12 flip cells at width 1024). A training step there costs 0.56x the CPU's
+# (launch-bound at every width measured) and a unit of arithmetic 0.001x; columns no measured cell exercised
+# (trainable projections, adversarial training, transductive attention) are the CPU's scaled by those ratios.
+# Their predictions sum to 0.90 of the measured seconds of both kinds (per cell: 10th-90th percentile
+# 0.68-1.28), and the cells of the two leases differed by up to 1.4x at the same settings.
+CUDA_COEFFICIENTS: dict[str, tuple[float, ...]] = {
+    "ntk-distance": (0.207, 0.0003198, 8.12e-14, 0.0, 2.002e-14, 1.635e-12),
+    "flip-rate": (1.042, 0.0003198, 8.12e-14, 0.0005526, 2.38e-13, 0.0, 1.694e-13, 8.762e-14, 8.87e-15, 2.241e-12),
+}
+CUDA_MEASURED_ON = "an NVIDIA H200 (torch 2.11, CUDA 13.0, float32 training; 2026-12-04)"
+
+
+def on_cuda(cell) -> bool:
+    """Whether the cell trains on a CUDA device (its config's ``train.device``)."""
+    train = getattr(getattr(cell, "config", None), "train", None)
+    return str(getattr(train, "device", "cpu")).startswith("cuda")
+
+
 def cell_seconds(cell, coefficients: dict | None = None) -> float:
-    """Predicted seconds of one cell on one thread, inside an audit."""
+    """Predicted seconds of one cell inside an audit: on one CPU thread, or on the GPU for a cell that trains
+    on CUDA (:data:`CUDA_COEFFICIENTS`; there the slice's per-cell times equal the cells' own, no overhead)."""
     if cell.kind == "theory" and coefficients is None and cell.config.claim in THEORY_SECONDS:
         return THEORY_SECONDS[cell.config.claim]
-    coef = (coefficients or COEFFICIENTS).get(cell.kind, (5.0,))
-    overhead = AUDIT_OVERHEAD_S.get(cell.kind, 0.0) if coefficients is None else 0.0
+    cuda = coefficients is None and cell.kind in CUDA_COEFFICIENTS and on_cuda(cell)
+    coef = (CUDA_COEFFICIENTS if cuda else coefficients or COEFFICIENTS).get(cell.kind, (5.0,))
+    overhead = AUDIT_OVERHEAD_S.get(cell.kind, 0.0) if coefficients is None and not cuda else 0.0
     return overhead + precision_factor(cell) * float(sum(c * f for c, f in zip(coef, features(cell))))
 
 

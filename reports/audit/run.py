@@ -126,9 +126,15 @@ def announce_estimate(uncached, workers: int, device: str, executor, say: Callab
         else:
             speed = machine_speed_factor()
     est = estimate_seconds(uncached, workers) * (speed or 1.0)
-    scaled = f", x{speed:.2f} for {where} measured GEMM rate" if speed is not None else ""
-    say(f"{prefix}: {len(uncached)} cells to compute; estimate {est / 60:.1f} min on {workers} worker(s) "
-        f"(from the per-cell cost model of a 2-core reference CPU{scaled}; a GPU is faster, a busy machine slower)")
+    if device.startswith("cuda"):
+        from malleability.reports.audit.cost_model import CUDA_MEASURED_ON
+
+        source = (f"the per-cell cost model measured on {CUDA_MEASURED_ON} for the cells that train; "
+                  "another card or a busy one differs")
+    else:
+        scaled = f", x{speed:.2f} for {where} measured GEMM rate" if speed is not None else ""
+        source = f"the per-cell cost model of a 2-core reference CPU{scaled}; a busy machine is slower"
+    say(f"{prefix}: {len(uncached)} cells to compute; estimate {est / 60:.1f} min on {workers} worker(s) (from {source})")
     return est, speed
 
 
