@@ -57,3 +57,20 @@ def test_the_committed_slice_states_its_card_seeds_and_accuracies():
         doc = json.loads((SLICE / name).read_text())
         assert all(p.get("device_name") == "NVIDIA H200" for p in doc["provenance"])
         assert all(r["accuracy"]["train"] is not None and r["accuracy"]["test"] is not None for r in doc["rows"])
+
+
+def test_the_report_says_whether_the_committed_cuda_cost_model_is_the_fit_of_its_cells(tmp_path, capsys):
+    mod = _module()
+    assert mod.main([str(tmp_path / "same"), str(SLICE)]) == 0
+    text = (tmp_path / "same" / "README.md").read_text()
+    assert "is the fit (`calibrate.fit_device`) of exactly these cells" in text and "paper plan" in text
+    slower = tmp_path / "slower"
+    slower.mkdir()
+    for name in ("ntk-mnist-paper.json", "ntk-mnist-lazy.json", "flip-mnist.json"):
+        doc = json.loads((SLICE / name).read_text())
+        for r in doc["rows"]:
+            r["timing_s"] = {k: 3 * v for k, v in r["timing_s"].items()}
+        (slower / name).write_text(json.dumps(doc))
+    assert mod.main([str(tmp_path / "other"), str(slower)]) == 0
+    assert "not the fit of exactly these cells" in (tmp_path / "other" / "README.md").read_text()
+    assert "fit_device of these cells" in capsys.readouterr().out
