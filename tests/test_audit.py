@@ -267,7 +267,7 @@ def test_default_scale_keeps_the_paper_protocol_and_a_60_point_flip_set():
 
 
 def test_flip_dtype_sets_the_precision_of_the_flip_cells_only_and_the_estimate_follows():
-    from malleability.reports.audit.cost_model import cell_seconds
+    from malleability.reports.audit.cost_model import AUDIT_OVERHEAD_S, cell_seconds
 
     def precisions(*over):
         cells = A.plan_cells(A.get_scale("tiny", list(over))).cells
@@ -279,7 +279,8 @@ def test_flip_dtype_sets_the_precision_of_the_flip_cells_only_and_the_estimate_f
     flip, ntk, cells64 = precisions("flip.dtype=float64")
     assert flip == {"float64"} and ntk == {"float32"}
     for a, b in zip(cells32, cells64):
-        ratio = (cell_seconds(b) - 0.3) / (cell_seconds(a) - 0.3) if a.kind == "flip-rate" else None
+        over = AUDIT_OVERHEAD_S["flip-rate"]
+        ratio = (cell_seconds(b) - over) / (cell_seconds(a) - over) if a.kind == "flip-rate" else None
         assert ratio is None or ratio == pytest.approx(1.85)
     assert precisions("dtype=float64", "flip.dtype=none")[0] == {"float64"}  # none: the scale's dtype
     assert A.get_scale("default").flip.dtype == "float64"

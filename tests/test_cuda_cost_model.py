@@ -69,20 +69,20 @@ def test_fit_device_reproduces_known_seconds_and_scales_the_unmeasured_columns(m
     ratios = got["ratios"]
     # the step column is identified (paper: 8 steps an epoch, lazy: 1); the kernel column is the training
     # column plus a constant at these sizes, so only the predictions are unique
-    assert ratios["step"] == pytest.approx(true_ntk[1] / CM.COEFFICIENTS["ntk-distance"][1], rel=1e-5)
+    assert ratios["step"] == pytest.approx(true_ntk[1] / CM.DEVICE_FIT_BASE["ntk-distance"][1], rel=1e-5)
     for cell, s in made_ntk:
         assert seconds(cell, got["ntk-distance"]) == pytest.approx(s, rel=1e-5)
     # columns no measured cell exercises: the CPU's, scaled by the ratio of their class
     for j in (4, 5):
         cls = COLUMN_CLASS["ntk-distance"][j]
-        assert got["ntk-distance"][j] == pytest.approx(CM.COEFFICIENTS["ntk-distance"][j] * ratios[cls])
+        assert got["ntk-distance"][j] == pytest.approx(CM.DEVICE_FIT_BASE["ntk-distance"][j] * ratios[cls])
 
     # flip cells: the training and kernel columns are ntk-distance's, the intercept is fitted to the rest
     fitted = got["ntk-distance"]
     flip_coef = [0.8] + [0.0] * 9
     flip_coef[1], flip_coef[2], flip_coef[5] = fitted[1], fitted[2], fitted[3]
     for j in (3, 4, 6, 7, 8, 9):
-        flip_coef[j] = CM.COEFFICIENTS["flip-rate"][j] * ratios[COLUMN_CLASS["flip-rate"][j]]
+        flip_coef[j] = CM.DEVICE_FIT_BASE["flip-rate"][j] * ratios[COLUMN_CLASS["flip-rate"][j]]
     made_flip = [(c, seconds(c, flip_coef)) for c, _ in flip]
     np.testing.assert_allclose(fit_device(made_ntk, made_flip)["flip-rate"], flip_coef, rtol=1e-5, atol=1e-15)
 

@@ -1,13 +1,17 @@
 """Refitting the cost model: time scaled-down cells of every kind on one thread and fit the coefficients.
 
     python -c "from malleability.reports.audit.calibrate import calibrate; print(calibrate()['coefficients'])"
+
+A GPU's coefficients come from cells already run there: :func:`cells_from_rows` turns the rows of
+``ntk-distance``/``flip-rate --json`` documents into priced cells and :func:`fit_device` fits them
+(``scripts/gpu_slice_report.py`` prints that fit for the slices it merges).
 """
 
 from __future__ import annotations
 
 import time
 
-from malleability.reports.audit.cost_model import COEFFICIENTS, cell_seconds, features, precision_factor
+from malleability.reports.audit.cost_model import COEFFICIENTS, DEVICE_FIT_BASE, cell_seconds, features, precision_factor
 
 
 def time_cells(cells) -> list[float]:
@@ -141,7 +145,8 @@ def fit_device(ntk: list[tuple[object, float]], flip: list[tuple[object, float]]
     cells exercise. flip-rate: the training and kernel columns are the ntk-distance fit's
     (:data:`_FLIP_FROM_NTK`: the same training loop and kernels) and the fixed cost is fitted to the
     seconds those leave, since a few flip cells of one size cannot separate more. Every other column
-    (trainable projections, adversarial training, transductive attention) is ``base``'s (the CPU's)
+    (trainable projections, adversarial training, transductive attention) is ``base``'s (the CPU's,
+    :data:`DEVICE_FIT_BASE` by default)
     scaled by the device's measured ratio for its class (:data:`COLUMN_CLASS`): ntk-distance's step
     coefficient over the CPU's for a step column, its arithmetic coefficient over the CPU's for a work
     column. Returns {kind: coefficients, "ratios": {"step": ..., "work": ...}}.
@@ -150,7 +155,7 @@ def fit_device(ntk: list[tuple[object, float]], flip: list[tuple[object, float]]
 
     from malleability.errors import require
 
-    base = dict(COEFFICIENTS if base is None else base)
+    base = dict(DEVICE_FIT_BASE if base is None else base)
     ntk, flip = list(ntk), list(flip)
     require(len(ntk) >= 4, f"a device fit needs ntk-distance cells of several widths and protocols, got {len(ntk)}")
     A, b = _design(ntk)

@@ -24,6 +24,10 @@ refits the constants below; :func:`estimate_seconds` spreads predicted cells ove
 
 The coefficients are float32 seconds; a cell trained in another precision costs
 ``PRECISION_FACTOR[dtype]`` times its prediction (measured on 500-epoch flip cells).
+
+A cell that trains on CUDA is priced by :data:`CUDA_COEFFICIENTS` instead, the same features fitted
+(:func:`malleability.reports.audit.calibrate.fit_device`) to cells measured on a GPU; kinds that do
+not train (theory, widths, k-layer) run on the CPU there too and keep the CPU's coefficients.
 """
 
 from __future__ import annotations
@@ -34,11 +38,13 @@ import zipfile
 
 import numpy as np
 
-# ntk-distance and flip-rate: fitted (calibrate.fit) on 2026-12-02, AMD EPYC (2 cores), torch 2.14 CPU, one
-# thread, on the measured cells of two audits of this plan: quick (20 epochs, float32; 9.1 min measured, the
-# earlier fit had estimated 6.7 min, under-predicting qkv-attn 2.5-4x) and the default reference (500 epochs,
-# float64 flip cells; 98.0 min measured against an estimate of 83.8 min). With the default's flip cells all in
-# float64 the fit cannot separate the precision factor from the coefficients; it keeps the timed 1.85.
+# ntk-distance and flip-rate: fitted (calibrate.fit) on 2026-12-04, AMD EPYC (2 cores), torch 2.14 CPU, one
+# thread, on the 452 cells of a fresh quick audit (20 epochs, float32; 7.0 min measured, the 2026-12-02 fit
+# had estimated 9.4) and 11 cells of the default plan timed the same day (500 epochs: Table 2 on MNIST and
+# CIFAR-10, adversarial training, qkv-attn, the lazy protocol, width 1024), seconds divided by that day's speed
+# factor (0.86). The earlier fit predated training's hand-written gradient and over-predicted these cells
+# 1.2-2.0x. In the fit, the default cells' seconds are predicted to 1.03 (flip-rate) and 1.39 (ntk-distance)
+# in sum; a fit on the quick cells alone over-predicts them 1.4-1.6x, so 500-epoch cells need their own.
 # theory, widths, k-layer: from calibration cells and timed cells of their own. k-layer: 22 cells (MNIST and
 # CIFAR-10, n = 8-300, measured and Gram-polynomial) timed on 2026-12-03 on this EPYC (speed factor 1.19,
 # divided out); the fit is within 20% on 17 of them, the cheapest CIFAR-10 cells (< 0.2 s) excepted.
@@ -47,8 +53,17 @@ COEFFICIENTS: dict[str, tuple[float, ...]] = {
     # the intercept is a timed widths cell in a fresh process (14.5 s, 2026-12-01: loading the data set dominates)
     "widths": (14.5, 1.443e-09),
     # the last coefficient: trainable projections (qkv-attn), its d^1.5 from MNIST vs CIFAR-10 500-epoch cells
-    "ntk-distance": (0.0, 0.0005691, 7.987e-11, 7.301e-10, 1.969e-11, 1.608e-09),
+    "ntk-distance": (0.005665, 0.0, 7.67e-11, 3.793e-10, 6.345e-12, 1.58e-09),
     "k-layer": (0.007117, 5.598e-06, 3.657e-05, 2.629e-10, 2.689e-06),
+    "flip-rate": (0.01287, 2.13e-05, 5.568e-11, 0.000102, 1.741e-10, 5.882e-10, 1e-10, 7.252e-11, 6.488e-12, 1.863e-09),
+}
+
+# The CPU coefficients a device fit scales its unmeasured columns from (calibrate.fit_device): the fit of
+# 2026-12-02, whose cells separated a training step's fixed cost from its arithmetic (0.57 ms a step). The
+# 2026-12-04 refit above puts an ntk-distance step's cost on its arithmetic (step coefficient 0), so it
+# gives no step ratio; the GPU's CUDA_COEFFICIENTS were fitted against these.
+DEVICE_FIT_BASE: dict[str, tuple[float, ...]] = {
+    "ntk-distance": (0.0, 0.0005691, 7.987e-11, 7.301e-10, 1.969e-11, 1.608e-09),
     "flip-rate": (0.007488, 0.0004343, 7.751e-11, 0.0009833, 2.341e-10, 9.167e-10, 1.666e-10, 8.619e-11, 8.725e-12, 2.204e-09),
 }
 
@@ -166,9 +181,10 @@ def precision_factor(cell) -> float:
 
 
 # What a cell costs inside an audit beyond its own computation (result transfer, provenance, the
-# executor's bookkeeping), from two audits on 2 workers (2026-12-01): 1.0 s gave 7.0 min against a measured
-# 4.6 min on the 358-cell quick reference run, 0 s gave a third of a 252-cell run's wall time.
-AUDIT_OVERHEAD_S = {"ntk-distance": 0.3, "flip-rate": 0.3}
+# executor's bookkeeping): in the quick audit of 2026-12-04 (466 cells, 2 workers) the wall time exceeded
+# half the cells' summed seconds by 0.03 s a cell (the earlier 0.3 s was
+# measured on 2026-12-01).
+AUDIT_OVERHEAD_S = {"ntk-distance": 0.03, "flip-rate": 0.03}
 
 
 # ntk-distance and flip-rate cells trained on a CUDA device: fitted (calibrate.fit_device) on 2026-12-04 on
