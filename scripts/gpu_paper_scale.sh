@@ -49,11 +49,11 @@ if [ "$dry_run" = 1 ]; then
     # The plan and the estimate from the audit's own planner and cost model (pure: builds configs only).
     exec "$python" - "${audit_args[@]}" <<'PY'
 import collections
-import os
 import sys
 
 from malleability.errors import MalleabilityError
 from malleability.reports.audit import get_scale
+from malleability.reports.audit.cost_model import CUDA_MEASURED_ON, on_cuda
 from malleability.reports.audit.plan import cell_seconds, estimate_seconds, plan_cells
 
 args, overrides, data_root = sys.argv[1:], [], None
@@ -72,8 +72,6 @@ except MalleabilityError as exc:
     sys.exit(2)
 cells = plan.cells
 kinds = collections.Counter(c.kind for c in cells)
-from malleability.reports.audit.cost_model import CUDA_MEASURED_ON, on_cuda
-
 print(f"plan: scale paper, device cuda, {len(cells)} cells")
 for kind in sorted(kinds):
     own = [c for c in cells if c.kind == kind]

@@ -30,18 +30,10 @@ def fit(cells, seconds) -> dict[str, tuple[float, ...]]:
     Rows are weighted by 1/seconds so the fit is in relative error: a cheap cell counts as much
     as a costly one. A cell trained in float64 counts in float32 seconds (divided by its precision factor).
     """
-    import numpy as np
-    from scipy.optimize import nnls
-
     out = dict(COEFFICIENTS)
     for kind in {c.kind for c in cells}:
-        rows = [(features(c), s / precision_factor(c)) for c, s in zip(cells, seconds) if c.kind == kind]
-        A = np.array([f for f, _ in rows], dtype=float)
-        b = np.array([s for _, s in rows], dtype=float)
-        w = 1.0 / np.maximum(b, 1e-3)
-        scale = np.maximum(A.max(axis=0), 1e-300)  # columns of very different magnitude
-        x, _ = nnls(A / scale * w[:, None], b * w)
-        out[kind] = tuple(float(v) for v in x / scale)
+        A, b = _design([(c, s) for c, s in zip(cells, seconds) if c.kind == kind])
+        out[kind] = tuple(float(v) for v in _nnls_relative(A, b, b))
     return out
 
 
