@@ -36,7 +36,7 @@ import warnings
 
 import torch
 
-from malleability.empirics.blas import mm_nt
+from malleability.empirics.ntk_pattern import _finite_row_norms, _pattern_int8, _unit_rows_f32
 from malleability.empirics.timing import best_time
 from malleability.errors import MalleabilityError, require
 
@@ -68,114 +68,6 @@ def _same_tensor(x: torch.Tensor, y: torch.Tensor) -> bool:
     # views of one memory are the same rows: the self-kernel takes the symmetric path
     return x is y or (x.shape == y.shape and x.stride() == y.stride() and x.dtype == y.dtype
                       and x.device == y.device and x.data_ptr() == y.data_ptr())
-
-
-def _finite_row_norms(t: torch.Tensor) -> torch.Tensor:
-    """Row norms of t, which also prove it finite: a NaN or inf entry makes its row's norm non-finite;
-    only then (a NaN, an inf, or finite entries whose norm overflows) is the elementwise test run."""
-    norms = t.norm(dim=1)
-    if not bool(torch.isfinite(norms).all()) and not bool(torch.isfinite(t).all()):
-        raise MalleabilityError("z1, z2 and W must be finite")
-    return norms
-
-
-def _unit_rows_f32(t: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
-    """t's rows over their norms, in one pass that rounds once into float32 (a cast and a divide are two).
-
-    Any rounding here is inside the slack of the screen's bound, and entries near that bound are
-    rechecked in t's own dtype, so the pattern, and hence the kernel, does not depend on this copy.
-    """
-    out = torch.empty(t.shape, dtype=torch.float32, device=t.device)
-    if t.dtype == torch.float32:
-        return torch.div(t, norms.clamp_min(1e-30)[:, None], out=out)
-    return torch.mul(t, norms.clamp_min(1e-30).reciprocal()[:, None], out=out)
-
-
-def _pattern_t_int8(z: torch.Tensor, W: torch.Tensor, chunk: int, *, zs: torch.Tensor | None = None,
-                    Ws: torch.Tensor | None = None) -> torch.Tensor:
-    """σ'(W zᵀ) as an (m, n) int8 0/1 matrix, equal to the pattern of the product in z's dtype.
-
-    Transposed, because the pattern Gram S1 S2ᵀ takes S2ᵀ contiguous and S1 = (S1ᵀ)ᵀ as a view
-    at the same speed: no transpose copy. With ``zs`` and ``Ws`` (float32 unit-norm copies of the
-    rows of a float64 ``z`` and ``W``) the product is screened in float32. With ``|ẑ·ŵ| <= 1`` the
-    float32 error is at most ``c = γ_{d+6} + d·2^-140`` (input rounding, accumulation, underflow),
-    so ``|P32| > c`` fixes the sign of the exact product; the rare entries with ``|P32| <= c``
-    (about 0.1% for random rows) are recomputed as float64 dot products (a sampled product W zᵀ).
-    Without them the product is taken in z's own dtype.
-    """
-    n, d = z.shape
-    m = W.shape[0]
-    out = torch.empty(m, n, dtype=torch.int8, device=z.device)
-    bits = out.view(torch.bool)
-    screen = zs is not None and Ws is not None
-    c = 1.01 * (d + 6) * 2.0**-24 + d * 2.0**-140
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
-        if not screen:
-            torch.gt(W @ z[start:stop].T, 0, out=bits[:, start:stop])
-            continue
-        P = mm_nt(Ws, zs[start:stop])  # (m, rows); any backend: the bound c holds for every summation order
-        torch.gt(P, 0, out=bits[:, start:stop])
-        near = _flat_nonzero(P.abs_() <= c)
-        if near.numel() > P.numel() // 16:  # many near-zero pre-activations: one float64 product
-            torch.gt(W @ z[start:stop].T, 0, out=bits[:, start:stop])
-        elif near.numel():
-            r, i = near.div(stop - start, rounding_mode="floor"), near.remainder(stop - start)
-            bits[r, i + start] = _exact_dot_signs_sampled(z[start:stop], W, i, r)
-    return out
-
-
-def _flat_nonzero(mask: torch.Tensor) -> torch.Tensor:
-    """Sorted flat indices of the True entries of a contiguous bool tensor.
-
-    On the CPU, read as int64 words first: nonzero() over n/8 words, then over the 8 bytes of each
-    word that has a True (a few per thousand here), is about 4x faster than over n bools.
-    """
-    flat = mask.reshape(-1)
-    if flat.device.type != "cpu" or flat.numel() % 8 or not flat.is_contiguous():
-        return flat.nonzero().view(-1)
-    words = flat.view(torch.int64).nonzero().view(-1)
-    if not words.numel():
-        return words
-    byte = flat.view(-1, 8)[words].nonzero()
-    return words[byte[:, 0]] * 8 + byte[:, 1]
-
-
-def _exact_dot_signs_sampled(z: torch.Tensor, W: torch.Tensor, i: torch.Tensor,
-                             r: torch.Tensor) -> torch.Tensor:
-    """w_r · z_i > 0 for index pairs sorted by (r, i), in z's dtype, as a sampled product W zᵀ (SDDMM).
-
-    A CSR mask over (m, n) holds the pairs; torch.sparse.sampled_addmm computes only those dot
-    products, reading the rows in place (about 6x faster than gathering them, 4.6k pairs at
-    d = 784, m = 4096). Where sampled_addmm is not available the rows are gathered.
-    """
-    m, k = W.shape[0], i.numel()
-    crow = torch.zeros(m + 1, dtype=torch.int64, device=z.device)
-    torch.cumsum(torch.bincount(r, minlength=m), 0, out=crow[1:])
-    try:
-        with warnings.catch_warnings():  # torch calls sparse CSR "beta"; the mask is valid by construction
-            warnings.simplefilter("ignore", UserWarning)
-            mask = torch.sparse_csr_tensor(crow, i, torch.zeros(k, dtype=z.dtype, device=z.device),
-                                           size=(m, z.shape[0]), check_invariants=False)
-            values = torch.sparse.sampled_addmm(mask, W, z.T, beta=0.0).values()
-    except (RuntimeError, NotImplementedError):  # a backend without SDDMM
-        return _exact_dot_signs(z, W, i, r)
-    return values > 0
-
-
-def _exact_dot_signs(z: torch.Tensor, W: torch.Tensor, i: torch.Tensor, r: torch.Tensor, block: int = 256):
-    """z_i · w_r > 0 for index pairs, in z's dtype; gathered a block at a time into reused buffers
-    (one gather of every pair at once costs more in memory traffic than the dot products)."""
-    d, k = z.shape[1], i.numel()
-    signs = torch.empty(k, dtype=torch.bool, device=z.device)
-    bz = torch.empty(min(block, k), d, dtype=z.dtype, device=z.device)
-    bw = torch.empty_like(bz)
-    for s in range(0, k, block):
-        e = min(s + block, k)
-        torch.index_select(z, 0, i[s:e], out=bz[: e - s])
-        torch.index_select(W, 0, r[s:e], out=bw[: e - s])
-        torch.gt(torch.einsum("kd,kd->k", bz[: e - s], bw[: e - s]), 0, out=signs[s:e])
-    return signs
 
 
 def _int_gram_ok() -> bool:
@@ -211,7 +103,7 @@ _INT_MM = None
 
 
 def _count_gram(S1: torch.Tensor, S2t: torch.Tensor) -> torch.Tensor:
-    """S1 S2t for 0/1 int8 patterns (S2t = S2ᵀ, (m, n2)): exact integer counts.
+    """S1 S2t for 0/1 int8 patterns (S2t = S2ᵀ, (m, n2), a view): exact integer counts.
 
     int32 GEMM on the CPU where torch has it and it is the faster (wrong results were seen for
     inner size 1 and for one row, hence m >= 8 and at least two rows and columns), else float32,
@@ -226,17 +118,14 @@ def _count_gram(S1: torch.Tensor, S2t: torch.Tensor) -> torch.Tensor:
     return S1.to(ft) @ S2t.to(ft)
 
 
-def _sym_blocks(lo: int, hi: int, leaf: int, chunk: int):
-    """Upper-triangular tiling of [lo, hi)²: diagonal leaves plus off-diagonal rectangles."""
-    if hi - lo <= leaf:
-        yield lo, hi, lo, hi
-        return
-    mid = (lo + hi) // 2
-    yield from _sym_blocks(lo, mid, leaf, chunk)
-    for r0 in range(lo, mid, chunk):
-        for c0 in range(mid, hi, chunk):
-            yield r0, min(r0 + chunk, mid), c0, min(c0 + chunk, hi)
-    yield from _sym_blocks(mid, hi, leaf, chunk)
+def _upper_panels(n: int, height: int, width: int):
+    """Tiles of the upper trapezoid of [0, n)²: row panels [r0, r0 + height) × [r0, n), each cut
+    into column blocks of at most ``width``. Only the panels' diagonal squares hold entries below
+    the diagonal: n·height/2 more entries than the upper triangle."""
+    for r0 in range(0, n, height):
+        r1 = min(r0 + height, n)
+        for c0 in range(r0, n, width):
+            yield r0, r1, c0, min(c0 + width, n)
 
 
 def empirical_ntk(z1, z2, W, a=None, *, chunk_size: int = 1024) -> torch.Tensor:
@@ -245,8 +134,8 @@ def empirical_ntk(z1, z2, W, a=None, *, chunk_size: int = 1024) -> torch.Tensor:
     ``a``: (m,) one output column, None -> ones (the ±1 case). When a² is constant (a = ±c)
     the middle factor is c² times a matrix of integer counts <= m, computed exactly from int8
     0/1 patterns; otherwise the weighted pattern's Gram is taken in z's dtype. For the
-    self-kernel (z1, z2 the same tensor) both Grams are computed on upper-triangular tiles only
-    and mirrored. Minimal work (self-kernel, ±1): one (n, d)x(d, m) product for the pattern
+    self-kernel (z1, z2 the same tensor) both Grams are computed on row panels of the upper
+    trapezoid only (128 rows high) and mirrored. Minimal work (self-kernel, ±1): one (n, d)x(d, m) product for the pattern
     (float32 screening in a float64 run), n(n+1)·m integer multiply-adds and n(n+1)·d/2
     float64 ones (the counts in float32 where int8 GEMM is the slower, :func:`_int_gram_ok`).
     Peak memory beyond the (n1, n2) output: (n1 + n2)·m bytes of patterns,
@@ -280,33 +169,38 @@ def empirical_ntk(z1, z2, W, a=None, *, chunk_size: int = 1024) -> torch.Tensor:
         Ws = _unit_rows_f32(W, norms[0])  # one float32 copy of W for both row sets
         z1s = _unit_rows_f32(z1, norms[1])
         z2s = z1s if same else _unit_rows_f32(z2, norms[2])
-        S2t = _pattern_t_int8(z2, W, chunk, zs=z2s, Ws=Ws)  # (m, n2)
-        S1 = (S2t if same else _pattern_t_int8(z1, W, chunk, zs=z1s, Ws=Ws)).T  # (n1, m), a view
+        S1 = _pattern_int8(z1, W, chunk, zs=z1s, Ws=Ws)  # (n1, m)
+        S2 = S1 if same else _pattern_int8(z2, W, chunk, zs=z2s, Ws=Ws)
         del Ws, z1s, z2s
     else:
-        S2t = _pattern_t_int8(z2, W, chunk)
-        S1 = (S2t if same else _pattern_t_int8(z1, W, chunk)).T
+        S1 = _pattern_int8(z1, W, chunk)
+        S2 = S1 if same else _pattern_int8(z2, W, chunk)
 
     def gram(r0, r1, c0, c1):
         if weights is None:
-            return _count_gram(S1[r0:r1], S2t[:, c0:c1])
-        return (S1[r0:r1].to(z1.dtype) * weights) @ S2t[:, c0:c1].to(z1.dtype)
+            return _count_gram(S1[r0:r1], S2[c0:c1].T)
+        return (S1[r0:r1].to(z1.dtype) * weights) @ S2[c0:c1].T.to(z1.dtype)
 
-    out = torch.empty(z1.shape[0], z2.shape[0], dtype=z1.dtype, device=z1.device)
+    n1, n2 = z1.shape[0], z2.shape[0]
+    out = torch.empty(n1, n2, dtype=z1.dtype, device=z1.device)
     factor = scale / m
-    if same:
-        blocks = _sym_blocks(0, z1.shape[0], min(256, chunk), chunk)
+    if same:  # row panels of the upper trapezoid, mirrored below: about half the products' work
+        blocks = _upper_panels(n1, min(128, chunk), chunk)
     else:
-        blocks = ((r0, min(r0 + chunk, z1.shape[0]), c0, min(c0 + chunk, z2.shape[0]))
-                  for r0 in range(0, z1.shape[0], chunk) for c0 in range(0, z2.shape[0], chunk))
+        blocks = ((r0, min(r0 + chunk, n1), c0, min(c0 + chunk, n2))
+                  for r0 in range(0, n1, chunk) for c0 in range(0, n2, chunk))
     for r0, r1, c0, c1 in blocks:
         block = out[r0:r1, c0:c1]  # the product is written in place: no tile copy
         torch.mm(z1[r0:r1], z2[c0:c1].T, out=block)
         block.mul_(gram(r0, r1, c0, c1)).mul_(factor)
-        if same and r0 == c0:  # a GEMM of A Aᵀ need not be bitwise symmetric: mirror its upper half
-            block.copy_(block.triu().add_(block.triu(1).T))
-        elif same:
-            out[c0:c1, r0:r1] = block.T
+        if same and r0 == c0:  # a GEMM of A Aᵀ need not be bitwise symmetric: mirror the square's upper half
+            sq = out[r0:r1, r0:r1]
+            sq.copy_(sq.triu().add_(sq.triu(1).T))
+    if same:
+        h = min(128, chunk)
+        for r0 in range(0, n1, h):  # below each panel's square, the transpose of the panel's right part
+            r1 = min(r0 + h, n1)
+            out[r1:, r0:r1] = out[r0:r1, r1:].T
     return out
 
 

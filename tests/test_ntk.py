@@ -285,7 +285,7 @@ def test_int8_and_float32_counts_give_the_same_kernel_bitwise(monkeypatch):
 def test_screened_pattern_equals_the_float64_pattern_on_near_zero_pre_activations(n, m, chunk):
     # W rows built nearly orthogonal to z rows: many |w·z| below the float32 screen's bound, so the
     # sampled float64 recheck decides them (and, past 1/16 of a chunk, the whole float64 product)
-    from malleability.empirics.ntk import _finite_row_norms, _pattern_t_int8, _unit_rows_f32
+    from malleability.empirics.ntk_pattern import _finite_row_norms, _pattern_int8, _unit_rows_f32
 
     g = torch.Generator().manual_seed(n * m)
     z = rows(n, 784, n + m)
@@ -294,14 +294,14 @@ def test_screened_pattern_equals_the_float64_pattern_on_near_zero_pre_activation
     for r in range(m):  # w = v - (v·z_j) z_j + tiny·z_j: w·z_j is far below float32's rounding of it
         j = r % n
         W[r] = W[r] - (W[r] @ z[j]) * z[j] + tilt[r] * z[j]
-    exact = (W @ z.T > 0).to(torch.int8)
+    exact = (z @ W.T > 0).to(torch.int8)
     zs, Ws = _unit_rows_f32(z, _finite_row_norms(z)), _unit_rows_f32(W, _finite_row_norms(W))
     near = int(((Ws @ zs.T).abs() <= 1.01 * 790 * 2.0**-24).sum())
     assert near >= m  # the recheck is exercised
-    assert torch.equal(_pattern_t_int8(z, W, chunk, zs=zs, Ws=Ws), exact)
+    assert torch.equal(_pattern_int8(z, W, chunk, zs=zs, Ws=Ws), exact)
     # the screen without its recheck would get some of them wrong: the test can fail
-    assert not torch.equal(((Ws @ zs.T) > 0).to(torch.int8), exact)
-    S = exact.T.double()
+    assert not torch.equal(((zs @ Ws.T) > 0).to(torch.int8), exact)
+    S = exact.double()
     K = empirical_ntk(z, z, W, chunk_size=chunk)
     # the z Grams may sum in different orders (tiles vs one product): each within d·eps of exact
     # for unit rows, while one wrong pattern bit moves an entry by |z_i·z_j|/m (about 1e-3 here)
@@ -310,7 +310,7 @@ def test_screened_pattern_equals_the_float64_pattern_on_near_zero_pre_activation
 
 @pytest.mark.parametrize("size", [0, 1, 7, 8, 64, 1001, 4096])
 def test_flat_nonzero_equals_nonzero(size):
-    from malleability.empirics.ntk import _flat_nonzero
+    from malleability.empirics.ntk_pattern import _flat_nonzero
 
     g = torch.Generator().manual_seed(size)
     for density in (0.0, 0.003, 0.5, 1.0):
@@ -324,13 +324,13 @@ def test_flat_nonzero_equals_nonzero(size):
 
 def test_recheck_without_sampled_products_gathers_the_rows(monkeypatch):
     # a backend without torch.sparse.sampled_addmm falls back to gathered dot products: same pattern
-    from malleability.empirics.ntk import _exact_dot_signs_sampled
+    from malleability.empirics.ntk_pattern import _exact_dot_signs_sampled
 
     z = rows(40, 30, 1)
     W = torch.randn(50, 30, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    flat = torch.randperm(50 * 40, generator=torch.Generator().manual_seed(3))[:300].sort().values
-    r, i = flat // 40, flat % 40
-    exact = (W @ z.T > 0)[r, i]
+    flat = torch.randperm(40 * 50, generator=torch.Generator().manual_seed(3))[:300].sort().values
+    i, r = flat // 50, flat % 50  # sorted by (i, r)
+    exact = (z @ W.T > 0)[i, r]
     assert torch.equal(_exact_dot_signs_sampled(z, W, i, r), exact)
 
     def unavailable(*_a, **_k):
