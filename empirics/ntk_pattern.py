@@ -42,8 +42,11 @@ def _pattern_int8(z: torch.Tensor, W: torch.Tensor, chunk: int, *, zs: torch.Ten
 
     With ``zs`` and ``Ws`` (float32 unit-norm copies of the rows of a float64 ``z`` and ``W``) the
     product is screened in float32. With ``|ẑ·ŵ| <= 1`` the float32 error is at most
-    ``c = γ_{d+8} + d·2^-140`` (accumulation γ_d; three roundings of each input, 6u; the rest
-    second-order terms and the float64 norms; underflow), so ``|P32| > c`` fixes
+    ``c = 1.01·γ_{d+8} + d·2^-140`` (accumulation γ_d; three roundings of each input, 6u; the
+    product's underflow, d·2^-140). The margin left (2u, and 1% of the whole) holds the second-order terms,
+    the float64 norms' error and the absolute error of entries that the cast puts below float32's
+    normal range (2^-150 each, at most 2^-50 after a row's scaling, which the screen keeps within
+    2^100), so ``|P32| > c`` fixes
     the sign of the exact product; the rare entries with ``|P32| <= c`` (about 0.1% for random
     rows) are recomputed as float64 dot products (a sampled product z Wᵀ). Without them the
     product is taken in z's own dtype. The pattern Gram S1 S2ᵀ takes S2ᵀ as a view of the
