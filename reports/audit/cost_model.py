@@ -231,7 +231,10 @@ def machine_speed_factor(*, size: int = 1024, repeats: int = 5) -> float:
     On an AVX2-only EPYC the rate was 52 GFLOP/s, a factor of 1.75, where the quick audit took 1.76x
     its unscaled estimate (15.5 min against 8.8). On an Intel Xeon with AVX-512 and AMX it was about
     180 GFLOP/s, a factor of 0.51, where the default audit took 49.7 min against a scaled estimate of
-    49.0 and the quick one 4.8 against 5.4. Dispatch-bound cells need not follow the GEMM rate.
+    49.0 and the quick one 4.8 against 5.4. Dispatch-bound cells need not follow the GEMM rate: on the
+    same kind of Xeon on 2026-12-05 the factor was 0.64, yet the default audit's cells ran at the
+    model host's pace and took 80.8 min against 48.1; the progress lines' measured pace corrects such a
+    miss after the first cells.
     """
     key = (int(size), int(repeats))
     if key not in _SPEED:
