@@ -13,8 +13,10 @@ from click.testing import CliRunner
 
 from malleability.empirics.data import DataConfig
 from malleability.empirics.experiments.flip_rate import (
+    EDGE_TIE_RTOL,
     FlipRateConfig,
     flip_rate,
+    flip_set_edge,
     run_flip_rate_cell,
     spearman,
     top_tau_indices,
@@ -338,6 +340,50 @@ def test_summary_never_pools_different_readings():
     rows[1]["readings"] = {"space": "pixel", "recompute": "kernel", "ntk_at": "trained"}
     cells = summarise_flip_rates(rows)["cells"]
     assert len(cells) == 2 and all(c["flip_rate"]["n"] == 1 for c in cells)
+
+
+def test_flip_set_edge_closed_form():
+    scores = np.array([4.0, 1.0, 3.0, 2.0])
+    edge = flip_set_edge(scores, 2)  # cut at 3, next 2
+    assert edge["cut"] == 3.0 and edge["next"] == 2.0 and edge["gap_relative"] == pytest.approx(1 / 3)
+    assert not edge["decided_by_rounding"] and edge["near_cut"] == 1 and edge["rtol"] == EDGE_TIE_RTOL
+    last = flip_set_edge(scores, 4)  # the flip set is everything: no edge to cross
+    assert last["next"] is None and last["gap_relative"] is None and not last["decided_by_rounding"]
+
+
+def test_flip_set_edge_flags_a_tie_within_rounding_and_nothing_wider():
+    """The reference's case: the 60th and 61st |influence| a relative 4e-12 apart."""
+    cut = 0.008958360937740873
+    scores = np.concatenate([np.linspace(1.0, 0.5, 59), [cut, cut * (1 - 4e-12)], np.linspace(0.004, 0.0, 539)])
+    edge = flip_set_edge(scores, 60)
+    assert edge["decided_by_rounding"] and edge["near_cut"] == 2
+    assert edge["gap_relative"] == pytest.approx(4e-12, rel=1e-3)
+    # a gap twice the tolerance is not a tie; a tolerance above that gap counts it
+    wide = scores.copy()
+    wide[60] = cut * (1 - 2 * EDGE_TIE_RTOL)
+    assert not flip_set_edge(wide, 60)["decided_by_rounding"]
+    assert flip_set_edge(wide, 60, rtol=3 * EDGE_TIE_RTOL)["decided_by_rounding"]
+    assert flip_set_edge(np.array([1.0, 1.0, 0.5]), 1)["gap_relative"] == 0.0  # an exact tie
+
+
+@pytest.mark.parametrize("bad, match", [(dict(k=0), "k must"), (dict(k=5), "k must"), (dict(rtol=-1.0), "rtol"),
+                                        (dict(scores=[1.0, np.nan]), "finite"), (dict(scores=[1.0, -1.0]), "non-negative")])
+def test_flip_set_edge_refuses_bad_input(bad, match):
+    args = {"scores": [3.0, 2.0, 1.0], "k": 1, **bad}
+    rtol = args.pop("rtol", EDGE_TIE_RTOL)
+    with pytest.raises(MalleabilityError, match=match):
+        flip_set_edge(np.asarray(args["scores"]), args["k"], rtol=rtol)
+
+
+def test_cell_records_its_flip_set_edge_and_the_summary_counts_ties(data_root):
+    row = run_flip_rate_cell(tiny(data_root, "relu", attack="fgsm", epochs=3))
+    edge = row["flip_set_edge"]
+    assert edge["k"] == row["n_flip_set"] and edge["cut"] >= edge["next"] >= 0
+    tied = {**row, "seed": 1, "flip_set_edge": {**edge, "decided_by_rounding": True}}
+    cell = summarise_flip_rates([row, tied], baseline="relu")["cells"][0]
+    assert cell["edge_by_rounding"] == {"seeds": [1], "recorded": 2, "rtol": EDGE_TIE_RTOL}
+    old = {k: v for k, v in row.items() if k != "flip_set_edge"}  # a cell from before the edge was recorded
+    assert summarise_flip_rates([old], baseline="relu")["cells"][0]["edge_by_rounding"] is None
 
 
 def test_numerical_floor_is_measured_and_small(data_root):

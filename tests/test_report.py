@@ -60,6 +60,26 @@ def test_a_network_that_did_not_learn_is_named(tiny):
     assert "(did not learn)" in build_markdown(forced, {})
 
 
+def test_a_flip_set_edge_tied_within_rounding_is_shown_beside_the_floor(tiny):
+    _, results = tiny
+    md = build_markdown(results, {})
+    cells = [c for s in results["summary"]["flip"].values() for c in s["cells"]]
+    assert all(c["edge_by_rounding"]["recorded"] == len(c["seeds"]) for c in cells)
+    assert "rounding alone can swap them" in md
+    if not any(c["edge_by_rounding"]["seeds"] for c in cells):
+        assert "; edge tied in" not in md
+    forced = copy.deepcopy(results)
+    target = next(iter(forced["summary"]["flip"].values()))["cells"][0]
+    target["edge_by_rounding"]["seeds"] = target["seeds"][:1]
+    assert f"; edge tied in 1/{len(target['seeds'])}" in build_markdown(forced, {})
+    older = copy.deepcopy(results)  # an audit from before the edge was recorded: no column text, no caption
+    for s in older["summary"]["flip"].values():
+        for c in s["cells"]:
+            c["edge_by_rounding"] = None
+    md_old = build_markdown(older, {})
+    assert "; edge tied in" not in md_old and "rounding alone can swap them" not in md_old
+
+
 def test_model_labels_drop_unset_options_and_keep_the_rest():
     from malleability.reports.report.lookup import model_label, model_text
 

@@ -120,13 +120,24 @@ def table1(doc: Doc, r: dict, plots: dict) -> None:
               caption="Least squares over all (width, seed) points; flat when the interval contains 0 or |slope| < 0.05.")
 
 
+def _edge_rtol(r: dict) -> float | None:
+    """The flip-set edge tolerance of the flip cells, None where no cell recorded its edge (older audits)."""
+    tols = [c["edge_by_rounding"]["rtol"] for summ in r["summary"]["flip"].values() for c in summ["cells"]
+            if isinstance(c.get("edge_by_rounding"), dict)]
+    return max(tols) if tols else None
+
+
 def _flip_caption(r: dict, what: str) -> str:
     f = r["scale"]["flip"]
     return (f"{what}. Scale {esc(r['scale']['name'])}; n = {f['n']}, n_test = {f['n_test']}; width {f['width']}; "
             f"{f['epochs']} epochs (paper: 500); {f['seeds']} seeds; {esc(f.get('dtype') or r['scale'].get('dtype', 'float32'))} "
             f"training; flip set {flip_set_sizes(r)} points (τ n); "
             f"ε = {f['eps']} in pixel space; flip-rate intervals Wilson 95% over pooled counts. "
-            "Readings: raw (the paper's text) and centred attention input side by side.")
+            + (f"Floor: the flip rate when the flip set moves by random signs of size {f['null_eps']:g}. " if f.get("null_eps") else "")
+            + (f"'edge tied in s/S': s of S seeds whose flip set's last and next point differ in |influence| by a "
+               f"relative {_edge_rtol(r):g} or less, so rounding alone can swap them (the floor keeps the flip set). "
+               if _edge_rtol(r) is not None else "")
+            + "Readings: raw (the paper's text) and centred attention input side by side.")
 
 
 def _learned_acc(cell: dict | None) -> str:
@@ -134,6 +145,15 @@ def _learned_acc(cell: dict | None) -> str:
         return "—"
     acc = cell["accuracy"]
     return _acc(acc["test"]["mean"]) + ("" if acc["learned"] else " (did not learn)")
+
+
+def _floor_text(floor: dict | None, edge: dict | None) -> str:
+    """The null-eps floor, and the seeds whose flip set's edge is a tie within rounding (which that floor
+    cannot show: it keeps the flip set)."""
+    text = pct(floor["mean"]) if floor else "—"
+    if edge and edge["seeds"]:
+        text += f"; edge tied in {len(edge['seeds'])}/{edge['recorded']}"
+    return text
 
 
 def _flip_rows(r: dict, task: str, cells: list[dict]) -> list[list[str]]:
@@ -151,7 +171,7 @@ def _flip_rows(r: dict, task: str, cells: list[dict]) -> list[list[str]]:
         protocol = protocol_of(c) + (f", ε {schedule_label(r, schedule_of(c))}" if schedule_of(c) == "ramp" else "")
         rows.append([model_label(r, c["model"]), esc(protocol), esc(c["attack"]), pct(fr["mean"]),
                      interval(fr["ci95"], True), "—" if not ex or ex["mean"] is None else f"{100 * ex['mean']:+.1f} pt",
-                     pct(floor["mean"]) if floor else "—", num(c["spearman"]["mean"]),
+                     _floor_text(floor, c.get("edge_by_rounding")), num(c["spearman"]["mean"]),
                      _acc(acc["train"]["mean"]), _acc(acc["test"]["mean"]), _acc(acc["krr_test"]["mean"]), learned,
                      pct(paper) if paper is not None else "—", inside])
     return rows

@@ -11,7 +11,9 @@ from malleability.empirics.experiments.flip_rate.config import (
     FlipRateConfig,
 )
 from malleability.empirics.experiments.flip_rate.metrics import (
+    EDGE_TIE_RTOL,
     flip_rate,
+    flip_set_edge,
     krr_targets,
     network_influence,
     spearman,
@@ -24,7 +26,7 @@ NAME = "flip-rate"
 Config = FlipRateConfig
 run_cell = run_flip_rate_cell
 
-__all__ = ["ATTENTION_C", "CURATED_FLIP_SETS", "Config", "FlipRateConfig", "INTERVENTIONS", "KRR_TARGETS", "NAME",
-           "NTK_AT", "RECOMPUTE", "attack_rows", "build_attack", "find_cell", "flip_rate", "group_key", "krr_targets",
+__all__ = ["ATTENTION_C", "CURATED_FLIP_SETS", "Config", "EDGE_TIE_RTOL", "FlipRateConfig", "INTERVENTIONS", "KRR_TARGETS", "NAME",
+           "NTK_AT", "RECOMPUTE", "attack_rows", "build_attack", "find_cell", "flip_rate", "flip_set_edge", "group_key", "krr_targets",
            "model_key", "network_influence", "run_cell", "run_flip_rate_cell", "spearman", "summarise", "sweep",
            "top_tau_indices", "topk_overlap"]

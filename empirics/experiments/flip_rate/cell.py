@@ -75,6 +75,7 @@ from malleability.empirics.data import load_dataset
 from malleability.empirics.experiments.flip_rate.config import FlipRateConfig, adv_train_budget
 from malleability.empirics.experiments.flip_rate.metrics import (
     flip_rate,
+    flip_set_edge,
     network_influence,
     spearman,
     top_tau_indices,
@@ -312,6 +313,7 @@ def run_flip_rate_cell(cfg: FlipRateConfig) -> dict:
         "flip_set_reading": flip_reading,
         "zero_rows_after_attack": zero_rows_after,
         "numerical_floor": floor,
+        "flip_set_edge": flip_set_edge(np.abs(before.total), int(top.size)),
         "influence": {
             "mean_abs_before": float(np.abs(before.total).mean()),
             "mean_abs_after": float(np.abs(after.total).mean()),

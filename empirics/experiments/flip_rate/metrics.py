@@ -25,6 +25,35 @@ def top_tau_indices(scores: np.ndarray, tau: float) -> np.ndarray:
     return np.argsort(-scores, kind="stable")[:k]
 
 
+# Float64 influences moved by a relative 1e-11 when only the kernel's rounding changed (two commits of
+# the closed-form NTK, same data); an edge closer than 1e-8 is decided by rounding, with a 1000x margin.
+EDGE_TIE_RTOL = 1e-8
+
+
+def flip_set_edge(scores: np.ndarray, k: int, *, rtol: float = EDGE_TIE_RTOL) -> dict:
+    """How firmly the flip set's edge is decided: the relative gap between the k-th and (k+1)-th
+    largest score, and how many scores lie within ``rtol`` (relative) of the k-th.
+
+    A gap at or below ``rtol`` means the flip set's membership (and every number that follows from
+    it) can change with the arithmetic's rounding alone; the null-eps floor keeps the flip set, so
+    it cannot show this.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    require(scores.ndim == 1 and scores.size >= 1, "scores must be a non-empty 1-D array")
+    require(np.all(np.isfinite(scores)) and np.all(scores >= 0), "scores must be finite and non-negative")
+    require(isinstance(k, (int, np.integer)) and 1 <= k <= scores.size, f"k must lie in [1, {scores.size}], got {k}")
+    require(finite(rtol) and rtol >= 0, f"rtol must be a non-negative number, got {rtol}")
+    ordered = np.sort(scores)[::-1]
+    cut = float(ordered[k - 1])
+    row = {"k": int(k), "cut": cut, "next": None, "gap_relative": None, "rtol": float(rtol),
+           "near_cut": int(np.sum(np.abs(scores - cut) <= rtol * cut)), "decided_by_rounding": False}
+    if k < scores.size:
+        nxt = float(ordered[k])
+        gap = (cut - nxt) / cut if cut > 0 else 0.0
+        row.update(next=nxt, gap_relative=gap, decided_by_rounding=bool(gap <= rtol))
+    return row
+
+
 def flip_rate(before: np.ndarray, after: np.ndarray) -> float:
     """Fraction of points whose influence changes sign strictly (before * after < 0)."""
     before, after = np.asarray(before, float), np.asarray(after, float)

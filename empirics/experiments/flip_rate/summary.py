@@ -13,6 +13,8 @@ model with its options. Per group (all statistics from
 * ``spearman`` (Fisher-z interval), ``topk_overlap`` (t-interval in [0, 1]);
 * ``accuracy``: test accuracy over seeds, and how many seeds ``learned`` (the gate);
 * ``numerical_floor``: the flip rate under a null perturbation, where measured;
+* ``edge_by_rounding``: the seeds whose flip set's edge is a tie within rounding
+  (``flip_set_edge``), out of the seeds that recorded it (None where none did);
 * ``excess_over_noise``: per-seed differences to the noise control of the same group.
 
 Per group and model other than the baseline, ``ratios`` gives mean(model)/mean(baseline) of the
@@ -99,6 +101,14 @@ def group_key(row: dict) -> tuple:
 GROUP_FIELDS = ("dataset", "classes", "attack", "eps", "intervention", "adv_train", "readings", "adv_schedule", "model")
 
 
+def _edge_by_rounding(rows: list[dict]) -> dict | None:
+    edges = [(int(r["seed"]), r["flip_set_edge"]) for r in rows if isinstance(r.get("flip_set_edge"), dict)]
+    if not edges:
+        return None
+    return {"seeds": sorted(seed for seed, e in edges if e.get("decided_by_rounding")), "recorded": len(edges),
+            "rtol": max(float(e["rtol"]) for _, e in edges)}
+
+
 def _cell(rows: list[dict]) -> dict:
     acc = [(r.get("accuracy") or {}) for r in rows]
     floors = [r.get("numerical_floor") for r in rows if r.get("numerical_floor")]
@@ -120,6 +130,7 @@ def _cell(rows: list[dict]) -> dict:
         },
         "numerical_floor": rate_summary([f["flip_rate"] for f in floors], [f["n_flip_set"] for f in floors])
         if floors else None,
+        "edge_by_rounding": _edge_by_rounding(rows),
         "weight_change": mean_interval([r.get("weight_change") for r in rows], lower=0.0),
         "pattern_flip_share": mean_interval([r.get("pattern_flip_share") for r in rows], lower=0.0, upper=1.0),
     }
