@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -419,6 +420,48 @@ def _alive(pid: int) -> str | None:
     return None if state in ("Z", "X") else cmd[:200]
 
 
+def _thread_dump(err: str) -> str:
+    """faulthandler's dump, every thread's innermost frames first, without its long list of extension modules."""
+    start = err.find("Fatal Python error")
+    lines = [line for line in err[max(start, 0):].splitlines() if not line.startswith("Extension modules")]
+    return "\n".join(lines)[-12000:]
+
+
+def _sleep_in_worker(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_stop_executor_returns_and_ends_the_workers_while_the_pool_lock_is_held():
+    # The state a Ctrl-C inside submit() can leave: the pool's shutdown lock taken and never given back.
+    import concurrent.futures as cf
+
+    from malleability.reports.audit.executor import stop_executor
+
+    pool = cf.ProcessPoolExecutor(max_workers=1)
+    running = pool.submit(_sleep_in_worker, 120)
+    deadline = time.time() + 60
+    while time.time() < deadline and not running.running():
+        time.sleep(0.05)
+    workers = list(pool._processes.values())
+    assert running.running() and workers
+    pool._shutdown_lock.acquire()
+    try:
+        # in a thread, so that a stop that hangs fails this test instead of hanging the suite
+        stopper = threading.Thread(target=stop_executor, args=(pool,), daemon=True)
+        start = time.time()
+        stopper.start()
+        stopper.join(timeout=30)
+        assert not stopper.is_alive(), "stop_executor blocked on the pool's shutdown lock"
+        assert time.time() - start < 15
+        assert not any(w.is_alive() for w in workers)
+    finally:
+        pool._shutdown_lock.release()
+        for w in workers:
+            w.kill()
+        pool.shutdown(wait=True)
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc")
 def test_sigint_to_the_parent_keeps_finished_cells_and_stops_fast(mnist, tmp_path):
     cache = tmp_path / "cache"
@@ -444,7 +487,7 @@ def test_sigint_to_the_parent_keeps_finished_cells_and_stops_fast(mnist, tmp_pat
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGABRT)  # faulthandler writes where each thread is stuck
             proc.wait(timeout=10)
-            pytest.fail("the parent did not exit within 30 s of Ctrl-C:\n" + log.read_text()[-4000:])
+            pytest.fail("the parent did not exit within 30 s of Ctrl-C:\n" + _thread_dump(log.read_text()))
         stopped_in = time.time() - sent
         gone_by = time.time() + 15
         while time.time() < gone_by and any(_alive(k) for k in children):

@@ -27,6 +27,7 @@ import contextlib
 import multiprocessing
 import os
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -129,16 +130,30 @@ def make_executor(workers: int, *, threads_per_worker: int = 1) -> cf.Executor:
     )
 
 
+_STOP_WAIT_S = 5.0
+
+
 def stop_executor(executor: cf.Executor) -> None:
-    """Stop now: cancel what has not started and, for a local process pool, terminate the running workers."""
+    """Stop now: cancel what has not started and, for a local process pool, terminate the running workers.
+
+    Bounded in time whatever state the pool is in. The workers are terminated first, since that needs no
+    lock of the pool's. ``shutdown`` then runs in a daemon thread that is waited on for a few seconds only:
+    it takes the pool's shutdown lock and writes to its wake-up pipe, and a Ctrl-C that lands inside
+    ``submit`` (a ``with lock`` is not signal-safe) or a full pipe can leave either blocked for good."""
     procs = list((getattr(executor, "_processes", None) or {}).values()) \
         if isinstance(executor, cf.ProcessPoolExecutor) else []
-    executor.shutdown(wait=False, cancel_futures=True)
     for proc in procs:
         if proc.is_alive():
             proc.terminate()
+    closer = threading.Thread(target=executor.shutdown, kwargs={"wait": False, "cancel_futures": True},
+                              name="stop-executor", daemon=True)
+    closer.start()
+    closer.join(timeout=_STOP_WAIT_S)
+    deadline = time.monotonic() + _STOP_WAIT_S
     for proc in procs:
-        proc.join(timeout=5)
+        proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():  # ignored SIGTERM (stuck in native code): nothing it holds is worth waiting for
+            proc.kill()
 
 
 def default_workers() -> int:
