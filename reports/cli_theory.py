@@ -131,7 +131,10 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--eps", "eps", required=True, help="ℓ∞ radius of δ (> 0)")
     @click.option("--json", "as_json", is_flag=True, help="print JSON")
     def sensitivity_cmd(file, i, j, eps, as_json):
-        """Prop 4.5 on one matrix: largest |ΔK_ij| over ‖δ‖∞ ≤ ε per reading, against each bound."""
+        """Prop 4.5 on one matrix: largest |ΔK_ij| over ‖δ‖∞ ≤ ε per reading, against each bound.
+
+        Zero rows are allowed: K = G³ needs no normalisation (unlike the normalised kernel of
+        'theory inspect', which refuses them). An all-zero X is refused."""
         from malleability.theory import sensitivity
         from malleability.validation import load_npy_matrix
 

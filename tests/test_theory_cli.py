@@ -76,6 +76,23 @@ def test_inspect_singular(npy):
     assert [r["recursion"] for r in doc["layers"]] == ["iic"]
 
 
+def test_a_zero_row_is_refused_by_inspect_and_answered_by_sensitivity(npy):
+    # inspect reports the normalised kernel, undefined at a zero row; Prop 4.5 is about K = G³, which is not
+    x = np.random.default_rng(3).standard_normal((4, 3))
+    x[0] = 0.0
+    path = npy(x)
+    refused = run("theory", "inspect", path)
+    assert refused.exit_code == 2 and "zero row" in refused.output and "Traceback" not in refused.output
+    res = run("theory", "sensitivity", path, "--i", 0, "--j", 2, "--eps", 0.1, "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    c = x.T @ x
+    closed_form = 0.1 * np.abs(c @ c @ x[2]).sum()  # max of δᵀC²x_j over the box: ε‖C²x_j‖₁
+    assert doc["max_change_query"] == pytest.approx(closed_form, rel=1e-12)
+    assert doc["bound_query_exact"] == pytest.approx(closed_form, rel=1e-12)
+    assert all(math.isfinite(doc[k]) for k in ("max_change_query", "max_change_transductive"))
+
+
 def test_sensitivity_json(npy):
     x = np.random.default_rng(2).standard_normal((3, 3))
     res = run("theory", "sensitivity", npy(x), "--i", 0, "--j", 2, "--eps", 0.05, "--json")
