@@ -50,11 +50,31 @@ def merge(parts: list[dict], fields) -> tuple[list[dict], list[dict]]:
     return [rows[k] for k in sorted(rows, key=str)], provs
 
 
-def _parts(dirs: list[Path], name: str) -> list[dict]:
+class SliceError(Exception):
+    """A slice folder or file this script cannot use; main() prints it on one line and exits 2."""
+
+
+def _read_slice(path: Path, fields) -> dict:
+    """One slice file: a JSON object whose "rows" are objects carrying every field of the merge key."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise SliceError(f"{path}: not a readable JSON file ({' '.join(str(exc).split())})") from None
+    rows = doc.get("rows") if isinstance(doc, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise SliceError(f'{path}: expected an object with a list of row objects under "rows"')
+    for n, row in enumerate(rows):
+        lacking = [f for f in fields if f != "protocol" and f not in row]
+        if lacking:
+            raise SliceError(f"{path}: row {n} lacks {', '.join(lacking)}")
+    return doc
+
+
+def _parts(dirs: list[Path], name: str, fields) -> list[dict]:
     found = []
     for d in dirs:
         for path in sorted(d.glob(f"{name}.json")) + sorted(d.glob(f"{name}-seed*.json")):
-            found.append(json.loads(path.read_text()))
+            found.append(_read_slice(path, fields))
     return found
 
 
@@ -107,19 +127,37 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
         return 2
     out, dirs = Path(argv[0]), [Path(a) for a in argv[1:]]
+    missing = [str(d) for d in dirs if not d.is_dir()]
+    if missing:
+        print(f"error: not a slice folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    try:
+        return _report(out, dirs)
+    except (SliceError, SystemExit) as exc:
+        if isinstance(exc, SystemExit) and not isinstance(exc.code, str):
+            raise
+        message = str(exc.code if isinstance(exc, SystemExit) else exc)
+        print(message if message.startswith("error:") else f"error: {message}", file=sys.stderr)
+        return 2
+    except (KeyError, TypeError) as exc:  # a row that has its key fields but not the fields a summary reads
+        print(f"error: a slice row lacks or mistypes a field the summaries read: {exc}", file=sys.stderr)
+        return 2
+
+
+def _report(out: Path, dirs: list[Path]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     machines = [(d / "machine.txt").read_text().strip() for d in dirs if (d / "machine.txt").is_file()]
     lines = []
     ntk_docs = {}
     for protocol in ("paper", "lazy"):
-        parts = _parts(dirs, f"ntk-mnist-{protocol}")
+        parts = _parts(dirs, f"ntk-mnist-{protocol}", NTK_KEY)
         if not parts:
             continue
         rows, provs = merge(parts, NTK_KEY)
         summary = ntk_distance.summarise(rows)
         ntk_docs[protocol] = {"rows": rows, "summary": summary, "slopes": summary["slopes"], "provenance": provs}
         (out / f"ntk-mnist-{protocol}.json").write_text(dump(ntk_docs[protocol]))
-    flip_parts = _parts(dirs, "flip-mnist")
+    flip_parts = _parts(dirs, "flip-mnist", FLIP_KEY)
     flip_doc = None
     if flip_parts:
         rows, provs = merge(flip_parts, FLIP_KEY)

@@ -98,3 +98,30 @@ def test_the_report_says_whether_the_committed_cuda_cost_model_is_the_fit_of_its
     assert mod.main([str(tmp_path / "other"), str(slower)]) == 0
     assert "not the fit of exactly these cells" in (tmp_path / "other" / "README.md").read_text()
     assert "fit_device of these cells" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content, said", [
+    ("{not json", "not a readable JSON file"),
+    ('{"rows": 3}', 'list of row objects under "rows"'),
+    ('[1, 2]', 'list of row objects under "rows"'),
+    ('{"rows": [{"model": "relu", "width": 4}]}', "row 0 lacks seed"),
+])
+def test_a_malformed_slice_file_is_one_line_and_exit_2(tmp_path, capsys, content, said):
+    mod = _module()
+    slice_dir = tmp_path / "slice"
+    slice_dir.mkdir()
+    (slice_dir / "ntk-mnist-paper.json").write_text(content)
+    assert mod.main([str(tmp_path / "out"), str(slice_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and said in err and len(err.splitlines()) == 1
+
+
+def test_a_missing_slice_folder_is_named(tmp_path, capsys):
+    assert _module().main([str(tmp_path / "out"), str(tmp_path / "nowhere")]) == 2
+    assert "not a slice folder" in capsys.readouterr().err
+
+
+def test_the_committed_slice_folder_still_merges(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _module().main([str(out), str(SLICE)]) == 0
+    assert (out / "README.md").is_file() and (out / "ntk-mnist-paper.json").is_file()
