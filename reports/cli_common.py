@@ -25,10 +25,23 @@ def dump(obj) -> str:
     return json.dumps(obj, indent=1, default=str, allow_nan=False)
 
 
+def refuse_repeats(values, what: str, spec) -> list:
+    """``values`` unchanged when no two are equal, else a one-line error naming the repeat.
+
+    One rule for every list option: a repeated seed or width would count twice in a mean and its
+    interval, and a repeated ε, model or size is most likely a typo, so none is dropped silently."""
+    seen: set = set()
+    for v in values:
+        require(v not in seen, f"{what} repeats {v!r} in {str(spec)!r}: give each value once")
+        seen.add(v)
+    return list(values)
+
+
 def parse_list(spec, what: str) -> list[str]:
+    """'a, b' -> ['a', 'b']: non-empty, each item once."""
     items = [p.strip() for p in str(spec).split(",") if p.strip()]
     require(items, f"{what} is empty")
-    return list(dict.fromkeys(items))
+    return refuse_repeats(items, what, spec)
 
 
 def parse_seeds(spec) -> list[int]:
@@ -43,12 +56,11 @@ def parse_seeds(spec) -> list[int]:
         require(count >= 1, f"--seeds must be >= 1, got {count}")
         seeds = list(range(count))
     require(seeds and all(s >= 0 for s in seeds), f"seeds must be >= 0, got {spec!r}")
-    require(len(set(seeds)) == len(seeds), f"repeated seed in {spec!r}")
-    return seeds
+    return refuse_repeats(seeds, "--seeds", spec)
 
 
 def parse_numbers(spec, what: str, *, positive: bool = False) -> list[float]:
-    """'0.1,0.2' -> [0.1, 0.2]: each finite and >= 0 (> 0 with ``positive``), repeats dropped."""
+    """'0.1,0.2' -> [0.1, 0.2]: each finite and >= 0 (> 0 with ``positive``), each number once."""
     values = []
     for p in parse_list(spec, what):
         try:
@@ -58,7 +70,7 @@ def parse_numbers(spec, what: str, *, positive: bool = False) -> list[float]:
         require(math.isfinite(v) and (v > 0 if positive else v >= 0),
                 f"{what} values must be finite and {'> 0' if positive else '>= 0'}, got {p!r}")
         values.append(v)
-    return list(dict.fromkeys(values))
+    return refuse_repeats(values, what, spec)  # '0.1,0.10' names one number twice
 
 
 def parse_eps(spec) -> list[float]:
@@ -74,7 +86,7 @@ def parse_models(spec) -> list[str]:
 def parse_attacks(spec) -> list[str]:
     from malleability.empirics.attacks import ATTACKS
 
-    attacks = [a.lower() for a in parse_list(spec, "--attack")]
+    attacks = refuse_repeats([a.lower() for a in parse_list(spec, "--attack")], "--attack", spec)
     for a in attacks:
         require(a in ATTACKS, f"unknown attack {a!r}: choose one of {', '.join(ATTACKS)}")
     return attacks

@@ -17,11 +17,11 @@ import dataclasses
 import click
 
 from malleability.errors import MalleabilityError, require
-from malleability.reports.cli_common import cell_run_flags, dump, fmt, parse_list, run_cells_of
+from malleability.reports.cli_common import cell_run_flags, dump, fmt, parse_list, refuse_repeats, run_cells_of
 
 
 def parse_ints(spec, flag: str, *, minimum: int) -> tuple[int, ...]:
-    """'50,100' -> (50, 100): integers >= ``minimum``, repeats dropped, order kept."""
+    """'50,100' -> (50, 100): integers >= ``minimum``, each once, order kept."""
     values = []
     for p in parse_list(spec, flag):
         try:
@@ -29,7 +29,7 @@ def parse_ints(spec, flag: str, *, minimum: int) -> tuple[int, ...]:
         except ValueError:
             raise MalleabilityError(f"{flag} must be a comma list of integers, got {p!r}") from None
     require(all(v >= minimum for v in values), f"{flag} values must be >= {minimum}, got {spec}")
-    return tuple(dict.fromkeys(values))  # a repeated size would only repeat its rows
+    return tuple(refuse_repeats(values, flag, spec))  # '50,050' names one size twice
 
 
 def parse_codes(spec) -> tuple[str, ...]:

@@ -111,3 +111,24 @@ def test_ctrl_c_in_a_command_without_cells_says_nothing_was_kept(monkeypatch):
     res = CliRunner().invoke(main, ["theory", "check", "thm4.1"])
     assert res.exit_code == EXIT_INTERRUPTED
     assert res.stderr.strip() == "interrupted: this command keeps no partial result"
+
+
+@pytest.mark.parametrize("command, option, value, named", [
+    ("ntk-distance", "--widths", "4,8,4", "4"),
+    ("ntk-distance", "--seeds", "0,1,0", "0"),
+    ("ntk-distance", "--models", "relu,mlp-attn,relu", "'relu'"),
+    ("flip-rate", "--eps", "0.1,0.10", "0.1"),
+    ("flip-rate", "--attack", "fgsm,FGSM", "'fgsm'"),
+    ("k-layer", "--n", "50,050", "50"),
+])
+def test_every_list_option_refuses_a_repeated_value_on_one_line(data_root, tmp_path, command, option, value, named):
+    # one rule for every list: a repeat would weigh a seed or width twice, or is a typo; none is dropped silently
+    base = {"ntk-distance": ["--dataset", "mnist", "--n", "8"],
+            "flip-rate": ["--dataset", "mnist", "--n", "8", "--attack", "pgd", "--eps", "0.1"],
+            "k-layer": ["--datasets", "mnist"]}[command]
+    args = [command, *base, option, value, "--data-root", str(data_root), "--cache-dir", str(tmp_path / "c")]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2, res.output
+    err = res.stderr.strip()
+    assert err == f"error: {option} repeats {named} in {value!r}: give each value once", err
+    assert not (tmp_path / "c").exists()  # refused before any work

@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from malleability.empirics.experiments import k_layer
+from malleability.errors import MalleabilityError
 from malleability.reports.cli import main
 from malleability.theory import layers
 
@@ -77,7 +78,9 @@ def test_missing_data_set_folder_is_one_line_before_any_work(tmp_path):
         assert match in res.stderr and len(res.stderr.strip().splitlines()) == 1  # no progress line: nothing ran
 
 
-def test_repeated_sizes_are_run_once():
+def test_a_repeated_size_is_refused_like_every_repeated_list_value():
     from malleability.reports.cli_k_layer import parse_ints
 
-    assert parse_ints("50,20,50", "--n", minimum=2) == (50, 20)
+    assert parse_ints("50,20", "--n", minimum=2) == (50, 20)
+    with pytest.raises(MalleabilityError, match="--n repeats 50"):
+        parse_ints("50,20,050", "--n", minimum=2)

@@ -127,7 +127,7 @@ def test_summarise_mean_and_interval_in_range():
 def test_parse_widths_and_sweep():
     assert parse_widths("16, 64") == (16, 64)
     assert parse_widths("default") == tuple(2**k for k in range(2, 13))
-    for bad, match in [("16,x", "not an integer"), ("0", ">= 1"), ("4,4", "repeated"), ("", "not an integer")]:
+    for bad, match in [("16,x", "not an integer"), ("0", ">= 1"), ("4,4", "repeats 4"), ("", "not an integer")]:
         with pytest.raises(MalleabilityError, match=match):
             parse_widths(bad)
     cfgs = sweep(DataConfig("mnist", seed=10), TrainConfig(), ["relu", "mlp-attn"], (4, 8), 3)

@@ -253,7 +253,10 @@ def parse_widths(spec) -> tuple[int, ...]:
         require(w >= 1, f"width must be >= 1, got {w}")
         out.append(w)
     require(out, "empty --widths list")
-    require(len(set(out)) == len(out), f"--widths has a repeated width: {spec!r}")
+    seen: set = set()
+    for w in out:  # the CLI's wording for every list option (reports.cli_common.refuse_repeats)
+        require(w not in seen, f"--widths repeats {w!r} in {str(spec)!r}: give each value once")
+        seen.add(w)
     return tuple(out)
 
 
