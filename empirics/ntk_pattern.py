@@ -36,6 +36,13 @@ def _unit_rows_f32(t: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
     return out.mul_(norms.clamp_min(1e-30).reciprocal().to(torch.float32)[:, None])
 
 
+def screen_bound(d: int) -> float:
+    """The float32 screen's error bound ``c = 1.01·γ_{d+8} + d·2^-140`` for unit rows of length d
+    (see :func:`_pattern_int8`); inf when γ is not defined, so every entry is rechecked."""
+    k = (d + 8) * 2.0**-24
+    return 1.01 * k / (1 - k) + d * 2.0**-140 if k < 0.5 else float("inf")
+
+
 def _pattern_int8(z: torch.Tensor, W: torch.Tensor, chunk: int, *, zs: torch.Tensor | None = None,
                   Ws: torch.Tensor | None = None) -> torch.Tensor:
     """σ'(z Wᵀ) as an (n, m) int8 0/1 matrix, equal to the pattern of the product in z's dtype.
@@ -57,8 +64,7 @@ def _pattern_int8(z: torch.Tensor, W: torch.Tensor, chunk: int, *, zs: torch.Ten
     out = torch.empty(n, m, dtype=torch.int8, device=z.device)
     bits = out.view(torch.bool)
     screen = zs is not None and Ws is not None
-    k = (d + 8) * 2.0**-24
-    c = 1.01 * k / (1 - k) + d * 2.0**-140 if k < 0.5 else float("inf")  # inf: every entry rechecked
+    c = screen_bound(d)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         if not screen:

@@ -285,7 +285,7 @@ def test_int8_and_float32_counts_give_the_same_kernel_bitwise(monkeypatch):
 def test_screened_pattern_equals_the_float64_pattern_on_near_zero_pre_activations(n, m, chunk):
     # W rows built nearly orthogonal to z rows: many |w·z| below the float32 screen's bound, so the
     # sampled float64 recheck decides them (and, past 1/16 of a chunk, the whole float64 product)
-    from malleability.empirics.ntk_pattern import _finite_row_norms, _pattern_int8, _unit_rows_f32
+    from malleability.empirics.ntk_pattern import _finite_row_norms, _pattern_int8, _unit_rows_f32, screen_bound
 
     g = torch.Generator().manual_seed(n * m)
     z = rows(n, 784, n + m)
@@ -296,7 +296,7 @@ def test_screened_pattern_equals_the_float64_pattern_on_near_zero_pre_activation
         W[r] = W[r] - (W[r] @ z[j]) * z[j] + tilt[r] * z[j]
     exact = (z @ W.T > 0).to(torch.int8)
     zs, Ws = _unit_rows_f32(z, _finite_row_norms(z)), _unit_rows_f32(W, _finite_row_norms(W))
-    near = int(((Ws @ zs.T).abs() <= 1.01 * 790 * 2.0**-24).sum())
+    near = int(((Ws @ zs.T).abs() <= screen_bound(784)).sum())
     assert near >= m  # the recheck is exercised
     assert torch.equal(_pattern_int8(z, W, chunk, zs=zs, Ws=Ws), exact)
     # the screen without its recheck would get some of them wrong: the test can fail
@@ -361,3 +361,13 @@ def test_cuda_kernel_equals_the_cpu_kernel_on_tiles_that_are_not_multiples_of_8(
     cpu = empirical_ntk(z, z, W, chunk_size=100)
     gpu = empirical_ntk(z.cuda(), z.cuda(), W.cuda(), chunk_size=100).cpu()
     torch.testing.assert_close(gpu, cpu, rtol=1e-12, atol=1e-12)
+
+
+def test_the_screen_bound_is_gamma_d_plus_8_with_its_margin():
+    from malleability.empirics.ntk_pattern import screen_bound
+
+    u = 2.0**-24
+    k = 792 * u
+    assert screen_bound(784) == pytest.approx(1.01 * k / (1 - k), rel=1e-12)
+    assert screen_bound(784) > 784 * u  # at least the accumulation error of a length-784 dot product
+    assert screen_bound(2**23) == float("inf")  # γ undefined: every entry rechecked
