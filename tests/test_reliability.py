@@ -427,6 +427,10 @@ def _thread_dump(err: str) -> str:
     return "\n".join(lines)[-12000:]
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _sleep_in_worker(seconds: float) -> int:
     time.sleep(seconds)
     return os.getpid()
@@ -473,7 +477,11 @@ def test_sigint_to_the_parent_keeps_finished_cells_and_stops_fast(mnist, tmp_pat
            "--device", "cpu", "--out", str(tmp_path / "o"), "--cache-dir", str(cache), "--data-root", str(mnist)]
     log = tmp_path / "stderr.txt"
     with open(log, "w") as err_file:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err_file, text=True)
+        # Ctrl-C as a terminal delivers it: a shell without job control (CI, nohup, `cmd &`) starts its
+        # background children with SIGINT ignored, Python then installs no KeyboardInterrupt handler,
+        # and the signal below would be dropped however well the audit handles it
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err_file, text=True,
+                                preexec_fn=_default_sigint)
     try:
         deadline = time.time() + 180
         while time.time() < deadline and proc.poll() is None and not list(cache.glob("*/*.json")):
