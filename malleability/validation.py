@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from malleability.errors import MalleabilityError
+from malleability.errors import MalleabilityError, require
 
 _KINDS = {"b": "boolean", "i": "integer", "u": "unsigned integer", "f": "float"}
 
@@ -107,3 +107,15 @@ def power_of_two_scaled(x: np.ndarray) -> tuple[np.ndarray, float]:
             f"X's rows span more than float64's range: row {int(lost[0])} (max |x| = {tiny:.1e}) underflows to "
             f"zero beside max |X| = {big:.1e}: no float64 scale holds both")
     return scaled, math.ldexp(1.0, e)
+
+
+def refuse_repeats(values, what: str, spec) -> list:
+    """``values`` as a list when no two are equal, else a one-line error naming the repeat.
+
+    One rule for every list option: a repeated seed or width would count twice in a mean and its
+    interval, and a repeated ε, model or size is most likely a typo, so none is dropped silently."""
+    seen: set = set()
+    for v in values:
+        require(v not in seen, f"{what} repeats {v!r} in {str(spec)!r}: give each value once")
+        seen.add(v)
+    return list(values)

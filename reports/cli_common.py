@@ -10,6 +10,7 @@ import re
 import click
 
 from malleability.errors import MalleabilityError, require
+from malleability.validation import refuse_repeats
 
 
 _CLASS_PREFIX = re.compile(r"(?<![\w.])(?:[A-Za-z_][\w.]*\.)?_*[A-Z]\w*(?:Error|Exception): ")
@@ -23,18 +24,6 @@ def one_line(message: str) -> str:
 def dump(obj) -> str:
     """Strict JSON (no NaN or inf tokens)."""
     return json.dumps(obj, indent=1, default=str, allow_nan=False)
-
-
-def refuse_repeats(values, what: str, spec) -> list:
-    """``values`` unchanged when no two are equal, else a one-line error naming the repeat.
-
-    One rule for every list option: a repeated seed or width would count twice in a mean and its
-    interval, and a repeated ε, model or size is most likely a typo, so none is dropped silently."""
-    seen: set = set()
-    for v in values:
-        require(v not in seen, f"{what} repeats {v!r} in {str(spec)!r}: give each value once")
-        seen.add(v)
-    return list(values)
 
 
 def parse_list(spec, what: str) -> list[str]:

@@ -53,6 +53,7 @@ from malleability.empirics.ntk_params import full_ntk, ntk_blocks, split_parts
 from malleability.empirics.training import TrainConfig, targets_for, train_model
 from malleability.errors import MalleabilityError, require
 from malleability.stats import loglog_slope, mean_interval, slope_class
+from malleability.validation import refuse_repeats
 
 NAME = "ntk-distance"
 
@@ -253,11 +254,7 @@ def parse_widths(spec) -> tuple[int, ...]:
         require(w >= 1, f"width must be >= 1, got {w}")
         out.append(w)
     require(out, "empty --widths list")
-    seen: set = set()
-    for w in out:  # the CLI's wording for every list option (reports.cli_common.refuse_repeats)
-        require(w not in seen, f"--widths repeats {w!r} in {str(spec)!r}: give each value once")
-        seen.add(w)
-    return tuple(out)
+    return tuple(refuse_repeats(out, "--widths", spec))
 
 
 def sweep(data: DataConfig, train: TrainConfig, models, widths, seeds, *, model_options=None,
