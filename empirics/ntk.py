@@ -36,6 +36,7 @@ import warnings
 
 import torch
 
+from malleability.empirics.blas import gram_sym
 from malleability.empirics.ntk_pattern import _finite_row_norms, _pattern_int8, _unit_rows_f32
 from malleability.empirics.timing import best_time
 from malleability.errors import MalleabilityError, require
@@ -118,28 +119,20 @@ def _count_gram(S1: torch.Tensor, S2t: torch.Tensor) -> torch.Tensor:
     return S1.to(ft) @ S2t.to(ft)
 
 
-def _upper_panels(n: int, height: int, width: int):
-    """Tiles of the upper trapezoid of [0, n)²: row panels [r0, r0 + height) × [r0, n), each cut
-    into column blocks of at most ``width``. Only the panels' diagonal squares hold entries below
-    the diagonal: n·height/2 more entries than the upper triangle."""
-    for r0 in range(0, n, height):
-        r1 = min(r0 + height, n)
-        for c0 in range(r0, n, width):
-            yield r0, r1, c0, min(c0 + width, n)
-
-
 def empirical_ntk(z1, z2, W, a=None, *, chunk_size: int = 1024) -> torch.Tensor:
     """Closed-form empirical NTK, (n1, n2): ``(z1 z2ᵀ) ⊙ (σ'(z1 Wᵀ) diag(a²) σ'(z2 Wᵀ)ᵀ) / m``.
 
     ``a``: (m,) one output column, None -> ones (the ±1 case). When a² is constant (a = ±c)
     the middle factor is c² times a matrix of integer counts <= m, computed exactly from int8
     0/1 patterns; otherwise the weighted pattern's Gram is taken in z's dtype. For the
-    self-kernel (z1, z2 the same tensor) both Grams are computed on row panels of the upper
-    trapezoid only (128 rows high) and mirrored. Minimal work (self-kernel, ±1): one (n, d)x(d, m) product for the pattern
+    self-kernel (z1, z2 the same tensor) both Grams are computed on the chunk × chunk blocks of
+    the upper triangle only, the diagonal blocks as symmetric products (BLAS syrk on the CPU,
+    :func:`_sym_counts`), and mirrored. Minimal work (self-kernel, ±1): one (n, d)x(d, m) product for the pattern
     (float32 screening in a float64 run), n(n+1)·m integer multiply-adds and n(n+1)·d/2
     float64 ones (the counts in float32 where int8 GEMM is the slower, :func:`_int_gram_ok`).
     Peak memory beyond the (n1, n2) output: (n1 + n2)·m bytes of patterns,
-    about 10·chunk·m bytes for one pattern chunk, 4·m·d for the float32 copy of W, and
+    about 10·chunk·m bytes for one pattern chunk (or a diagonal block's float32 pattern), 4·m·d for
+    the float32 copy of W, and
     12·chunk² bytes per tile.
     """
     _check(z1, z2, W, a)
@@ -176,6 +169,9 @@ def empirical_ntk(z1, z2, W, a=None, *, chunk_size: int = 1024) -> torch.Tensor:
         S1 = _pattern_int8(z1, W, chunk)
         S2 = S1 if same else _pattern_int8(z2, W, chunk)
 
+    def sym_counts(r0, r1):
+        return _sym_counts(S1[r0:r1])
+
     def gram(r0, r1, c0, c1):
         if weights is None:
             return _count_gram(S1[r0:r1], S2[c0:c1].T)
@@ -184,24 +180,50 @@ def empirical_ntk(z1, z2, W, a=None, *, chunk_size: int = 1024) -> torch.Tensor:
     n1, n2 = z1.shape[0], z2.shape[0]
     out = torch.empty(n1, n2, dtype=z1.dtype, device=z1.device)
     factor = scale / m
-    if same:  # row panels of the upper trapezoid, mirrored below: about half the products' work
-        blocks = _upper_panels(n1, min(128, chunk), chunk)
-    else:
-        blocks = ((r0, min(r0 + chunk, n1), c0, min(c0 + chunk, n2))
-                  for r0 in range(0, n1, chunk) for c0 in range(0, n2, chunk))
-    for r0, r1, c0, c1 in blocks:
-        block = out[r0:r1, c0:c1]  # the product is written in place: no tile copy
-        torch.mm(z1[r0:r1], z2[c0:c1].T, out=block)
-        block.mul_(gram(r0, r1, c0, c1)).mul_(factor)
-        if same and r0 == c0:  # a GEMM of A Aᵀ need not be bitwise symmetric: mirror the square's upper half
-            sq = out[r0:r1, r0:r1]
-            sq.copy_(sq.triu().add_(sq.triu(1).T))
-    if same:
-        h = min(128, chunk)
-        for r0 in range(0, n1, h):  # below each panel's square, the transpose of the panel's right part
-            r1 = min(r0 + h, n1)
-            out[r1:, r0:r1] = out[r0:r1, r1:].T
+    if same:  # blocks of the upper triangle, mirrored below; diagonal blocks as symmetric products
+        for r0 in range(0, n1, chunk):
+            r1 = min(r0 + chunk, n1)
+            diag = out[r0:r1, r0:r1]
+            gram_sym(z1[r0:r1], out=diag)
+            diag.mul_(sym_counts(r0, r1) if weights is None else _mirror_upper(gram(r0, r1, r0, r1))).mul_(factor)
+            for c0 in range(r1, n1, chunk):
+                c1 = min(c0 + chunk, n1)
+                block = out[r0:r1, c0:c1]  # the product is written in place: no tile copy
+                torch.mm(z1[r0:r1], z1[c0:c1].T, out=block)
+                block.mul_(gram(r0, r1, c0, c1)).mul_(factor)
+                out[c0:c1, r0:r1] = block.T
+        return out
+    for r0 in range(0, n1, chunk):
+        r1 = min(r0 + chunk, n1)
+        for c0 in range(0, n2, chunk):
+            c1 = min(c0 + chunk, n2)
+            block = out[r0:r1, c0:c1]
+            torch.mm(z1[r0:r1], z2[c0:c1].T, out=block)
+            block.mul_(gram(r0, r1, c0, c1)).mul_(factor)
     return out
+
+
+def _mirror_upper(sq: torch.Tensor) -> torch.Tensor:
+    """The square's upper triangle mirrored below: a product of A with Aᵀ need not be bitwise symmetric."""
+    return sq.triu().add_(sq.triu(1).T)
+
+
+def _sym_counts(S: torch.Tensor, height: int = 128) -> torch.Tensor:
+    """S Sᵀ for a 0/1 int8 pattern block (b, m): exact, symmetric integer counts.
+
+    With int8 GEMM, row panels of the upper trapezoid (``height`` rows each: b·height/2 entries more
+    than the triangle), mirrored; otherwise one float32 symmetric product (:func:`gram_sym`, BLAS
+    syrk on the CPU), exact for counts below 2^24 in any summation order.
+    """
+    b, m = S.shape
+    int8 = S.device.type == "cpu" and m >= 8 and b >= 2 and _int_gram_ok()
+    if not int8 and m < 2**24:
+        return gram_sym(S.to(torch.float32))
+    counts = torch.empty(b, b, dtype=torch.int32 if int8 else torch.float64, device=S.device)
+    for r0 in range(0, b, height):
+        r1 = min(r0 + height, b)
+        counts[r0:r1, r0:] = _count_gram(S[r0:r1], S[r0:].T)
+    return _mirror_upper(counts)
 
 
 def empirical_ntk_multi(z1, z2, W, A, *, chunk_size: int = 1024) -> torch.Tensor:

@@ -178,7 +178,7 @@ def benchmark_ntk(n: int = 1024, d: int = 784, m: int = 1024, dtype: str = "floa
     shape and operand type by the fastest backend found (``floor_backends``): the pattern product
     2·n·d·m (float32, the screening, in a float64 run; the run's dtype otherwise; torch or numpy,
     z Wᵀ or W zᵀ), the symmetric pattern Gram n(n+1)·m as int8 (float32 without int8 GEMM; half a
-    full product's time) and the symmetric z Gram n(n+1)·d in the run's dtype (half a full GEMM or
+    full product's time, or numpy's float32 syrk, whichever is the less) and the symmetric z Gram n(n+1)·d in the run's dtype (half a full GEMM or
     numpy's syrk, whichever is the less). Elementwise work and the recheck of near-zero
     pre-activations are not in the floor.
 
@@ -229,7 +229,10 @@ def benchmark_ntk(n: int = 1024, d: int = 784, m: int = 1024, dtype: str = "floa
     choice = {
         "pattern": _fastest({f"{lib} {sh}": ((_gemm_fn if lib == "torch" else _numpy_fn)(sh, pattern_dt, gen), 1.0)
                              for lib in ("torch", "numpy") for sh in ((n, d, m), (m, d, n))}, repeats),
-        "pattern_gram": ("torch int8", _gemm_fn((n, m, n), torch.int8, gen), sym_share),
+        "pattern_gram": _fastest({("torch int8, half" if m >= 8 and _int_gram_ok() else "torch float32, half"):
+                                  (_gemm_fn((n, m, n), torch.int8, gen), sym_share),
+                                  "numpy float32 syrk": (_numpy_fn((n, m, n), torch.float32, gen, symmetric=True), 1.0)},
+                                 repeats),
         "z_gram": _fastest({"torch gemm, half": (_gemm_fn((n, d, n), dt, gen), sym_share),
                             "numpy syrk": (_numpy_fn((n, d, n), dt, gen, symmetric=True), 1.0)}, repeats),
     }
