@@ -208,22 +208,37 @@ def _mirror_upper(sq: torch.Tensor) -> torch.Tensor:
     return sq.triu().add_(sq.triu(1).T)
 
 
-def _sym_counts(S: torch.Tensor, height: int = 128) -> torch.Tensor:
+def _sym_counts(S: torch.Tensor, leaf: int = 128) -> torch.Tensor:
     """S Sᵀ for a 0/1 int8 pattern block (b, m): exact, symmetric integer counts.
 
-    With int8 GEMM, row panels of the upper trapezoid (``height`` rows each: b·height/2 entries more
-    than the triangle), mirrored; otherwise one float32 symmetric product (:func:`gram_sym`, BLAS
-    syrk on the CPU), exact for counts below 2^24 in any summation order.
+    With int8 GEMM, by halves (:func:`_fill_sym_counts`): the upper triangle plus ``leaf``-sized
+    diagonal squares, b·leaf/2 entries more than the triangle; otherwise one float32 symmetric
+    product (:func:`gram_sym`, BLAS syrk on the CPU), exact for counts below 2^24 in any order.
     """
     b, m = S.shape
     int8 = S.device.type == "cpu" and m >= 8 and b >= 2 and _int_gram_ok()
     if not int8 and m < 2**24:
         return gram_sym(S.to(torch.float32))
     counts = torch.empty(b, b, dtype=torch.int32 if int8 else torch.float64, device=S.device)
-    for r0 in range(0, b, height):
-        r1 = min(r0 + height, b)
-        counts[r0:r1, r0:] = _count_gram(S[r0:r1], S[r0:].T)
-    return _mirror_upper(counts)
+    _fill_sym_counts(counts, S, 0, b, max(2, int(leaf)))
+    return counts
+
+
+def _fill_sym_counts(counts: torch.Tensor, S: torch.Tensor, lo: int, hi: int, leaf: int) -> None:
+    """``counts[lo:hi, lo:hi] = S[lo:hi] S[lo:hi]ᵀ``: the two halves' cross block as one product,
+    copied transposed below the diagonal, and each half's own square by recursion, down to squares
+    of at most ``leaf`` rows. Square cross blocks keep int8 GEMM at its speed where narrow row
+    panels of the upper trapezoid do not (1024 rows, m = 4096, one thread, AMD EPYC with AVX-512,
+    2026-12-07: 16 ms against 20 ms for 128-row panels, which also needed a 5 ms mirror)."""
+    if hi - lo <= leaf:
+        counts[lo:hi, lo:hi] = _count_gram(S[lo:hi], S[lo:hi].T)  # integers: exactly symmetric
+        return
+    mid = lo + (hi - lo) // 2
+    cross = _count_gram(S[lo:mid], S[mid:hi].T)
+    counts[lo:mid, mid:hi] = cross
+    counts[mid:hi, lo:mid] = cross.T
+    _fill_sym_counts(counts, S, lo, mid, leaf)
+    _fill_sym_counts(counts, S, mid, hi, leaf)
 
 
 def empirical_ntk_multi(z1, z2, W, A, *, chunk_size: int = 1024) -> torch.Tensor:

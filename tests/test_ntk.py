@@ -264,6 +264,25 @@ def test_exact_oracle_catches_an_error_of_one_rounding_unit_in_a_thousand():
     assert _max_rel_error(K, oracle) > 5e-14
 
 
+@pytest.mark.parametrize("b,leaf", [(2, 2), (3, 2), (9, 2), (130, 128), (300, 128), (257, 16), (64, 1000)])
+@pytest.mark.parametrize("int8", [True, False])
+def test_symmetric_counts_equal_the_exact_integer_gram(monkeypatch, b, leaf, int8):
+    # the halving recursion (cross blocks copied transposed, leaf squares direct) must fill every entry
+    import malleability.empirics.ntk as ntk_module
+
+    if int8:
+        try:
+            torch._int_mm(torch.ones(2, 8, dtype=torch.int8), torch.ones(8, 2, dtype=torch.int8))
+        except (RuntimeError, AttributeError):
+            pytest.skip("no int8 GEMM in this torch")
+    monkeypatch.setattr(ntk_module, "_INT_MM", int8)
+    S = (torch.rand(b, 40, generator=torch.Generator().manual_seed(b)) > 0.4).to(torch.int8)
+    counts = ntk_module._sym_counts(S, leaf=leaf)
+    exact = S.long() @ S.long().T
+    assert torch.equal(counts.long(), exact)
+    assert torch.equal(counts, counts.T)
+
+
 def test_int8_and_float32_counts_give_the_same_kernel_bitwise(monkeypatch):
     # which one runs is decided by a speed probe on each machine: both must be the same numbers
     import malleability.empirics.ntk as ntk_module
