@@ -80,7 +80,8 @@ def register(main: click.Group, bench: click.Group) -> None:
             speed = machine_speed_factor()
             click.echo(f"scale {scale.name}: {len(cells)} cells ({kinds}); cost-model estimate "
                        f"{estimate_seconds(cells, n_workers) * speed / 60:.1f} min on {n_workers} CPU worker(s), one "
-                       f"thread each (x{speed:.2f} for this CPU's measured GEMM rate against the model's host)")
+                       f"thread each (x{speed:.2f} for this CPU's pace on the pace probe, a short piece of the flip "
+                       "cells' training, against the model's host)")
             return
         from malleability.empirics.training import resolve_device
 

@@ -314,28 +314,61 @@ def test_limitation_tasks_adv_training_tasks_and_the_lazy_control_restrict_the_p
     assert A.get_scale("tiny", ["limitation_tasks=none"]).limitation_tasks is None
 
 
-def test_machine_speed_factor_is_the_gemm_rate_ratio_clamped_and_scales_the_dry_run(monkeypatch):
-    import malleability.empirics.training_batched as TB
+def test_machine_speed_factor_is_the_mean_pace_probe_ratio_clamped_and_scales_the_dry_run(monkeypatch):
     from malleability.reports.audit import cost_model as CM
+    from malleability.reports.audit import pace_probe as PP
 
-    def factor_at(rate):
+    ref = CM.REFERENCE_PROBE_SECONDS
+
+    def factor_at(scales):
         monkeypatch.setattr(CM, "_SPEED", {})
-        monkeypatch.setattr(TB, "square_gemm_gflops", lambda *a, **k: rate)
+        monkeypatch.setattr(PP, "probe_seconds", lambda repeats=3: {k: ref[k] * scales[k] for k in ref})
         return CM.machine_speed_factor()
 
-    assert factor_at(CM.REFERENCE_GEMM_GFLOPS) == pytest.approx(1.0)
-    assert factor_at(CM.REFERENCE_GEMM_GFLOPS / 2) == pytest.approx(2.0)  # half the rate: twice the time
-    assert factor_at(1e-3) == CM.SPEED_FACTOR_RANGE[1] and factor_at(1e6) == CM.SPEED_FACTOR_RANGE[0]
+    same = dict.fromkeys(ref, 1.0)
+    assert factor_at(same) == pytest.approx(1.0)
+    assert factor_at(dict.fromkeys(ref, 2.0)) == pytest.approx(2.0)  # twice the time: twice the estimate
+    # each training counts for a third, whatever its own length
+    assert factor_at({"adversarial": 4.0, "cifar": 1.0, "mnist": 1.0}) == pytest.approx(2.0)
+    assert factor_at(dict.fromkeys(ref, 1e3)) == CM.SPEED_FACTOR_RANGE[1]
+    assert factor_at(dict.fromkeys(ref, 1e-3)) == CM.SPEED_FACTOR_RANGE[0]
 
-    def dry_run_minutes(rate):
-        factor_at(rate)
+    def dry_run_minutes(factor):
+        factor_at(dict.fromkeys(ref, factor))
         r = CliRunner().invoke(main, ["audit", "--scale", "quick", "--workers", "2", "--dry-run"])
         assert r.exit_code == 0, r.output
         return float(r.output.split("estimate ")[1].split(" min")[0]), r.output
 
-    one, _ = dry_run_minutes(CM.REFERENCE_GEMM_GFLOPS)
-    three, text = dry_run_minutes(CM.REFERENCE_GEMM_GFLOPS / 3)
-    assert "x3.00" in text and one > 1 and three == pytest.approx(3 * one, abs=0.2)
+    one, _ = dry_run_minutes(1.0)
+    three, text = dry_run_minutes(3.0)
+    assert "x3.00" in text and "pace probe" in text and one > 1 and three == pytest.approx(3 * one, abs=0.2)
+
+
+def test_pace_probe_times_each_of_its_trainings():
+    # the real probe: the three trainings run (adversarial training included) and take measurable time
+    from malleability.reports.audit import cost_model as CM
+    from malleability.reports.audit.pace_probe import probe_seconds
+
+    seconds = probe_seconds(repeats=1)
+    assert set(seconds) == set(CM.REFERENCE_PROBE_SECONDS)
+    assert all(0 < v < 60 for v in seconds.values())
+
+
+def test_report_header_names_the_speed_measure():
+    from malleability.reports.report.markdown import Doc
+    from malleability.reports.report.sections import header
+
+    base = {"scale": {"name": "tiny", "ntk": {"epochs": 500}, "flip": {"epochs": 500}}, "options": {"device": "cpu", "workers": 2}, "wall_time_s": 60.0,
+            "estimate_s": 90.0, "estimate_speed_factor": 1.5, "started_at": "now"}
+
+    def text(r):
+        doc = Doc()
+        header(doc, r)
+        return "\n".join(doc.lines)
+
+    assert "x1.50 for this CPU's pace on the pace probe" in text({**base, "estimate_speed_measure": "pace-probe"})
+    assert "x1.50 for this CPU's GEMM rate" in text(base)  # results written before the probe
+    assert "scaled" not in text({**base, "estimate_speed_factor": None})
 
 
 def test_cost_model_prices_gram_polynomial_k_layer_cells_by_n_and_row_length():

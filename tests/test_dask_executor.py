@@ -272,7 +272,7 @@ def test_the_estimate_scales_by_the_workers_cpus_not_the_parents(cluster, tmp_pa
 
     lc, client = cluster
     client.wait_for_workers(2, timeout=60)
-    monkeypatch.setattr(CM, "_SPEED", {(1024, 5): 0.123})  # the parent's own value: outside the clamp, so never a worker's
+    monkeypatch.setattr(CM, "_SPEED", {3: 0.123})  # the parent's own value: outside the clamp, so never a worker's
     ex, close = _executor(lc)
     try:
         measured = ex.speed_factor()

@@ -218,38 +218,34 @@ def cell_seconds(cell, coefficients: dict | None = None) -> float:
     return overhead + precision_factor(cell) * float(sum(c * f for c, f in zip(coef, features(cell))))
 
 
-# One-thread float32 GEMM rate (1024², bench training's ``square_gemm_gflops``) of the host the
-# coefficients were fitted on: an AMD EPYC with AVX-512, 2026-12-02.
-REFERENCE_GEMM_GFLOPS = 91.4
+# pace_probe.probe_seconds (one thread) of the host the coefficients price, per training of the probe:
+# measured on an AMD EPYC with AVX-512 on 2026-12-07 just before and after a default audit (0.1865,
+# 0.2922, 0.0811 s, means of the two), divided by that audit's pace against the model (1.042: 77.7 min
+# of wall time against 74.6 unscaled). A calibration on one host and day, not yet checked on others.
+REFERENCE_PROBE_SECONDS = {"adversarial": 0.1790, "cifar": 0.2804, "mnist": 0.0778}
 SPEED_FACTOR_RANGE = (0.25, 4.0)
+# What the speed factor measures; results.json records it (results without the key used "gemm").
+SPEED_MEASURE = "pace-probe"
 
 
-def machine_speed_factor(*, size: int = 1024, repeats: int = 5) -> float:
-    """How many times longer a cell takes on this CPU than on the reference host, from the one-thread
-    float32 GEMM rate (median of ``repeats``), clamped to :data:`SPEED_FACTOR_RANGE`; measured once per process.
+def machine_speed_factor(*, repeats: int = 3) -> float:
+    """How many times longer a cell takes on this CPU than on the model's host, measured once per process.
 
-    On an AVX2-only EPYC the rate was 52 GFLOP/s, a factor of 1.75, where the quick audit took 1.76x
-    its unscaled estimate (15.5 min against 8.8). On an Intel Xeon with AVX-512 and AMX it was about
-    180 GFLOP/s, a factor of 0.51, where the default audit took 49.7 min against a scaled estimate of
-    49.0 and the quick one 4.8 against 5.4. Dispatch-bound cells need not follow the GEMM rate: on the
-    same kind of Xeon on 2026-12-05 the factor was 0.64, yet the default audit's cells ran at the
-    model host's pace and took 80.8 min against 48.1; the progress lines' measured pace corrects such a
-    miss after the first cells.
+    The mean, over the pace probe's three trainings (:mod:`~malleability.reports.audit.pace_probe`,
+    each standing for about a third of the default plan's flip-rate time), of its seconds here over
+    :data:`REFERENCE_PROBE_SECONDS`, clamped to :data:`SPEED_FACTOR_RANGE`. It replaced the ratio of
+    one-thread float32 GEMM rates, which read an Intel Xeon 0.64 (1.55x the model host's GEMM rate)
+    where the default audit then ran at 1.08x the unscaled model and took 80.8 min against an estimate
+    of 48.1 (2026-12-05), and an AVX2-only EPYC 1.29 where it ran at 1.45 (106.6 min against 94.8).
     """
-    key = (int(size), int(repeats))
+    key = int(repeats)
     if key not in _SPEED:
-        import torch
+        from malleability.reports.audit.pace_probe import probe_seconds
 
-        from malleability.empirics.training_batched import square_gemm_gflops
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            rate = square_gemm_gflops(torch.float32, size=int(size), repeats=int(repeats))
-        finally:
-            torch.set_num_threads(threads)
+        seconds = probe_seconds(repeats=key)
+        ratio = sum(seconds[k] / REFERENCE_PROBE_SECONDS[k] for k in REFERENCE_PROBE_SECONDS) / len(REFERENCE_PROBE_SECONDS)
         lo, hi = SPEED_FACTOR_RANGE
-        _SPEED[key] = min(hi, max(lo, REFERENCE_GEMM_GFLOPS / max(rate, 1e-9)))
+        _SPEED[key] = min(hi, max(lo, ratio))
     return _SPEED[key]
 
 

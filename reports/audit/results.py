@@ -49,7 +49,7 @@ def analyse(results: dict) -> dict:
 
 def build_results(*, scale: dict, records: list[dict], missing: list[dict], code: dict, options: dict,
                   started: float, estimate_s: float, counts: dict, cache_refusals, device: str,
-                  estimate_speed_factor: float | None = None) -> dict:
+                  estimate_speed_factor: float | None = None, estimate_speed_measure: str | None = None) -> dict:
     from malleability.empirics.models import labels
     from malleability.provenance import provenance
     from malleability.reports.audit.scales import scale_help
@@ -65,6 +65,7 @@ def build_results(*, scale: dict, records: list[dict], missing: list[dict], code
         "wall_time_s": time.time() - started,
         "estimate_s": estimate_s,
         "estimate_speed_factor": estimate_speed_factor,  # this CPU vs the cost model's host (None: not scaled)
+        "estimate_speed_measure": estimate_speed_measure,  # "pace-probe"; results without the key: "gemm"
         "counts": counts,
         "cache_refusals": cache_refusals,
         "labels": {"models": labels(), "datasets": P.DATASET_LABELS},

@@ -22,7 +22,7 @@ from typing import Callable
 from malleability.errors import MalleabilityError, require
 from malleability.provenance import git_commit
 from malleability.reports.audit.cache import CellCache, code_version, config_to_jsonable
-from malleability.reports.audit.cost_model import machine_speed_factor
+from malleability.reports.audit.cost_model import SPEED_MEASURE, machine_speed_factor
 from malleability.reports.audit.executor import default_workers, make_executor, run_cells, stop_executor
 from malleability.reports.audit.plan import Plan, cell_seconds, costliest_first, estimate_seconds, plan_cells
 from malleability.reports.audit.results import SCHEMA, build_results, write_results
@@ -115,7 +115,8 @@ def announce_estimate(uncached, workers: int, device: str, executor, say: Callab
                       prefix: str) -> tuple[float, float | None]:
     """Say the cost-model run time of the cells still to compute; (seconds, the CPU speed factor or None).
 
-    On the CPU the model's seconds are scaled by this CPU's measured GEMM rate (or the Dask workers' median).
+    On the CPU the model's seconds are scaled by this CPU's measured pace (:func:`machine_speed_factor`:
+    a short piece of the flip cells' training against the model's host), or the Dask workers' median.
     """
     where, speed = "this CPU's", None
     if device == "cpu" and uncached:
@@ -132,7 +133,7 @@ def announce_estimate(uncached, workers: int, device: str, executor, say: Callab
         source = (f"the per-cell cost model measured on {CUDA_MEASURED_ON} for the cells that train; "
                   "another card or a busy one differs")
     else:
-        scaled = f", x{speed:.2f} for {where} measured GEMM rate" if speed is not None else ""
+        scaled = f", x{speed:.2f} for {where} measured pace on the pace probe" if speed is not None else ""
         source = f"the per-cell cost model of a 2-core reference CPU{scaled}; a busy machine is slower"
     say(f"{prefix}: {len(uncached)} cells to compute; estimate {est / 60:.1f} min on {workers} worker(s) (from {source})")
     return est, speed
@@ -242,6 +243,7 @@ def run_audit(
                  "cache_dir": str(cache.root), "overrides": list(overrides),
                  "executor": executor_name},
         started=started, estimate_s=est, estimate_speed_factor=speed,
+        estimate_speed_measure=SPEED_MEASURE if speed is not None else None,
         counts={"cells": len(records), "cached": stats.cached, "computed": stats.computed, "failed": stats.failed,
                 "missing": len(plan.missing)},
         cache_refusals=cache.refusals, device=device)

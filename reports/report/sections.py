@@ -32,7 +32,8 @@ def header(doc: Doc, r: dict) -> None:
     doc.p(f"Scale **{esc(s['name'])}** ({esc(s.get('description', ''))}); device {esc(opt.get('device'))}, "
           f"{esc(opt.get('workers'))} worker(s); measured wall time {_minutes(r.get('wall_time_s'))} "
           f"(cost-model estimate at the start: {_minutes(r.get('estimate_s'))}"
-          + (f", scaled x{r['estimate_speed_factor']:.2f} for this CPU's GEMM rate"
+          + (f", scaled x{r['estimate_speed_factor']:.2f} for this CPU's "
+             + ("pace on the pace probe" if r.get("estimate_speed_measure") == "pace-probe" else "GEMM rate")
              if isinstance(r.get("estimate_speed_factor"), (int, float)) else "")
           + f"); started {esc(r.get('started_at'))}.")
     doc.p(f"Code {esc(r.get('code_version', {}).get('package'))}, git {esc(prov.get('git_commit'))}, "
