@@ -285,4 +285,4 @@ def test_the_estimate_scales_by_the_workers_cpus_not_the_parents(cluster, tmp_pa
     finally:
         close()
     assert out["estimate_speed_factor"] == 3.0
-    assert any("x3.00 for the workers' (median) measured GEMM rate" in line for line in lines)
+    assert any("x3.00 for the workers' (median) measured pace on the pace probe" in line for line in lines)
