@@ -9,8 +9,9 @@ Sources (``DataConfig.dataset``):
   and ``Dataset.source`` / ``Dataset.notes`` say so.
 * a path to an ``.npz``: ``x`` (N, ...) uint8 (scaled by 1/255) or float, ``y`` (N,) integer
   labels, optional ``x_test`` / ``y_test``. The training set is the first ``n`` rows (of the
-  selected classes; all rows when ``n`` >= N); without ``x_test`` the test set is the first
-  ``n_test`` of the remaining rows (possibly empty). No randomness: ``seed`` is unused.
+  selected classes); without ``x_test`` the test set is the next ``n_test`` rows. Fewer rows
+  than ``n`` (or ``n_test``) is an error, as for the other sources. No randomness: ``seed`` is
+  unused, so every seed sees the same rows.
 
 Data root: ``DataConfig.data_root``, else ``$MALLEABILITY_DATA``, else the user cache folder
 ``$XDG_CACHE_HOME/malleability`` (``~/.cache/malleability``). torchvision may download only
@@ -394,17 +395,26 @@ def _load_npz_dataset(cfg: DataConfig, classes) -> Dataset:
     y = _npz_labels(content["y"], x.shape[0], "y")
     _require_class_rows(y, classes, f"{cfg.dataset} (y)")
     keep = np.flatnonzero(_class_mask(y, classes))
+    n, n_test = int(cfg.n), int(cfg.n_test)
+    # fewer rows than asked is an error, as for the built-in data sets: every result is labelled
+    # with n and n_test, so they must be the counts actually used
+    in_classes = "" if classes is None else f" in classes {list(classes)}"
     if "x_test" in content:
         xt = _npz_pixels(content["x_test"], "x_test", allow_empty=True)
         require(xt.shape[1] == x.shape[1], f"x_test has {xt.shape[1]} features, x has {x.shape[1]}")
         yt = _npz_labels(content["y_test"], xt.shape[0], "y_test")
-        i_tr = keep[: int(cfg.n)]
-        keep_t = np.flatnonzero(_class_mask(yt, classes))[: int(cfg.n_test)]
-        px_te, y_te = xt[keep_t], yt[keep_t]
+        keep_t = np.flatnonzero(_class_mask(yt, classes))
+        require(n <= keep.size, f"{cfg.dataset}: n={n} exceeds the {keep.size} rows of x{in_classes}")
+        require(n_test <= keep_t.size, f"{cfg.dataset}: n_test={n_test} exceeds the {keep_t.size} rows of x_test{in_classes}")
+        i_tr = keep[:n]
+        px_te, y_te = xt[keep_t[:n_test]], yt[keep_t[:n_test]]
         notes = "first n rows of x, first n_test rows of x_test"
     else:
-        i_tr = keep[: int(cfg.n)]
-        i_te = keep[int(cfg.n) : int(cfg.n) + int(cfg.n_test)]
+        require(n + n_test <= keep.size,
+                f"{cfg.dataset}: n + n_test = {n + n_test} exceeds the {keep.size} rows of x{in_classes} "
+                "(without x_test the test rows follow the training rows)")
+        i_tr = keep[:n]
+        i_te = keep[n : n + n_test]
         px_te, y_te = x[i_te], y[i_te]
         notes = "no x_test: first n rows train, the next n_test remaining rows test"
     require(i_tr.size >= 1, f"{cfg.dataset}: no training rows in the selected classes")

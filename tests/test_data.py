@@ -90,15 +90,23 @@ def test_npz_rules(tmp_path):
     ds = load_dataset(DataConfig(str(p), n=6, n_test=3))
     assert np.allclose(ds.pixels_train, x[:6].reshape(6, -1) / 255.0)
     assert np.allclose(ds.pixels_test, x[6:9].reshape(3, -1) / 255.0) and ds.num_classes == 3
-    everything = load_dataset(DataConfig(str(p), n=50, n_test=3))
-    assert everything.pixels_train.shape[0] == 10 and everything.pixels_test.shape[0] == 0
-    sub = load_dataset(DataConfig(str(p), n=2, n_test=5, classes=(2, 1)))
+    # more rows than the file holds is an error, not a smaller set under the requested n
+    with pytest.raises(MalleabilityError, match=r"n \+ n_test = 11 exceeds the 10 rows"):
+        load_dataset(DataConfig(str(p), n=8, n_test=3))
+    assert load_dataset(DataConfig(str(p), n=7, n_test=3)).pixels_test.shape[0] == 3
+    with pytest.raises(MalleabilityError, match=r"n \+ n_test = 7 exceeds the 6 rows of x in classes \[2, 1\]"):
+        load_dataset(DataConfig(str(p), n=4, n_test=3, classes=(2, 1)))
+    sub = load_dataset(DataConfig(str(p), n=2, n_test=4, classes=(2, 1)))
     assert list(sub.y_train) == [1, 0] and list(sub.y_test) == [1, 0, 1, 0]
     q = tmp_path / "f.npz"
     np.savez(q, x=np.ones((4, 2)) * 0.5, y=np.array([0, 1, 1, 0]), x_test=np.ones((3, 2)), y_test=np.ones(3, int))
     dq = load_dataset(DataConfig(str(q), n=4, n_test=2))
     assert dq.pixels_test.shape == (2, 2) and np.all(dq.pixels_train == 0.5) and dq.num_classes == 2
     assert list(dq.y_test) == [1, 1] and np.all(dq.pixels_test == 1.0)
+    with pytest.raises(MalleabilityError, match="n=5 exceeds the 4 rows of x"):
+        load_dataset(DataConfig(str(q), n=5, n_test=2))
+    with pytest.raises(MalleabilityError, match="n_test=4 exceeds the 3 rows of x_test"):
+        load_dataset(DataConfig(str(q), n=4, n_test=4))
 
 
 def test_npz_errors(tmp_path):

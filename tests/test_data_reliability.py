@@ -74,9 +74,11 @@ def test_empty_x_and_featureless_x(tmp_path):
     one_line_error(load_npz, npz(tmp_path, "e.npz", x=np.zeros((0, 6)), y=np.zeros(0, int)), match="empty")
     one_line_error(load_npz, npz(tmp_path, "e3.npz", x=np.zeros((0, 3, 4)), y=np.zeros(0, int)), match="empty")
     one_line_error(load_npz, npz(tmp_path, "f.npz", x=np.zeros((5, 0)), y=np.arange(5) % 2), match="no features")
-    # an empty x_test is a legitimate "no test set", not an error
-    ds = load_npz(npz(tmp_path, "t.npz", x=X, y=Y2, x_test=np.zeros((0, 6)), y_test=np.zeros(0, int)))
+    # an empty x_test is a legitimate "no test set" when no test rows are asked for
+    empty_test = npz(tmp_path, "t.npz", x=X, y=Y2, x_test=np.zeros((0, 6)), y_test=np.zeros(0, int))
+    ds = load_npz(empty_test, n_test=0)
     assert ds.pixels_test.shape == (0, 6) and ds.pixels_train.shape == (30, 6)
+    one_line_error(load_npz, empty_test, match="n_test=5 exceeds the 0 rows of x_test")
 
 
 def test_one_class_is_refused(tmp_path):
