@@ -516,3 +516,15 @@ def test_a_label_outside_the_ten_classes_is_a_damaged_file(tmp_path, data_root):
     np.savez(sub, x=src["x"], y=y)
     one_line_error(load_dataset, DataConfig("cifar10", n=50, n_test=10, data_root=str(tmp_path / "cifar")),
                    match="not a CIFAR-10 class")
+
+
+def test_model_checks_see_an_npz_files_own_dimension(tmp_path):
+    from malleability.empirics.experiments.memory import data_dimension
+    from malleability.empirics.models import check_models
+
+    path = npz(tmp_path, "d1000.npz", x=RNG.random((12, 10, 10, 10)) + 0.05, y=np.arange(12) % 2)
+    assert data_dimension(path) == 1000 and data_dimension("mnist") == 784 and data_dimension("cifar10") == 3072
+    check_models(["patch-attn"], {"patch-attn": {"image_shape": (10, 10, 10), "patch_size": 5}}, data_dimension(path))
+    with pytest.raises(MalleabilityError, match="1000"):
+        check_models(["truncated-attn"], {"truncated-attn": {"rank": 1001}}, data_dimension(path))
+    check_models(["truncated-attn"], {"truncated-attn": {"rank": 800}}, data_dimension(path))  # 800 > 784: MNIST's d is not assumed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 from malleability.errors import require
@@ -26,8 +27,13 @@ DIMENSIONS = {"mnist": 784, "fashion-mnist": 784, "cifar10": 3072}
 
 
 def data_dimension(dataset: str) -> int:
-    """d of a named data set (an .npz of unknown d counts as MNIST-sized)."""
-    return DIMENSIONS.get(dataset, 784)
+    """d of a named data set, or of an .npz's rows (x's entries per row, read from the file)."""
+    if dataset in DIMENSIONS or not str(dataset).endswith(".npz"):
+        return DIMENSIONS.get(dataset, 784)
+    from malleability.empirics.npz_io import _read_npz  # cached: the run reads the same arrays
+
+    x = _read_npz(dataset)["x"]
+    return int(math.prod(x.shape[1:])) if x.ndim >= 2 else 1
 
 
 def require_fits(n: int, d: int, width: int, what: str) -> None:
