@@ -82,7 +82,7 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--codes", default="all", show_default=True,
                   help="recursion codes: Q, K, V each i (the input) or c (the current layer), e.g. iic,ccc; "
                        "'+res' adds a residual; all: the 8 plain codes")
-    @click.option("--ks", default="1,2,3,4", show_default=True, help="numbers of layers k (comma list, each >= 1)")
+    @click.option("--ks", default="1,2,3,4", show_default=True, help="numbers of layers k (comma list, each 1..60)")
     @click.option("--measure-max-n", default=50, type=int, show_default=True,
                   help="largest n whose Gram the mpmath recursion computes (about a minute at n = 50); larger n: "
                        "the Gram polynomial from X's singular values")
