@@ -91,3 +91,30 @@ def test_the_detector_finds_a_cycle(tmp_path, monkeypatch):
     b.write_text("import malleability.a\n")
     modules = {"malleability.a": a, "malleability.b": b}
     assert _imports(a, modules) == {"malleability.b"} and _imports(b, modules) == {"malleability.a"}
+
+
+_FRESH_IMPORTS = """
+import importlib, sys, traceback
+failed = []
+for name in sys.argv[1:]:
+    for loaded in [m for m in sys.modules if m == "malleability" or m.startswith("malleability.")]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        failed.append(f"{name}: {type(exc).__name__}: {exc}")
+print("\\n".join(failed))
+"""
+
+
+def test_every_module_imports_first_in_a_fresh_interpreter():
+    """The static detector above does not see the implicit import of a package's __init__; a dask worker
+    or a user script imports modules in any order, so each must import first, alone."""
+    import subprocess
+    import sys
+
+    names = sorted(n for n in _modules() if not n.endswith("__main__"))
+    run = subprocess.run([sys.executable, "-c", _FRESH_IMPORTS, *names], capture_output=True, text=True,
+                         timeout=600, cwd=ROOT.parent)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "", run.stdout

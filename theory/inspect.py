@@ -24,7 +24,7 @@ from malleability.theory.conditioning import _from_singular_values, number_out, 
 from malleability.theory.kernels import kernel_kappas
 from malleability.validation import as_finite_matrix, power_of_two_scaled, zero_rows
 
-MAX_LAYERS = 60  # ccc at K = 60 is G^(3^60) ≈ G^(4e28); beyond, the exponent arithmetic is pointless
+MAX_LAYERS = L.MAX_LAYERS
 REPORT_BOUND_ABOVE = 1e-6  # the text output shows a κ's error bound when it exceeds this
 
 

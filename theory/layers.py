@@ -25,14 +25,15 @@ from malleability.theory import exact
 
 CODES = tuple("".join(c) for c in itertools.product("ic", repeat=3))
 RESIDUAL_CODES = ("ccc+res",)
+MAX_LAYERS = 60  # ccc at K = 60 is G^(3^60) ≈ G^(4e28); beyond, the exponent arithmetic is pointless
 ALL_RECURSIONS = CODES + RESIDUAL_CODES
 
 
 def parse_recursion(code: str) -> tuple[str, bool]:
     """('ccc', False) for 'ccc'; ('ccc', True) for 'ccc+res'. Raises MalleabilityError otherwise."""
-    base, _, suffix = str(code).partition("+")
+    base, plus, suffix = str(code).partition("+")
     require(
-        len(base) == 3 and set(base) <= {"i", "c"} and suffix in ("", "res"),
+        len(base) == 3 and set(base) <= {"i", "c"} and (plus, suffix) in (("", ""), ("+", "res")),
         f"unknown recursion {code!r}: use a 3-letter code over {{i, c}} (Q, K, V order), optionally with '+res'",
     )
     return base, suffix == "res"

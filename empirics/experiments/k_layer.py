@@ -30,7 +30,6 @@ import mpmath
 import numpy as np
 
 from malleability.errors import require
-from malleability.theory.inspect import MAX_LAYERS
 from malleability.theory import conditioning, layers
 
 NAME = "k-layer"
@@ -190,8 +189,8 @@ class KLayerConfig:
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         require(self.n and all(int(v) >= 2 for v in self.n), f"every n must be >= 2, got {self.n}")
-        require(self.ks and all(isinstance(k, int) and 1 <= k <= MAX_LAYERS for k in self.ks),
-                f"ks must be integers in 1..{MAX_LAYERS}, got {self.ks}")
+        require(self.ks and all(isinstance(k, int) and 1 <= k <= layers.MAX_LAYERS for k in self.ks),
+                f"ks must be integers in 1..{layers.MAX_LAYERS}, got {self.ks}")
         for code in self.codes:
             layers.parse_recursion(code)
         require(int(self.measure_max_n) >= 0 and int(self.dps_margin) >= 10, "measure_max_n >= 0 and dps_margin >= 10")

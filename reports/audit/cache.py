@@ -128,14 +128,20 @@ def entry_checksum(entry: dict) -> str:
 
 
 def _source_files() -> list[tuple[str, Path]]:
-    """(stable name, path) of every source file of :data:`RESULT_MODULES`."""
-    import importlib
+    """(stable name, path) of every source file of :data:`RESULT_MODULES`.
+
+    Found by their import specs, not by importing them: a dask worker hashes while its comm thread
+    may be unpickling (importing) the next cell, and two threads importing one package cycle can
+    hand each other a partially initialised module."""
+    import importlib.util
 
     out = []
     for name in RESULT_MODULES:
-        module = importlib.import_module(name)
-        path = Path(module.__file__).resolve()
-        if path.name == "__init__.py":
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise ImportError(f"cannot find the source of {name}")
+        path = Path(spec.origin).resolve()
+        if spec.submodule_search_locations is not None:
             root = path.parent
             out += [(f"{name}/{p.relative_to(root).as_posix()}", p) for p in sorted(root.rglob("*.py"))
                     if "__pycache__" not in p.parts]
