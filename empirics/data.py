@@ -179,7 +179,7 @@ def unit_rows(x):
 def parse_classes(spec, dataset: str) -> tuple[int, ...] | None:
     """``'3,8'`` -> (3, 8); CIFAR-10 also accepts names (``'automobile,airplane'`` -> (1, 0)).
 
-    None / '' / 'all' -> None (all classes). Needs at least two distinct classes.
+    None / 'all' -> None (all classes); an empty string is an error, as a blank list is elsewhere. Needs at least two distinct classes.
     """
     if spec is None:
         return None
@@ -187,7 +187,8 @@ def parse_classes(spec, dataset: str) -> tuple[int, ...] | None:
         parts = [str(p) for p in spec]
     else:
         text = str(spec).strip()
-        if text == "" or text.lower() == "all":
+        require(text, "--classes is empty: give a comma list such as 3,8, or all")
+        if text.lower() == "all":
             return None
         parts = [p.strip() for p in text.split(",")]
     require(all(parts), f"bad --classes list {spec!r}: empty entry")

@@ -119,3 +119,12 @@ def refuse_repeats(values, what: str, spec) -> list:
         require(v not in seen, f"{what} repeats {v!r} in {str(spec)!r}: give each value once")
         seen.add(v)
     return list(values)
+
+
+def split_entries(spec, what: str) -> list[str]:
+    """'a, b' -> ['a', 'b']; an empty list or an empty entry ('a,,b', 'a,') is a one-line error, never dropped."""
+    text = str(spec).strip()
+    require(text, f"{what} is empty")
+    items = [p.strip() for p in text.split(",")]
+    require(all(items), f"{what} {str(spec)!r} has an empty entry: give a comma list with no blank items")
+    return items

@@ -84,9 +84,10 @@ class AuditGroup(click.Group):
             # commands that cache their cells raise Interrupted, which says what was kept; the others keep nothing
             click.echo(getattr(exc, "summary", None) or "interrupted: this command keeps no partial result", err=True)
             ctx.exit(EXIT_INTERRUPTED)
-        except MemoryError:
-            click.echo("error: out of memory; try a smaller --n or width", err=True)
-            ctx.exit(EXIT_INTERNAL)
+        except MemoryError:  # the sizes given, not a fault of the code: bad input, as an option out of range is
+            click.echo(f"error: out of memory: the sizes given need more memory than this machine has; lower them "
+                       f"(see '{' '.join(filter(None, (ctx.command_path, ctx.invoked_subcommand)))} --help')", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
         except Exception as exc:  # never a bare traceback for the user
             if os.environ.get("MALLEABILITY_DEBUG"):
                 raise

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import click
 
-from malleability.errors import MalleabilityError
+from malleability.errors import MalleabilityError, require
 
 
 def register(main: click.Group, bench: click.Group) -> None:
@@ -126,7 +126,11 @@ def register(main: click.Group, bench: click.Group) -> None:
         from malleability.reports.audit import load_results
         from malleability.reports.audit.compare import compare_results, format_comparison
 
-        cmp = compare_results(load_results(dir_a), load_results(dir_b))
+        docs = [load_results(d) for d in (dir_a, dir_b)]
+        for d, doc in zip((dir_a, dir_b), docs):
+            require("verdicts" in doc, f"{d}/results.json has no verdicts: `malleability report --resummarise {d}` "
+                                       "computes them from its cells")
+        cmp = compare_results(*docs)
         if not cmp["cells"]["common"]:
             raise MalleabilityError(f"{dir_a} and {dir_b} have no cell in common: not audits of one plan")
         click.echo(json.dumps(cmp, indent=2) if as_json else "\n".join(format_comparison(cmp)))
@@ -142,7 +146,7 @@ def register(main: click.Group, bench: click.Group) -> None:
 
         from malleability.reports.audit import analyse, load_results
         from malleability.reports.audit.results import write_results
-        from malleability.reports.report import render_report
+        from malleability.reports.audit.run import _render_whole
 
         results = load_results(out_dir)
         if resummarise or "summary" not in results or "verdicts" not in results:
@@ -153,7 +157,7 @@ def register(main: click.Group, bench: click.Group) -> None:
                                         f"wrong type or out of range ({exc})") from None
             write_results(Path(out_dir), results)
         try:
-            render_report(results, out_dir)
+            _render_whole(results, Path(out_dir))
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             if _analysis_as_stored(results):  # the file is as an audit wrote it: a bug here, not bad input
                 raise

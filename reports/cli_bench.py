@@ -7,14 +7,24 @@ absolute time judged against a threshold.
 from __future__ import annotations
 
 import json
+import math
+import os
 
 import click
 
+from malleability.empirics.experiments.memory import require_bytes
 from malleability.errors import require
 
 
 def _dump(obj) -> str:
     return json.dumps(obj, indent=1, allow_nan=False, default=str)
+
+
+def _check_threads(threads: int | None) -> None:
+    """More BLAS threads than a few per CPU only oversubscribes (and torch crashes on absurd counts)."""
+    cap = 4 * (os.cpu_count() or 1)
+    require(threads is None or 1 <= threads <= cap,
+            f"--threads must be in 1..{cap} (4 per CPU of this machine), got {threads}")
 
 
 def register(main: click.Group, bench: click.Group) -> None:
@@ -45,9 +55,14 @@ def register(main: click.Group, bench: click.Group) -> None:
 
         require(min(n, d, m) >= 1, "--n, --d and --m must be >= 1")
         require(repeats >= 1, "--repeats must be >= 1")
-        require(threads is None or threads >= 1, "--threads must be >= 1")
+        _check_threads(threads)
+        require(math.isfinite(reference_budget) and reference_budget > 0,
+                f"--reference-budget must be a finite number of seconds > 0, got {reference_budget}")
         require(model in ("relu", "mlp-attn", "qkv-attn"), f"--model must be relu, mlp-attn or qkv-attn, got {model!r}")
         require(d_k >= 1, "--d-k must be >= 1")
+        # the closed form's (n, n) kernels and (n, m) features, and the reference's weights and gradients
+        require_bytes(8 * (4 * n * n + 3 * n * m + 4 * m * max(d, d_k)), f"bench ntk at n = {n}, d = {d}, m = {m}",
+                      "lower --n, --d or --m")
         if threads is not None:
             torch.set_num_threads(threads)
         if model == "qkv-attn":
@@ -97,6 +112,9 @@ def register(main: click.Group, bench: click.Group) -> None:
             require(value >= 1, f"{flag} must be >= 1, got {value}")
         require(n >= 2, f"--n must be >= 2 (leave-one-out needs two points), got {n}")
         require(n <= 5000, f"--n {n} is too large for n brute-force refits; use n <= 5000")
+        require(outputs <= 10_000, f"--outputs must be at most 10000 (KRR outputs are classes), got {outputs}")
+        require_bytes(8 * (4 * n * n + 3 * (n + n_test) * (outputs + n)), f"bench influence at n = {n}, "
+                      f"n-test = {n_test}, outputs = {outputs}", "lower --n, --n-test or --outputs")
         click.echo(f"timing the closed form and {n} refits ...", err=True)
         res = benchmark_loo(n, n_test, outputs, repeats=repeats)
         if as_json:
@@ -137,6 +155,7 @@ def register_training(bench: click.Group) -> None:
         for flag, value in (("--n", n), ("--d", d), ("--batch-size", batch_size), ("--seeds", seeds),
                             ("--epochs", epochs), ("--repeats", repeats), ("--threads", threads)):
             require(value >= 1, f"{flag} must be >= 1, got {value}")
+        _check_threads(threads)
         require(classes >= 2, f"--classes must be >= 2, got {classes}")
         require(max(ws) * d * seeds * 4 * 8 <= 8 * 2**30, "--widths x --d x --seeds needs more than 8 GiB; lower them")
         torch.set_num_threads(threads)

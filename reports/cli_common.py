@@ -10,7 +10,7 @@ import re
 import click
 
 from malleability.errors import MalleabilityError, require
-from malleability.validation import refuse_repeats
+from malleability.validation import refuse_repeats, split_entries
 
 
 _CLASS_PREFIX = re.compile(r"(?<![\w.])(?:[A-Za-z_][\w.]*\.)?_*[A-Z]\w*(?:Error|Exception): ")
@@ -26,25 +26,27 @@ def dump(obj) -> str:
     return json.dumps(obj, indent=1, default=str, allow_nan=False)
 
 
+# Largest seed: numpy's legacy and torch's generators both take it, and data-seed + seed stays in int64.
+MAX_SEED = 2**32 - 1
+
+
 def parse_list(spec, what: str) -> list[str]:
-    """'a, b' -> ['a', 'b']: non-empty, each item once."""
-    items = [p.strip() for p in str(spec).split(",") if p.strip()]
-    require(items, f"{what} is empty")
-    return refuse_repeats(items, what, spec)
+    """'a, b' -> ['a', 'b']: non-empty, no blank entry, each item once."""
+    return refuse_repeats(split_entries(spec, what), what, spec)
 
 
 def parse_seeds(spec) -> list[int]:
     """'3' -> [0, 1, 2]; '0,4,7' -> [0, 4, 7]."""
     text = str(spec).strip()
     try:
-        seeds = [int(p) for p in text.split(",") if p.strip()] if "," in text else None
+        seeds = [int(p) for p in split_entries(text, "--seeds")] if "," in text else None
         count = int(text) if seeds is None else None
     except ValueError:
         raise MalleabilityError(f"--seeds must be a count or a comma list of integers, got {spec!r}") from None
     if seeds is None:
-        require(count >= 1, f"--seeds must be >= 1, got {count}")
+        require(1 <= count <= 10_000, f"--seeds must be >= 1 and a count at most 10000, got {count}")
         seeds = list(range(count))
-    require(seeds and all(s >= 0 for s in seeds), f"seeds must be >= 0, got {spec!r}")
+    require(seeds and all(0 <= s <= MAX_SEED for s in seeds), f"seeds must be in 0..{MAX_SEED}, got {spec!r}")
     return refuse_repeats(seeds, "--seeds", spec)
 
 
@@ -104,7 +106,7 @@ def _parse_option(text: str, fld, flag: str):
             require(math.isfinite(value), f"{flag} must be finite, got {text!r}")
             return value
         if kind.startswith("tuple"):
-            return tuple(int(p) for p in text.split(",") if p.strip())
+            return tuple(int(p) for p in split_entries(text, flag))
     except ValueError:
         raise MalleabilityError(f"{flag} must be {kind.split(' ')[0]}, got {text!r}") from None
     return text
@@ -146,6 +148,7 @@ def data_config(dataset, n, n_test, classes, data_seed, data_root, *, min_test: 
     from malleability.empirics.data import DataConfig, parse_classes
 
     require(n >= 1, f"--n must be >= 1, got {n}")
+    require(0 <= data_seed <= MAX_SEED, f"--data-seed must be in 0..{MAX_SEED}, got {data_seed}")
     require(n_test >= min_test, f"--n-test must be >= {min_test}, got {n_test}"
             + ("" if min_test == 0 else ": without test points no model can be judged learned"))
     return DataConfig(dataset=dataset, n=n, n_test=n_test, classes=parse_classes(classes, dataset), seed=data_seed,

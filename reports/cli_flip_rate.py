@@ -40,6 +40,7 @@ from malleability.reports.cli_common import (
     parse_models,
     parse_seeds,
     run_cells_of,
+    parse_list,
 )
 
 DEFAULT_N = 1000
@@ -52,8 +53,8 @@ def parse_schedules(text: str) -> tuple[str, ...]:
     """``constant``, ``ramp`` or a comma list of them, in a fixed order."""
     from malleability.empirics.experiments.flip_rate.config import ADV_TRAIN_SCHEDULES
 
-    names = [t.strip() for t in str(text).split(",") if t.strip()]
-    require(names, "--adv-train-schedule is empty: give constant, ramp or constant,ramp")
+    require(str(text).strip(), "--adv-train-schedule is empty: give constant, ramp or constant,ramp")
+    names = parse_list(text, "--adv-train-schedule")
     unknown = [t for t in names if t not in ADV_TRAIN_SCHEDULES]
     require(not unknown, f"unknown --adv-train-schedule {', '.join(unknown)}: choose from {', '.join(ADV_TRAIN_SCHEDULES)}")
     return tuple(s for s in ADV_TRAIN_SCHEDULES if s in names)

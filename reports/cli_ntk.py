@@ -28,6 +28,8 @@ from malleability.reports.cli_common import (
     parse_models,
     parse_seeds,
     run_cells_of,
+    parse_list,
+    refuse_repeats,
 )
 
 _SHORT = {
@@ -50,13 +52,13 @@ def _data_options(f):
 
 def _parse_ns(spec: str) -> tuple[int, ...]:
     out = []
-    for p in str(spec).split(","):
+    for p in parse_list(spec, "--n"):
         try:
-            out.append(int(p.strip()))
+            out.append(int(p))
         except ValueError:
             raise MalleabilityError(f"bad --n {spec!r}: {p!r} is not an integer") from None
     require(all(v >= 1 for v in out), f"--n must be >= 1, got {spec}")
-    return tuple(out)
+    return tuple(refuse_repeats(out, "--n", spec))  # '20,020' would run one size twice
 
 
 def _positive_eps(eps):

@@ -193,7 +193,7 @@ def test_the_plan_runs_table4_under_every_schedule_and_an_override_narrows_it():
 @pytest.mark.parametrize("args,message", [
     (["--adv-train-schedule", "ramp"], "applies to adversarial training"),
     (["--adv-train", "--adv-train-schedule", "cosine"], "unknown --adv-train-schedule cosine"),
-    (["--adv-train", "--adv-train-schedule", ","], "is empty"),
+    (["--adv-train", "--adv-train-schedule", ","], "empty entry"), (["--adv-train", "--adv-train-schedule", ""], "is empty"),
     (["--adv-train", "--adv-train-schedule", "ramp", "--adv-train-ramp-epochs", "0"], "must be >= 1"),
 ])
 def test_cli_rejects_bad_schedules_in_one_line(args, message):

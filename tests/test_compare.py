@@ -86,6 +86,13 @@ def test_cli_compare_text_json_and_bad_input(tmp_path):
     (lambda d: d["cells"][3].__setitem__("result", [1]), "cells[3].result is not an object"),
     (lambda d: d["verdicts"].__setitem__(0, "fails"), "verdicts[0] is not an object with a claim"),
     (lambda d: d["verdicts"][1].__setitem__("readings", ["holds"]), "verdicts[1].readings is not an object"),
+    (lambda d: d["verdicts"][1]["readings"].__setitem__("r", "maybe"), "verdicts[1].readings is not an object"),
+    (lambda d: d["verdicts"][0].__setitem__("verdict", "bogus"), "verdicts[0].verdict is 'bogus', not one of"),
+    (lambda d: d.__setitem__("options", None), "options is null, not an object"),
+    (lambda d: d.__setitem__("provenance", None), "provenance is null, not an object"),
+    (lambda d: d.__setitem__("verdicts", {}), "verdicts is dict, not a list"),
+    (lambda d: d.__setitem__("cells", []), "has no cells"),
+    (lambda d: [c.__setitem__("key", "k") for c in d["cells"][:2]], "cells[1] repeats the key of cells[0]"),
 ])
 def test_an_edited_cell_or_verdict_is_one_line_and_exit_2(tmp_path, edit, message):
     doc = json.loads(json.dumps(A))
@@ -97,6 +104,18 @@ def test_an_edited_cell_or_verdict_is_one_line_and_exit_2(tmp_path, edit, messag
         assert r.output.startswith("error: ") and message in r.output and len(r.output.strip().splitlines()) == 1
     r = CliRunner().invoke(main, ["report", b])  # report reads the same document the same way
     assert r.exit_code == 2 and message in r.output, r.output
+
+
+def test_deep_nesting_and_missing_verdicts_are_one_line_and_exit_2(tmp_path):
+    a = _write(tmp_path, "a", A)
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    (deep / "results.json").write_text('{"cells": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    unjudged = _write(tmp_path, "unjudged", {k: v for k, v in A.items() if k != "verdicts"})
+    for other, message in ((str(deep), "nests too deeply"), (unjudged, "has no verdicts")):
+        r = CliRunner().invoke(main, ["compare", a, other])
+        assert r.exit_code == 2, r.output
+        assert r.output.startswith("error: ") and message in r.output and len(r.output.strip().splitlines()) == 1
 
 
 def test_shares_at_their_bounds_are_read():

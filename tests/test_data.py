@@ -150,10 +150,11 @@ def test_bad_configs(cfg, match):
 
 
 def test_parse_classes():
-    assert parse_classes(None, "mnist") is None and parse_classes("", "mnist") is None
+    assert parse_classes(None, "mnist") is None and parse_classes("all", "mnist") is None
     assert parse_classes("3,8", "mnist") == (3, 8)
     assert parse_classes("Truck, cat", "cifar10") == (9, 3)
-    for spec, match in [("3", "two classes"), ("3,3", "repeated"), ("3,10", "out of range"), ("cat,dog", "unknown class")]:
+    for spec, match in [("3", "two classes"), ("3,3", "repeated"), ("3,10", "out of range"), ("cat,dog", "unknown class"),
+                        ("", "is empty"), ("3,,8", "empty entry")]:
         with pytest.raises(MalleabilityError, match=match):
             parse_classes(spec, "mnist")
 

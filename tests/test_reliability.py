@@ -552,6 +552,26 @@ USAGE_CASES = [
       for opts in (["--models", "patch-attn", "--patch-size", "5"], ["--models", "truncated-attn", "--rank", "0"],
                    ["--models", "truncated-attn", "--rank", "785"], ["--models", "softmax-attn", "--temperature", "0"],
                    ["--models", "softmax-attn", "--temperature", "-1"], ["--models", "qkv-attn", "--d-k", "0"])],
+    # blank entries, repeats and out-of-range seeds are refused, never dropped, merged or wrapped
+    ["flip-rate", "--dataset", "mnist", "--attack", "fgsm", "--eps", "1,,2"],
+    ["flip-rate", "--dataset", "mnist", "--attack", "fgsm,"],
+    ["flip-rate", "--dataset", "mnist", "--attack", "fgsm", "--seeds", "0,18446744073709551616"],
+    ["flip-rate", "--dataset", "mnist", "--attack", "fgsm", "--seeds", "99999999999999999999"],
+    ["flip-rate", "--dataset", "mnist", "--attack", "fgsm", "--data-seed", "-1"],
+    ["flip-rate", "--dataset", "mnist", "--attack", "fgsm", "--classes", ""],
+    ["flip-rate", "--dataset", "mnist", "--attack", "fgsm", "--adv-train", "--adv-train-schedule", "ramp,"],
+    ["ntk-distance", "--dataset", "mnist", "--models", "relu,"],
+    ["ntk-distance", "--dataset", "mnist", "--n", "20", "--kernel-points", "21"],
+    ["widths", "--dataset", "mnist", "--n", "20,20"],
+    ["widths", "--dataset", "mnist", "--n", "20,,40"],
+    ["k-layer", "--codes", "iic,,ccc"],
+    ["k-layer", "--codes", "ccc+"],
+    ["k-layer", "--ks", "1,"],
+    ["k-layer", "--ks", "61"],
+    ["bench", "ntk", "--threads", "100000"],
+    ["bench", "ntk", "--reference-budget", "nan"],
+    ["bench", "ntk", "--n", "10000000"],
+    ["bench", "influence", "--outputs", "100000000000"],
     ["report"],
     ["nosuchcommand"],
     ["--bogus"],
@@ -601,3 +621,16 @@ def test_internal_errors_stay_internal_exit_1(monkeypatch, tmp_path):
     assert r.exit_code == 1
     assert r.stderr.strip().splitlines() == [
         "internal error: RuntimeError: boom (set MALLEABILITY_DEBUG=1 for the traceback)"]
+
+
+def test_out_of_memory_is_bad_input_exit_2_naming_the_command(monkeypatch, tmp_path):
+    import malleability.reports.audit as A
+
+    def too_big(*a, **k):
+        raise MemoryError()
+
+    monkeypatch.setattr(A, "get_scale", too_big)
+    r = CliRunner().invoke(main, ["audit", "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")])
+    assert r.exit_code == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("error: out of memory") and " audit --help'" in line, line

@@ -129,3 +129,18 @@ def test_an_edited_summary_is_one_line_and_a_renderer_bug_is_not_hidden(tiny, tm
     monkeypatch.setattr(report, "render_report", broken)
     res = CliRunner().invoke(main, ["report", str(out)])
     assert res.exit_code == 1 and "internal error" in res.output, res.output
+
+
+def test_a_folder_where_a_report_file_goes_is_one_line_and_is_kept(tiny, tmp_path):
+    out, _ = tiny
+    target = tmp_path / "audit"
+    target.mkdir()
+    (target / "results.json").write_bytes((out / "results.json").read_bytes())
+    (target / "kappa.png").mkdir()
+    (target / "kappa.png" / "mine.txt").write_text("kept")
+    res = CliRunner().invoke(main, ["report", str(target)])
+    assert res.exit_code == 2, res.output
+    (line,) = res.stderr.strip().splitlines()
+    assert "kappa.png is a folder" in line
+    assert (target / "kappa.png" / "mine.txt").read_text() == "kept"
+    assert sorted(p.name for p in target.iterdir()) == ["kappa.png", "results.json"]  # nothing half-written, no temp

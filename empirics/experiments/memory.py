@@ -44,3 +44,12 @@ def require_fits(n: int, d: int, width: int, what: str) -> None:
     require(need <= 0.8 * total,
             f"{what}: width {width} at n = {n}, d = {d} needs about {need / 2**30:.1f} GiB, more than this machine's "
             f"{total / 2**30:.1f} GiB; choose a smaller width or n")
+
+
+def require_bytes(need: int, what: str, hint: str) -> None:
+    """A one-line error when ``need`` bytes exceed 80% of this machine's memory (``hint``: which options to lower)."""
+    total = machine_bytes()
+    if total <= 0:
+        return
+    require(need <= 0.8 * total, f"{what} needs about {need / 2**30:.1f} GiB, more than this machine's "
+                                 f"{total / 2**30:.1f} GiB; {hint}")

@@ -105,6 +105,8 @@ def load_results(out_dir: str | os.PathLike) -> dict:
         raise MalleabilityError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (ValueError, UnicodeDecodeError):
         raise MalleabilityError(f"{path} is not valid JSON (damaged or edited); rerun the audit") from None
+    except RecursionError:
+        raise MalleabilityError(f"{path} nests too deeply to be an audit results file (damaged or edited)") from None
     require(isinstance(results, dict) and isinstance(results.get("cells"), list),
             f"{path} is not an audit results file")
     require(results.get("schema") == SCHEMA,
@@ -120,8 +122,44 @@ SHARE_FIELDS = (("flip_rate",), ("accuracy", "train"), ("accuracy", "test"), ("a
                 ("accuracy", "chance"))
 
 
+# Top-level fields and their JSON types. A field an older audit did not write may be absent; one that is
+# present must have its type, since `report` and `compare` read it without further checks.
+TOP_LEVEL_TYPES = {"scale": dict, "cells": list, "options": dict, "provenance": dict, "code_version": dict,
+                   "counts": dict, "labels": dict, "summary": dict, "verdicts": list, "criteria": dict,
+                   "outcomes": dict, "scale_help": dict, "missing": list, "paper_numbers": list,
+                   "cache_refusals": list, "non_finite": list, "started_at": str,
+                   "wall_time_s": (int, float), "estimate_s": (int, float)}
+REQUIRED = ("cells",)
+
+
+def _known_verdicts() -> tuple[set, set]:
+    """The claim outcomes, and what a reading may be: a reading's outcome is one of the same labels."""
+    from malleability.reports.audit.verdicts import OUTCOMES
+
+    return set(OUTCOMES), set(OUTCOMES)
+
+
 def check_document(results: dict, path) -> None:
     """The shapes that `compare` and `report` read, each wrong one a one-line MalleabilityError naming its place."""
+    for key in REQUIRED:
+        require(key in results, f"{path} has no {key!r} field: not an audit results file (edited or damaged)")
+    for key, kind in TOP_LEVEL_TYPES.items():
+        if key in results:
+            value = results[key]
+            names = " or ".join(t.__name__ for t in (kind if isinstance(kind, tuple) else (kind,)))
+            require(isinstance(value, kind) and not isinstance(value, bool),
+                    f"{path}: {key} is {type(value).__name__ if value is not None else 'null'}, "
+                    f"not {names.replace('dict', 'an object').replace('list', 'a list')} (edited or damaged)")
+    require(results["cells"], f"{path} has no cells: nothing to report or compare (edited or damaged)")
+    seen: dict = {}
+    for i, cell in enumerate(results["cells"]):
+        key = cell.get("key") if isinstance(cell, dict) else None
+        if key is not None:
+            require(isinstance(key, str), f"{path}: cells[{i}].key is not a string (edited or damaged)")
+            require(key not in seen, f"{path}: cells[{i}] repeats the key of cells[{seen.get(key)}] "
+                                     "(one cell listed twice: edited or damaged)")
+            seen[key] = i
+    outcomes, reading_verdicts = _known_verdicts()
     for i, cell in enumerate(results["cells"]):
         where = f"{path}: cells[{i}]"
         require(isinstance(cell, dict), f"{where} is not an object (edited or damaged)")
@@ -144,8 +182,9 @@ def check_document(results: dict, path) -> None:
     for i, v in enumerate(verdicts):
         where = f"{path}: verdicts[{i}]"
         require(isinstance(v, dict) and isinstance(v.get("claim"), str), f"{where} is not an object with a claim")
-        require(v.get("verdict") is None or isinstance(v["verdict"], str), f"{where}.verdict is not a string")
+        require(v.get("verdict") is None or v["verdict"] in outcomes,
+                f"{where}.verdict is {v.get('verdict')!r}, not one of {', '.join(sorted(outcomes))}")
         readings = v.get("readings")
         require(readings is None or (isinstance(readings, dict)
-                                     and all(r is None or isinstance(r, str) for r in readings.values())),
-                f"{where}.readings is not an object of reading -> verdict strings")
+                                     and all(r is None or r in reading_verdicts for r in readings.values())),
+                f"{where}.readings is not an object of reading -> verdict ({', '.join(sorted(reading_verdicts))})")

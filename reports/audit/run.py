@@ -140,21 +140,33 @@ def announce_estimate(uncached, workers: int, device: str, executor, say: Callab
 
 
 def _render_whole(results: dict, out: Path) -> None:
-    """Render into a temporary folder inside ``out``, then move each file into place (whole files only)."""
+    """Render into a temporary folder inside ``out``, then move each file into place (whole files only).
+
+    A target that is a folder where a file goes (or a file where a folder goes) is refused before
+    anything moves: replacing it would delete what the user keeps there."""
     from malleability.reports.report import render_report
 
-    tmp = Path(tempfile.mkdtemp(prefix=".render-", dir=out))
+    out = Path(out)
+    tmp = None
     try:
+        tmp = Path(tempfile.mkdtemp(prefix=".render-", dir=out))
         render_report(results, tmp)
-        for item in sorted(tmp.iterdir()):
+        items = sorted(tmp.iterdir())
+        for item in items:
             target = out / item.name
-            if target.is_dir() and not target.is_symlink():
+            require(not (target.exists() or target.is_symlink()) or target.is_dir() == item.is_dir(),
+                    f"cannot write the report into {out}: {target} is {'a folder' if target.is_dir() else 'a file'}"
+                    f", not the {'folder' if item.is_dir() else 'file'} the report writes there")
+        for item in items:
+            target = out / item.name
+            if item.is_dir() and target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
             os.replace(item, target)
     except OSError as exc:
         raise MalleabilityError(f"cannot write the report into {out}: {exc.strerror or exc}") from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _prepare_out(out: Path) -> None:

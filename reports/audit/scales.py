@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from malleability.errors import MalleabilityError, require
+from malleability.validation import split_entries
 
 # Task name -> (dataset, classes as spec). Binary tasks follow the paper's Table 3.
 TASKS = {
@@ -214,7 +215,8 @@ def _coerce(value: str, current: Any, name: str) -> Any:
         if isinstance(current, float) or name.endswith("null_eps"):
             return float(value)
         if isinstance(current, tuple) or current is None:
-            items = [v.strip() for v in value.split(",") if v.strip()]
+            # an empty value is an empty tuple (e.g. no tasks); a blank entry inside a list is a typo
+            items = split_entries(value, f"--override {name}") if value.strip() else []
             if name.endswith(("eps_sweep",)):
                 return tuple(float(v) for v in items)
             if name.endswith("truncation_ranks"):
@@ -223,6 +225,8 @@ def _coerce(value: str, current: Any, name: str) -> Any:
                 return tuple(int(v) for v in items)
             return tuple(items)
         return value
+    except MalleabilityError:
+        raise
     except ValueError:
         raise MalleabilityError(f"--override {name}={value}: cannot parse as {type(current).__name__}") from None
 
