@@ -129,6 +129,9 @@ def register(main: click.Group, bench: click.Group) -> None:
         attacks_opts = attack_options(kw)
         seeds = parse_seeds(kw["seeds"])
         attacks = parse_attacks(kw["attack"])
+        for name, opts in attacks_opts.items():  # as for model options: a flag nothing reads is refused, not ignored
+            require(name in attacks, f"--{name}-{next(iter(opts)).replace('_', '-')} applies to the {name} attack, "
+                                     f"which is not among --attack {','.join(attacks)}")
         eps_list = parse_eps(kw["eps"])
         models = parse_models(kw["models"])
         baseline = check_model(kw["baseline"])

@@ -121,3 +121,13 @@ def test_transductive_change_equals_exact_polynomial_at_large_eps():
     ex = _exact_change(x, 1, 0, delta, "transductive")
     assert change(x.astype(float), 1, 0, np.array([3.0, -2.0, 5.0]), "transductive") == pytest.approx(float(ex),
                                                                                                    rel=1e-12)
+
+
+def test_a_bound_beyond_float64_range_is_still_judged():
+    import mpmath
+
+    from malleability.theory.sensitivity import exceeds
+
+    # magnitudes past 1.8e308: a float tolerance would be inf and every bound would hold
+    assert exceeds(mpmath.mpf("1e501"), mpmath.mpf("1e200"), mpmath.mpf("1e400"), 3, 3)
+    assert not exceeds(mpmath.mpf("1e200"), mpmath.mpf("1e501"), mpmath.mpf("1e400"), 3, 3)

@@ -50,7 +50,11 @@ MAX_SCALED_EPS = 1e50  # (ε/max|X|)^6 must stay inside float64 for the transduc
 
 
 def rounding_tolerance(n: int, d: int, magnitude: float) -> float:
-    """Rounding error allowed for a sum of products of this magnitude: 8·(n + d)·eps64·magnitude."""
+    """Rounding error allowed for a sum of products of this magnitude: 8·(n + d)·eps64·magnitude.
+
+    An mpmath magnitude stays mpmath: beyond float64's range float() is inf, and every bound would hold."""
+    if isinstance(magnitude, mpmath.mpf):
+        return 8 * (n + d) * mpmath.mpf(EPS64) * magnitude
     return 8 * (n + d) * EPS64 * float(magnitude)
 
 

@@ -59,6 +59,8 @@ def sweep(data: DataConfig, train: TrainConfig, *, models, attacks, eps_list, se
     modes = [(bool(adv), sched) for adv in adv_modes for sched in (adv_schedules if adv else ("constant",))]
     require_fits(data.n, data_dimension(data.dataset), int(cell_options.get("width", 256)), "flip-rate")
     model_options, attack_options = dict(model_options or {}), dict(attack_options or {})
+    unused = sorted(set(attack_options) - set(attacks))
+    require(not unused, f"attack options for {', '.join(unused)}, which is not among the attacks {', '.join(attacks)}")
     check_models(models, model_options, data_dimension(data.dataset))
     return [
         FlipRateConfig(data=dataclasses.replace(data, seed=int(data.seed) + int(s)),
