@@ -37,10 +37,10 @@ from malleability.reports.cli_common import (
     model_options,
     parse_attacks,
     parse_eps,
+    parse_list,
     parse_models,
     parse_seeds,
     run_cells_of,
-    parse_list,
 )
 
 DEFAULT_N = 1000

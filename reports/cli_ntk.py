@@ -25,11 +25,11 @@ from malleability.reports.cli_common import (
     interval,
     model_option_flags,
     model_options,
+    parse_list,
     parse_models,
     parse_seeds,
-    run_cells_of,
-    parse_list,
     refuse_repeats,
+    run_cells_of,
 )
 
 _SHORT = {

@@ -454,3 +454,17 @@ def test_rate_summary_pools_exact_counts_and_refuses_impossible_rates():
     assert ok["ci95"][1] <= 1.0 and mean_interval([-3.0, 7.0])["mean"] == 2.0  # an unbounded quantity
     with pytest.raises(ValueError, match="not a count"):
         rate_summary([0.33], [20])
+
+
+def test_sweep_refuses_options_for_an_attack_it_does_not_run():
+    from malleability.empirics.data import DataConfig
+    from malleability.empirics.experiments.flip_rate import sweep
+    from malleability.empirics.training import TrainConfig
+    from malleability.errors import MalleabilityError
+
+    data, train = DataConfig("mnist", n=20, n_test=10), TrainConfig(epochs=1)
+    with pytest.raises(MalleabilityError, match="attack options for pgd"):
+        sweep(data, train, models=["relu"], attacks=["fgsm"], eps_list=[0.1], seeds=[0],
+              attack_options={"pgd": {"steps": 5}})
+    assert len(sweep(data, train, models=["relu"], attacks=["pgd"], eps_list=[0.1], seeds=[0],
+                     attack_options={"pgd": {"steps": 5}})) == 1

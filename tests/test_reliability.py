@@ -555,6 +555,7 @@ USAGE_CASES = [
     # blank entries, repeats and out-of-range seeds are refused, never dropped, merged or wrapped
     ["flip-rate", "--dataset", "mnist", "--attack", "fgsm", "--eps", "1,,2"],
     ["flip-rate", "--dataset", "mnist", "--attack", "fgsm,"],
+    ["flip-rate", "--dataset", "mnist", "--attack", "fgsm", "--pgd-steps", "5"],
     ["flip-rate", "--dataset", "mnist", "--attack", "fgsm", "--seeds", "0,18446744073709551616"],
     ["flip-rate", "--dataset", "mnist", "--attack", "fgsm", "--seeds", "99999999999999999999"],
     ["flip-rate", "--dataset", "mnist", "--attack", "fgsm", "--data-seed", "-1"],

@@ -132,13 +132,6 @@ TOP_LEVEL_TYPES = {"scale": dict, "cells": list, "options": dict, "provenance": 
 REQUIRED = ("cells",)
 
 
-def _known_verdicts() -> tuple[set, set]:
-    """The claim outcomes, and what a reading may be: a reading's outcome is one of the same labels."""
-    from malleability.reports.audit.verdicts import OUTCOMES
-
-    return set(OUTCOMES), set(OUTCOMES)
-
-
 def check_document(results: dict, path) -> None:
     """The shapes that `compare` and `report` read, each wrong one a one-line MalleabilityError naming its place."""
     for key in REQUIRED:
@@ -159,7 +152,9 @@ def check_document(results: dict, path) -> None:
             require(key not in seen, f"{path}: cells[{i}] repeats the key of cells[{seen.get(key)}] "
                                      "(one cell listed twice: edited or damaged)")
             seen[key] = i
-    outcomes, reading_verdicts = _known_verdicts()
+    from malleability.reports.audit.verdicts import OUTCOMES
+
+    outcomes = set(OUTCOMES)  # a claim's verdict and each reading's are labels of the same set
     for i, cell in enumerate(results["cells"]):
         where = f"{path}: cells[{i}]"
         require(isinstance(cell, dict), f"{where} is not an object (edited or damaged)")
@@ -186,5 +181,5 @@ def check_document(results: dict, path) -> None:
                 f"{where}.verdict is {v.get('verdict')!r}, not one of {', '.join(sorted(outcomes))}")
         readings = v.get("readings")
         require(readings is None or (isinstance(readings, dict)
-                                     and all(r is None or r in reading_verdicts for r in readings.values())),
-                f"{where}.readings is not an object of reading -> verdict ({', '.join(sorted(reading_verdicts))})")
+                                     and all(r is None or r in outcomes for r in readings.values())),
+                f"{where}.readings is not an object of reading -> verdict ({', '.join(sorted(outcomes))})")
