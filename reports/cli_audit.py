@@ -14,6 +14,8 @@ interrupted audit. Hidden options for tests and experiments: ``--scale tiny`` an
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from malleability.errors import MalleabilityError, require
@@ -51,6 +53,10 @@ def register(main: click.Group, bench: click.Group) -> None:
         scale = get_scale(scale_name, overrides)
         if workers is not None and workers < 1:
             raise MalleabilityError(f"--workers must be >= 1, got {workers}")
+        if workers is not None and not (executor_kind == "dask" and (scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS"))):
+            from malleability.reports.audit.executor import check_workers
+
+            check_workers(workers)  # local processes (a remote scheduler's workers are not this machine's)
         if scheduler is not None and executor_kind != "dask":
             raise MalleabilityError("--scheduler needs --executor dask")
         if dry_run:

@@ -159,6 +159,10 @@ def test_fresh_recomputes_everything(uninterrupted, data_root):
         (["--override", "flip.eps=-1"], "flip ε must be finite and >= 0"),
         (["--override", "models=cnn"], "unknown model 'cnn'"),
         (["--override", "attention_inputs=whiten"], "unknown attention input"),
+        (["--override", "ntk.widths=4,4"], "repeats 4"),
+        (["--override", "flip.attacks=fgsm,fgsm"], "repeats 'fgsm'"),
+        (["--override", "truncation_ranks=none,full"], "repeats None"),
+        (["--workers", "100000"], "--workers"),
     ],
 )
 def test_bad_options_exit_2(tmp_path, args, message):

@@ -282,9 +282,9 @@ def make_dask_executor(
     data_root = data_root if data_root is not None else (os.environ.get(DATA_ENV) or None)
     cluster = None
     if address is None:
-        from malleability.reports.audit.executor import default_workers
+        from malleability.reports.audit.executor import check_workers, default_workers
 
-        n = n_workers or default_workers()
+        n = check_workers(n_workers) if n_workers else default_workers()
         overrides = {} if allowed_failures is None else {"distributed.scheduler.allowed-failures": allowed_failures}
         with dask.config.set(overrides):
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",

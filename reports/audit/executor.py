@@ -33,6 +33,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from malleability.errors import require
 from malleability.reports.audit.cache import CellCache, code_version, config_to_jsonable
 
 
@@ -162,6 +163,14 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux
         return max(1, os.cpu_count() or 1)
+
+
+def check_workers(workers: int) -> int:
+    """``workers`` local processes, refused outside 1..4 per core: each loads torch, so thousands
+    exhaust memory long before they speed anything up."""
+    cap = 4 * default_workers()
+    require(1 <= int(workers) <= cap, f"--workers must be in 1..{cap} (4 per core of this machine), got {workers}")
+    return int(workers)
 
 
 @dataclass(frozen=True)

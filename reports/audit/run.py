@@ -23,7 +23,7 @@ from malleability.errors import MalleabilityError, require
 from malleability.provenance import git_commit
 from malleability.reports.audit.cache import CellCache, code_version, config_to_jsonable
 from malleability.reports.audit.cost_model import SPEED_MEASURE, machine_speed_factor
-from malleability.reports.audit.executor import default_workers, make_executor, run_cells, stop_executor
+from malleability.reports.audit.executor import check_workers, default_workers, make_executor, run_cells, stop_executor
 from malleability.reports.audit.plan import Plan, cell_seconds, costliest_first, estimate_seconds, plan_cells
 from malleability.reports.audit.results import SCHEMA, build_results, write_results
 from malleability.reports.audit.scales import Scale
@@ -205,6 +205,8 @@ def run_audit(
     _prepare_out(out)
     cache = CellCache(cache_dir or default_cache_dir(), log=say)
     workers = workers if workers is not None else (1 if device == "cuda" else default_workers())
+    if executor is None:  # local processes; a given (e.g. Dask) executor's workers are elsewhere
+        check_workers(workers)
     require(workers >= 1, f"--workers must be >= 1, got {workers}")
     plan = plan or plan_cells(scale, device=device, data_root=data_root)
     started = time.time()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from malleability.errors import MalleabilityError, require
-from malleability.validation import split_entries
+from malleability.validation import refuse_repeats, split_entries
 
 # Task name -> (dataset, classes as spec). Binary tasks follow the paper's Table 3.
 TASKS = {
@@ -218,12 +218,15 @@ def _coerce(value: str, current: Any, name: str) -> Any:
             # an empty value is an empty tuple (e.g. no tasks); a blank entry inside a list is a typo
             items = split_entries(value, f"--override {name}") if value.strip() else []
             if name.endswith(("eps_sweep",)):
-                return tuple(float(v) for v in items)
-            if name.endswith("truncation_ranks"):
-                return tuple(None if v.lower() in ("none", "full") else int(v) for v in items)
-            if name.endswith((".n", ".widths", ".ks")):
-                return tuple(int(v) for v in items)
-            return tuple(items)
+                values = [float(v) for v in items]
+            elif name.endswith("truncation_ranks"):
+                values = [None if v.lower() in ("none", "full") else int(v) for v in items]
+            elif name.endswith((".n", ".widths", ".ks")):
+                values = [int(v) for v in items]
+            else:
+                values = items
+            # a repeated width, model or task would run the same cells twice and count them twice
+            return tuple(refuse_repeats(values, f"--override {name}", value))
         return value
     except MalleabilityError:
         raise

@@ -18,7 +18,7 @@ from typing import Callable
 from malleability.errors import MalleabilityError, require
 from malleability.reports.audit.cache import CellCache
 from malleability.reports.audit.cells import RUNNERS
-from malleability.reports.audit.executor import Cell, make_executor, run_cells, stop_executor
+from malleability.reports.audit.executor import Cell, check_workers, make_executor, run_cells, stop_executor
 from malleability.reports.audit.plan import cell_seconds, costliest_first
 from malleability.reports.audit.run import _data_fingerprints, _fingerprint_of, announce_estimate, default_cache_dir
 
@@ -35,7 +35,7 @@ def run_sweep_cells(kind: str, configs: list, *, labels: list[str] | None = None
     :class:`~malleability.reports.audit.executor.Interrupted` once the finished cells are cached.
     """
     require(kind in RUNNERS, f"unknown cell kind {kind!r}")
-    require(int(workers) >= 1, f"--workers must be >= 1, got {workers}")
+    check_workers(workers)
     say = progress or (lambda _line: None)
     labels = labels or [f"{kind} {i}" for i in range(len(configs))]
     require(len(labels) == len(configs), "one label per config")
