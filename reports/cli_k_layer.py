@@ -87,7 +87,8 @@ def register(main: click.Group, bench: click.Group) -> None:
                   help="largest n whose Gram the mpmath recursion computes (about a minute at n = 50); larger n: "
                        "the Gram polynomial from X's singular values")
     @click.option("--dps-margin", default=30, type=int, show_default=True,
-                  help="mpmath digits beyond log10 kappa of the measurement (>= 10)")
+                  help="mpmath digits beyond log10 kappa of the measurement (10..200: more only slows the "
+                       "recursion, which is already exact to far beyond float64)")
     @click.option("--seed", default=0, type=int, show_default=True, help="seed of the subset draw")
     @click.option("--data-root", default=None, help="data folder (default $MALLEABILITY_DATA, then the user cache)")
     @click.option("--json", "as_json", is_flag=True, help="print the JSON document instead of the table")
@@ -98,7 +99,8 @@ def register(main: click.Group, bench: click.Group) -> None:
         from malleability.provenance import provenance
 
         require(measure_max_n >= 0, f"--measure-max-n must be >= 0, got {measure_max_n}")
-        require(dps_margin >= 10, f"--dps-margin must be >= 10, got {dps_margin}")
+        require(10 <= dps_margin <= experiment.MAX_DPS_MARGIN,
+                f"--dps-margin must be in 10..{experiment.MAX_DPS_MARGIN}, got {dps_margin}")
         require(seed >= 0, f"--seed must be >= 0, got {seed}")
         cfg = experiment.KLayerConfig(datasets=tuple(parse_list(datasets, "--datasets")),
                                       n=parse_ints(n, "--n", minimum=2), codes=parse_codes(codes),

@@ -34,6 +34,8 @@ from malleability.theory import conditioning, layers
 
 NAME = "k-layer"
 DATASETS = ("mnist", "cifar10")
+# digits beyond log10 κ: 200 is exact far beyond float64; 10^5 digits would run for hours
+MAX_DPS_MARGIN = 200
 
 
 def candidate_exponents(k: int) -> dict[str, int]:
@@ -193,7 +195,8 @@ class KLayerConfig:
                 f"ks must be integers in 1..{layers.MAX_LAYERS}, got {self.ks}")
         for code in self.codes:
             layers.parse_recursion(code)
-        require(int(self.measure_max_n) >= 0 and int(self.dps_margin) >= 10, "measure_max_n >= 0 and dps_margin >= 10")
+        require(int(self.measure_max_n) >= 0 and 10 <= int(self.dps_margin) <= MAX_DPS_MARGIN,
+                f"measure_max_n >= 0 and dps_margin in 10..{MAX_DPS_MARGIN}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
