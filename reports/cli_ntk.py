@@ -18,6 +18,7 @@ import click
 
 from malleability.errors import MalleabilityError, require
 from malleability.reports.cli_common import (
+    MAX_SEED,
     cell_run_flags,
     data_config,
     dump,
@@ -31,6 +32,16 @@ from malleability.reports.cli_common import (
     refuse_repeats,
     run_cells_of,
 )
+
+# no network of more units was ever trained: a larger width in a rows file is an edit
+MAX_ROW_WIDTH = 2**31
+
+
+def _short(v) -> str:
+    """``repr(v)``, cut to a line (an edited row may hold a 400-digit integer)."""
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
 
 _SHORT = {
     "after_vs_init_absolute": "T-0 abs",
@@ -185,24 +196,51 @@ def _read_rows(path: str) -> list[dict]:
     except (OSError, UnicodeDecodeError):
         raise MalleabilityError(f"cannot read rows from {path}: not a UTF-8 JSON or JSONL file") from None
     try:
-        obj = json.loads(text)
-        rows = obj["rows"] if isinstance(obj, dict) else obj
-    except (json.JSONDecodeError, KeyError, TypeError):
         try:
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as exc:
-            raise MalleabilityError(f"cannot read rows from {path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+            obj = json.loads(text)
+            rows = obj["rows"] if isinstance(obj, dict) else obj
+        except (json.JSONDecodeError, KeyError, TypeError):
+            try:
+                rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            except json.JSONDecodeError as exc:
+                raise MalleabilityError(f"cannot read rows from {path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise MalleabilityError(f"cannot read rows from {path}: nested too deeply to be NTK-distance rows") from None
     require(isinstance(rows, list) and rows and all(isinstance(r, dict) and "distance" in r for r in rows),
             f"{path} holds no NTK-distance rows")
+    seen: dict = {}
     for i, r in enumerate(rows):
         _check_row(r, f"{path}: row {i}")
+        # the same (data set, model, protocol, width, seed) twice would count one run twice in the fit,
+        # narrowing its interval for nothing
+        from malleability.empirics.experiments.ntk_distance import fit_group
+
+        key = (*fit_group(r), r["width"], r["seed"])
+        require(key not in seen, f"{path}: row {i}: repeats row {seen.get(key)} (same data set, model, protocol, width "
+                                 f"and seed): give each run once")
+        seen[key] = i
     return rows
+
+
+def _is_number(v, low: float = 0.0, high: float = math.inf) -> bool:
+    """A JSON number (not a bool) within [low, high]; an integer beyond float64's range is not one."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        f = float(v)
+    except OverflowError:
+        return False
+    return math.isfinite(f) and low <= f <= high
 
 
 def _check_row(r: dict, where: str) -> None:
     """The fields the width fit reads, of the types `ntk-distance --json` writes: an edited row is one line."""
     w = r.get("width")
-    require(isinstance(w, int) and not isinstance(w, bool) and w >= 1, f"{where}: width must be an integer >= 1, got {w!r}")
+    require(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= MAX_ROW_WIDTH,
+            f"{where}: width must be an integer in 1..{MAX_ROW_WIDTH}, got {_short(w)}")
+    s = r.get("seed")
+    require(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED,
+            f"{where}: seed must be an integer in 0..{MAX_SEED}, got {_short(s)}")
     for key in ("dataset", "model"):
         require(isinstance(r.get(key), str) and r[key], f"{where}: {key} must be a non-empty string, got {r.get(key)!r}")
     require(isinstance(r.get("model_options", {}), dict), f"{where}: model_options must be an object")
@@ -212,11 +250,10 @@ def _check_row(r: dict, where: str) -> None:
     dist = r["distance"]
     require(isinstance(dist, dict) and dist, f"{where}: distance must be an object of named distances")
     for name, v in dist.items():
-        require(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0),
-                f"{where}: distance {name} must be a finite number >= 0 or null, got {v!r}")
+        require(v is None or _is_number(v), f"{where}: distance {name} must be a finite number >= 0 or null, got {_short(v)}")
     acc = r.get("accuracy")
     require(acc is None or isinstance(acc, dict), f"{where}: accuracy must be an object")
     for key in ("train", "test"):
         v = (acc or {}).get(key)
-        require(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1),
-                f"{where}: accuracy {key} must be a number in [0, 1] or null, got {v!r}")
+        require(v is None or _is_number(v, 0.0, 1.0), f"{where}: accuracy {key} must be a number in [0, 1] or null, "
+                                                          f"got {_short(v)}")

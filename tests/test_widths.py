@@ -132,11 +132,15 @@ def test_cli_widths_takes_every_model_and_its_options(data_root):
 def test_cli_widths_refuses_edited_rows_in_one_line(data_root, tmp_path):
     good = {"dataset": "mnist", "model": "relu", "width": 16, "seed": 0, "readings": {"protocol": "paper"},
             "distance": {"after_vs_init_relative": 0.5}, "accuracy": {"train": 0.9, "test": 0.8}}
-    cases = [({"width": -5}, "width must be an integer >= 1"), ({"width": "16"}, "width must be an integer"),
+    cases = [({"width": -5}, "width must be an integer in 1.."), ({"width": "16"}, "width must be an integer"),
              ({"width": True}, "width must be an integer"), ({"model": None}, "model must be a non-empty string"),
              ({"distance": {"after_vs_init_relative": -1.0}}, "must be a finite number >= 0"),
              ({"distance": {}}, "distance must be an object"), ({"accuracy": {"test": 7}}, "accuracy test"),
-             ({"readings": {"protocol": 3}}, "readings must be an object")]
+             ({"readings": {"protocol": 3}}, "readings must be an object"),
+             ({"width": 10**400}, "width must be an integer in 1..2147483648, got 1000"),
+             ({"seed": None}, "seed must be an integer"),
+             ({"distance": {"after_vs_init_relative": 10**400}}, "must be a finite number"),
+             ({}, "repeats row 0 (same data set, model, protocol, width and seed)")]
     for i, (edit, match) in enumerate(cases):
         path = tmp_path / f"rows{i}.json"
         path.write_text(json.dumps({"rows": [good, {**good, **edit}]}))
@@ -145,6 +149,11 @@ def test_cli_widths_refuses_edited_rows_in_one_line(data_root, tmp_path):
         assert bad.exit_code == 2, (edit, bad.output)
         (line,) = bad.stderr.strip().splitlines()
         assert "row 1: " in line and match in line, line
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100000 + "]" * 100000)
+    bad = CliRunner().invoke(main, ["widths", "--dataset", "mnist", "--n", "20", "--data-root", str(data_root),
+                                    "--rows", str(deep)])
+    assert bad.exit_code == 2 and "nested too deeply" in bad.stderr, bad.output
     empty = tmp_path / "empty.json"
     empty.write_text(json.dumps({"rows": []}))
     bad = CliRunner().invoke(main, ["widths", "--dataset", "mnist", "--n", "20", "--data-root", str(data_root),

@@ -280,7 +280,8 @@ def sweep(data: DataConfig, train: TrainConfig, models, widths, seeds, *, model_
     ]
 
 
-def _group(row: dict) -> tuple:
+def fit_group(row: dict) -> tuple:
+    """The (data set, model with options, protocol) a row is fitted with: one slope per group."""
     return (row["dataset"], model_key(row), (row.get("readings") or {}).get("protocol", "paper"))
 
 
@@ -291,7 +292,7 @@ def summarise(rows) -> dict:
     values: dict = {}
     quality: dict = {}
     for r in rows:
-        g = _group(r)
+        g = fit_group(r)
         for name, value in r["distance"].items():
             values.setdefault(g + (name,), {}).setdefault(int(r["width"]), []).append(value)
         quality.setdefault(g + (int(r["width"]),), []).append(r)
