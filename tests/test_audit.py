@@ -162,7 +162,7 @@ def test_fresh_recomputes_everything(uninterrupted, data_root):
         (["--override", "ntk.widths=4,4"], "repeats 4"),
         (["--override", "flip.attacks=fgsm,fgsm"], "repeats 'fgsm'"),
         (["--override", "truncation_ranks=none,full"], "repeats None"),
-        (["--workers", "100000"], "--workers"),
+        (["--workers", "100000"], "4 per core of this machine"),
     ],
 )
 def test_bad_options_exit_2(tmp_path, args, message):

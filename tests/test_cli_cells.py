@@ -68,12 +68,16 @@ def test_a_failing_cell_is_one_error_line_and_exit_2(data_root, tmp_path, monkey
     assert res.stderr.strip().splitlines()[-1] == "error: this cell cannot run"
 
 
+@pytest.mark.parametrize("workers", ["0", "100000"])
 @pytest.mark.parametrize("command", ["flip-rate", "ntk-distance"])
-def test_workers_below_one_is_refused(data_root, command):
+def test_workers_outside_one_to_four_per_core_are_refused(data_root, command, workers):
     extra = ["--attack", "pgd"] if command == "flip-rate" else []
     res = CliRunner().invoke(main, [command, "--dataset", "mnist", "--n", "30", "--data-root", str(data_root),
-                                    "--workers", "0", *extra])
-    assert res.exit_code == 2 and "--workers must be >= 1, got 0" in res.output
+                                    "--workers", workers, *extra])
+    from malleability.reports.audit.executor import default_workers
+
+    cap = 4 * default_workers()
+    assert res.exit_code == 2 and f"--workers must be in 1..{cap} (4 per core of this machine), got {workers}" in res.output
 
 
 @pytest.mark.parametrize("command", ["flip-rate", "ntk-distance"])

@@ -59,7 +59,8 @@ def test_table_names_the_law_of_each_code(data_root):
     (["--datasets", "imagenet"], "unknown dataset 'imagenet'"),
     (["--measure-max-n", "-1"], "--measure-max-n must be >= 0"),
     (["--measure-max-n", "many"], "'many' is not a valid integer"),
-    (["--dps-margin", "5"], "--dps-margin must be >= 10"),
+    (["--dps-margin", "5"], "--dps-margin must be in 10..200"),
+    (["--dps-margin", "100000"], "--dps-margin must be in 10..200"),
     (["--seed", "-1"], "--seed must be >= 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, match, data_root):

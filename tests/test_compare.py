@@ -13,21 +13,22 @@ from malleability.reports.cli import main
 
 
 def _flip(label, rate, test, root=None, spearman=0.5):
-    return {"kind": "flip-rate", "label": label, "status": "computed",
+    return {"kind": "flip-rate", "key": f"k-{label}", "label": label, "status": "computed",
             "config": {"eps": 0.3, "data": {"dataset": "mnist", "n": 60, "data_root": root}},
             "result": {"flip_rate": rate, "accuracy": {"test": test}, "spearman": spearman, "timing_s": 1.0}}
 
 
 def _results(cells, verdicts, cpu):
-    return {"schema": SCHEMA, "cells": cells, "verdicts": verdicts, "provenance": {"machine": {"cpu": cpu}}}
+    return {"schema": SCHEMA, "scale": {"name": "tiny"}, "cells": cells, "verdicts": verdicts,
+            "provenance": {"machine": {"cpu": cpu}}}
 
 
 A = _results([_flip("f1", 0.25, 0.8, root="/a"), _flip("f2", 0.10, 0.5), _flip("only-a", 0.5, 0.5),
-              {"kind": "theory", "label": "t", "status": "computed", "config": {"claim": "x"}, "result": {"v": 1}}],
+              {"kind": "theory", "key": "k-t", "label": "t", "status": "computed", "config": {"claim": "x"}, "result": {"v": 1}}],
              [{"claim": "c1", "verdict": "fails", "readings": {"r1": "fails", "r2": "holds"}},
               {"claim": "c2", "verdict": "holds", "readings": {"r": "holds"}}], "cpu A")
 B = _results([_flip("f1", 0.25, 0.8, root="/b", spearman=0.6), _flip("f2", 0.05, 0.53),
-              {"kind": "theory", "label": "t", "status": "computed", "config": {"claim": "x"}, "result": {"v": 1}},
+              {"kind": "theory", "key": "k-t", "label": "t", "status": "computed", "config": {"claim": "x"}, "result": {"v": 1}},
               _flip("failed", None, None) | {"status": "failed"}],
              [{"claim": "c1", "verdict": "depends", "readings": {"r1": "holds", "r2": "holds"}},
               {"claim": "c2", "verdict": "holds", "readings": {"r": "holds"}}], "cpu B")
@@ -82,6 +83,14 @@ def test_cli_compare_text_json_and_bad_input(tmp_path):
     (lambda d: d["cells"][0]["result"].__setitem__("flip_rate", "0.2"), "flip_rate = '0.2' is not a share"),
     (lambda d: d["cells"][0]["result"].__setitem__("flip_rate", True), "flip_rate = True is not a share"),
     (lambda d: d["cells"].__setitem__(2, "a cell"), "cells[2] is not an object"),
+    (lambda d: d["cells"][0].__setitem__("kind", "flip-rates"), "cells[0].kind is 'flip-rates', not a cell kind"),
+    (lambda d: d["cells"][0].__setitem__("status", "bogus"), "cells[0].status is 'bogus', not one of cached"),
+    (lambda d: d["cells"][1].__setitem__("key", None), "cells[1].key is not a string"),
+    (lambda d: d.__setitem__("counts", {"computed": -1}), "counts.computed = -1 is not a count"),
+    (lambda d: d.pop("scale"), "has no 'scale' field"),
+    (lambda d: d.__setitem__("scale", {"name": "nosuch"}), "scale.name is 'nosuch', not a scale of this version"),
+    (lambda d: d["cells"][0]["config"].__setitem__("width", 10**400),
+     "cells[0].config.width is an integer beyond float64's range"),
     (lambda d: d["cells"][3].pop("kind"), "cells[3] has no kind string"),
     (lambda d: d["cells"][3].__setitem__("result", [1]), "cells[3].result is not an object"),
     (lambda d: d["verdicts"].__setitem__(0, "fails"), "verdicts[0] is not an object with a claim"),

@@ -129,7 +129,25 @@ TOP_LEVEL_TYPES = {"scale": dict, "cells": list, "options": dict, "provenance": 
                    "outcomes": dict, "scale_help": dict, "missing": list, "paper_numbers": list,
                    "cache_refusals": list, "non_finite": list, "started_at": str,
                    "wall_time_s": (int, float), "estimate_s": (int, float)}
-REQUIRED = ("cells",)
+REQUIRED = ("cells", "scale")
+CELL_STATUSES = ("cached", "computed", "failed")  # what the executor writes of each cell
+_FLOAT_MAX = 1.7976931348623157e308
+
+
+def _first_huge_number(doc) -> str | None:
+    """The path of the first integer beyond float64's range (every reader takes numbers as floats), else None.
+
+    Iterative, so an edited file nested deeply costs no recursion."""
+    stack = [(doc, "")]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((v, f"{where}.{k}") for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(value))
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > _FLOAT_MAX:
+            return where.lstrip(".")
+    return None
 
 
 def check_document(results: dict, path) -> None:
@@ -144,14 +162,26 @@ def check_document(results: dict, path) -> None:
                     f"{path}: {key} is {type(value).__name__ if value is not None else 'null'}, "
                     f"not {names.replace('dict', 'an object').replace('list', 'a list')} (edited or damaged)")
     require(results["cells"], f"{path} has no cells: nothing to report or compare (edited or damaged)")
+    from malleability.reports.audit.cells import RUNNERS
+    from malleability.reports.audit.scales import SCALES
+
+    name = results["scale"].get("name")
+    require(isinstance(name, str) and name in SCALES,
+            f"{path}: scale.name is {name!r}, not a scale of this version ({', '.join(sorted(SCALES))}): edited or damaged")
+    for key, count in (results.get("counts") or {}).items():
+        require(isinstance(count, int) and not isinstance(count, bool) and count >= 0,
+                f"{path}: counts.{key} = {count!r} is not a count >= 0 (edited or damaged)")
+    huge = _first_huge_number(results)
+    require(huge is None, f"{path}: {huge} is an integer beyond float64's range (edited or damaged)")
     seen: dict = {}
     for i, cell in enumerate(results["cells"]):
-        key = cell.get("key") if isinstance(cell, dict) else None
-        if key is not None:
-            require(isinstance(key, str), f"{path}: cells[{i}].key is not a string (edited or damaged)")
-            require(key not in seen, f"{path}: cells[{i}] repeats the key of cells[{seen.get(key)}] "
-                                     "(one cell listed twice: edited or damaged)")
-            seen[key] = i
+        if not isinstance(cell, dict):
+            continue  # refused below, with the other shapes of a cell
+        key = cell.get("key")
+        require(isinstance(key, str) and key, f"{path}: cells[{i}].key is not a string (edited or damaged)")
+        require(key not in seen, f"{path}: cells[{i}] repeats the key of cells[{seen.get(key)}] "
+                                 "(one cell listed twice: edited or damaged)")
+        seen[key] = i
     from malleability.reports.audit.verdicts import OUTCOMES
 
     outcomes = set(OUTCOMES)  # a claim's verdict and each reading's are labels of the same set
@@ -160,6 +190,10 @@ def check_document(results: dict, path) -> None:
         require(isinstance(cell, dict), f"{where} is not an object (edited or damaged)")
         for key in ("kind", "label", "status"):
             require(isinstance(cell.get(key), str), f"{where} has no {key} string (edited or damaged)")
+        require(cell["kind"] in RUNNERS, f"{where}.kind is {cell['kind']!r}, not a cell kind of this version "
+                                         f"({', '.join(sorted(RUNNERS))}): edited or damaged")
+        require(cell["status"] in CELL_STATUSES,
+                f"{where}.status is {cell['status']!r}, not one of {', '.join(CELL_STATUSES)} (edited or damaged)")
         require(cell.get("config") is None or isinstance(cell["config"], dict), f"{where}.config is not an object")
         result = cell.get("result")
         require(result is None or isinstance(result, dict), f"{where}.result is not an object")
