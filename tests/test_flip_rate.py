@@ -468,3 +468,17 @@ def test_sweep_refuses_options_for_an_attack_it_does_not_run():
               attack_options={"pgd": {"steps": 5}})
     assert len(sweep(data, train, models=["relu"], attacks=["pgd"], eps_list=[0.1], seeds=[0],
                      attack_options={"pgd": {"steps": 5}})) == 1
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1e-40])
+def test_pixels_below_the_training_dtype_range_are_refused_not_reported_as_no_flips(tmp_path, scale):
+    # in float32 these rows cast to (nearly) zero: the pixel attack would change nothing and report 0 flips
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x=rng.random((40, 16)) * scale, y=np.arange(40) % 2)
+    res = CliRunner().invoke(main, ["flip-rate", "--dataset", str(path), "--n", "20", "--n-test", "10", "--epochs", "1",
+                                    "--width", "8", "--models", "relu", "--baseline", "relu", "--seeds", "1",
+                                    "--attack", "fgsm", "--cache-dir", str(tmp_path / "c")])
+    assert res.exit_code == 2, res.output
+    (line,) = res.stderr.strip().splitlines()[-1:]
+    assert "underflow float32" in line and "--dtype float64" in line

@@ -85,7 +85,7 @@ from malleability.empirics.experiments.quality import model_quality, pattern_fli
 from malleability.empirics.influence import MULTI_OUTPUT_READING, SIGN_CONVENTION, TEST_LOSS
 from malleability.empirics.models import get_model, unit
 from malleability.empirics.training import TrainConfig, TrainedModel, resolve_device, train_model
-from malleability.errors import require
+from malleability.errors import MalleabilityError, require
 
 
 
@@ -186,6 +186,17 @@ def run_flip_rate_cell(cfg: FlipRateConfig) -> dict:
     require(ds.pixels_test.shape[0] >= 1, "need at least 1 test point (n_test >= 1) to measure influence on the test loss")
     require(cfg.space == "feature" or (ds.pixels_train.min() >= 0 and ds.pixels_train.max() <= 1),
             "space='pixel' needs pixels in [0, 1]; this data set is not, use --space feature")
+    if cfg.space == "pixel":
+        # the attack steps through the pixels cast to the training dtype: a row below its normal range
+        # becomes (nearly) zero there, the step changes nothing, and "no flips" would be reported
+        tiny = float(torch.finfo(dtype).tiny)
+        row_max = np.abs(ds.pixels_train).max(axis=1)
+        low = np.flatnonzero(row_max < tiny)
+        if low.size:
+            raise MalleabilityError(
+                f"space='pixel' in {train_cfg.dtype}: {low.size} training row(s) (first at row {int(low[0])}, max "
+                f"pixel {float(row_max[low[0]]):.1e}) underflow {train_cfg.dtype} (smallest normal {tiny:.1e}): "
+                "rescale the pixels to [0, 1], or use --dtype float64 or --space feature")
     feature_model = get_model(cfg.model, cfg.model_options)
 
     # Training rows in float64 for attacks and kernels; the trainer casts to its own dtype.
