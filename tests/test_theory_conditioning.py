@@ -266,3 +266,18 @@ def test_ntk_kappa_error_bound_on_mnist_rows(data_root):
     kk = kernel_kappas(x, allow_mpmath=False)
     true = rel(kk["kappa_ntk_inf"], ntk_kappa_reference(x))
     assert true <= kk["kappa_ntk_inf_rel_error_bound"]
+
+
+def test_ntk_of_a_repeated_row_is_singular_but_a_near_repeat_keeps_its_large_kappa():
+    """Two equal rows make Θ exactly singular: mpmath shows a rounding-level eigenvalue, whose κ grows with
+    the digits, and it is reported as null with a warning. A row 2^-50 away is ill-conditioned but not
+    singular: its κ (~1e16, beyond the first precision's trusted range) is kept, stable at more digits."""
+
+    x = np.random.default_rng(0).standard_normal((6, 4))
+    twin = kernel_kappas(np.vstack([x, x[:1]]))
+    assert twin["kappa_ntk_inf"] is None and any("NTK is singular" in w for w in twin["warnings"])
+    near = np.vstack([x, x[:1] + np.array([2.0**-50, 0, 0, 0])])
+    out = kernel_kappas(near)
+    assert out["kappa_ntk_inf"] is not None and 1e15 < out["kappa_ntk_inf"] < 1e17
+    assert not any("NTK is singular" in w for w in out["warnings"])
+    assert int(out["precision"].split("-")[1]) > 60  # resolved by the second, longer evaluation

@@ -79,6 +79,17 @@ def mp_ntk_inf_entry(u):
     return u * (mpmath.pi - mpmath.acos(u)) / (2 * mpmath.pi)
 
 
+def _mp_ntk_kappa(km):
+    """κ₂ of the infinite-width NTK of the mpmath normalised kernel ``km``, at the working precision."""
+    n = km.rows
+    tm = mpmath.matrix(n, n)
+    for i in range(n):
+        for j in range(n):
+            tm[i, j] = mp_ntk_inf_entry(km[i, j])
+    et = mpmath.eigsy(tm, eigvals_only=True)
+    return spectral_kappa([et[i] for i in range(n)])
+
+
 def mp_normalised_kernel(x: np.ndarray, dps: int):
     """K_norm as an mpmath matrix, computed from X exactly (entries taken as exact binaries)."""
     with mpmath.workdps(dps):
@@ -154,13 +165,21 @@ def kernel_kappas(x: np.ndarray, rank_tol_eig: float | None = None, allow_mpmath
                 kept_m = sorted(ew, reverse=True)[:rank]
                 pseudo_k = spectral_kappa(kept_m)
                 kappa_k = pseudo_k if len(kept_m) == n else None
-                tm = mpmath.matrix(n, n)
-                for i in range(n):
-                    for j in range(n):
-                        tm[i, j] = mp_ntk_inf_entry(km[i, j])
-                et = mpmath.eigsy(tm, eigvals_only=True)
-                kappa_t = spectral_kappa([et[i] for i in range(n)])
+                kappa_t = _mp_ntk_kappa(km)
                 _ = big
+            if kappa_t is not None and kappa_t >= mpmath.mpf(10) ** (dps - 20):
+                # beyond what dps digits resolve: an NTK with an exactly zero eigenvalue (two equal rows)
+                # shows one at the rounding level, ~10^dps. Redo with more digits: a true κ stays, that one grows.
+                dps_more = dps + 40
+                with mpmath.workdps(dps_more):
+                    kappa_more = _mp_ntk_kappa(mp_normalised_kernel(x, dps_more))
+                if kappa_more is None or kappa_more > kappa_t * mpmath.mpf(10) ** 20:
+                    out["warnings"].append(f"the infinite-width NTK is singular: its smallest eigenvalue falls with "
+                                           f"the precision (κ {mpmath.nstr(kappa_t, 3)} at {dps} digits, "
+                                           f"{mpmath.nstr(kappa_more, 3) if kappa_more else 'inf'} at {dps_more})")
+                    kappa_t = None
+                else:
+                    kappa_t, dps = kappa_more, dps_more
             out["precision"] = f"mpmath-{dps}"
         else:
             require(in_range, f"X XᵀX under- or overflows float64 (its rows' scales differ by about "
