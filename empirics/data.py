@@ -221,11 +221,18 @@ def user_cache_dir() -> Path:
 
 def resolve_data_root(data_root: str | None) -> tuple[Path, bool]:
     """(root, is_user_cache). Only the user cache may receive downloads."""
-    if data_root:
-        return Path(data_root).expanduser(), False
+    if data_root is not None:
+        # an empty --data-root is a mistake (an unset variable in a script), not a request for the default
+        require(str(data_root).strip(), "--data-root is empty: give a folder, or leave it out for $MALLEABILITY_DATA "
+                                        "or the user cache")
+        root = Path(data_root).expanduser()
+        require(not root.is_file(), f"--data-root {root} is a file, not a folder of data sets")
+        return root, False
     env = os.environ.get("MALLEABILITY_DATA")
     if env:
-        return Path(env).expanduser(), False
+        root = Path(env).expanduser()
+        require(not root.is_file(), f"MALLEABILITY_DATA={root} is a file, not a folder of data sets")
+        return root, False
     return user_cache_dir(), True
 
 

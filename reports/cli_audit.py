@@ -51,6 +51,9 @@ def register(main: click.Group, bench: click.Group) -> None:
         from malleability.reports.audit import get_scale, run_audit
 
         scale = get_scale(scale_name, overrides)
+        from malleability.empirics.data import resolve_data_root
+
+        resolve_data_root(data_root)  # an empty or file --data-root stops here, before any cell
         if workers is not None and workers < 1:
             raise MalleabilityError(f"--workers must be >= 1, got {workers}")
         if workers is not None and not (executor_kind == "dask" and (scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS"))):

@@ -13,7 +13,7 @@ import os
 import click
 
 from malleability.empirics.experiments.memory import require_bytes
-from malleability.errors import require
+from malleability.errors import MalleabilityError, require
 
 
 def _dump(obj) -> str:
@@ -60,6 +60,17 @@ def register(main: click.Group, bench: click.Group) -> None:
                 f"--reference-budget must be a finite number of seconds > 0, got {reference_budget}")
         require(model in ("relu", "mlp-attn", "qkv-attn"), f"--model must be relu, mlp-attn or qkv-attn, got {model!r}")
         require(d_k >= 1, "--d-k must be >= 1")
+        # options one path does not read are refused, not ignored (the run would silently be another one)
+        source = click.get_current_context().get_parameter_source
+        given = [name for name in ("dtype", "repeats", "reference_budget", "with_nt", "d_k")
+                 if source(name) != click.core.ParameterSource.DEFAULT]
+        unread = [g for g in given if (g == "d_k") != (model == "qkv-attn")]
+        flags = {"dtype": "--dtype", "repeats": "--repeats", "reference_budget": "--reference-budget",
+                 "with_nt": "--neural-tangents/--no-neural-tangents", "d_k": "--d-k"}
+        if unread:
+            path = "qkv-attn" if unread[0] == "d_k" else "relu and mlp-attn"
+            raise MalleabilityError(f"{', '.join(flags[u] for u in unread)} applies to --model {path}, "
+                                    f"not --model {model}")
         # the closed form's (n, n) kernels and (n, m) features, and the reference's weights and gradients
         require_bytes(8 * (4 * n * n + 3 * n * m + 4 * m * max(d, d_k)), f"bench ntk at n = {n}, d = {d}, m = {m}",
                       "lower --n, --d or --m")

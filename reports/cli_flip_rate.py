@@ -145,6 +145,20 @@ def register(main: click.Group, bench: click.Group) -> None:
                 "--adv-train-schedule applies to adversarial training: add --adv-train or --ablation")
         require(kw["adv_train_ramp_epochs"] is None or kw["adv_train_ramp_epochs"] >= 1,
                 f"--adv-train-ramp-epochs must be >= 1, got {kw['adv_train_ramp_epochs']}")
+        # a flag that nothing in this run reads is refused, not ignored: the run would be the same cached cell
+        adversarial = kw["adv_train"] or kw["ablation"]
+        require(kw["adv_train_ramp_epochs"] is None or (adversarial and "ramp" in schedules),
+                "--adv-train-ramp-epochs applies to the ramp schedule of adversarial training: add --adv-train "
+                "(or --ablation) and --adv-train-schedule ramp")
+        source = click.get_current_context().get_parameter_source
+        require(adversarial or source("adv_train_steps") == ParameterSource.DEFAULT,
+                "--adv-train-steps applies to adversarial training: add --adv-train or --ablation")
+        if kw["attention_c"] != "recompute":
+            from malleability.empirics.models import get_model
+
+            require(any(get_model(m).transductive for m in models),
+                    f"--attention-c {kw['attention_c']} applies to a transductive model (its fitted state, e.g. "
+                    f"MLP-Attn's C); none of --models {','.join(models)} is one")
         dev = resolve_device(kw["device"])
         data = data_config(kw["dataset"], kw["n"], kw["n_test"], kw["classes"], kw["data_seed"], kw["data_root"],
                            min_test=1)

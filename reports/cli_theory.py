@@ -15,6 +15,7 @@ import math
 import click
 
 from malleability.errors import MalleabilityError, require
+from malleability.validation import refuse_repeats
 
 
 def _dump(obj) -> str:
@@ -76,6 +77,7 @@ def register(main: click.Group, bench: click.Group) -> None:
 
         for cid in claims:
             require(cid in CLAIM_IDS, f"unknown claim id {cid!r}: use one of {', '.join(CLAIM_IDS)}")
+        refuse_repeats(claims, "theory check", " ".join(claims))  # a claim named twice would be checked twice
         results = check_claims(list(claims) or None, profile=profile,
                                progress=lambda msg: click.echo(msg, err=True))
         if as_json:
