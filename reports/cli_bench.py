@@ -168,6 +168,8 @@ def register_training(bench: click.Group) -> None:
             require(value >= 1, f"{flag} must be >= 1, got {value}")
         _check_threads(threads)
         require(classes >= 2, f"--classes must be >= 2, got {classes}")
+        # a batch larger than the data set is the full batch: the benchmark would time another setting than it names
+        require(batch_size <= n, f"--batch-size {batch_size} exceeds --n {n}: give a batch of at most n rows")
         require(max(ws) * d * seeds * 4 * 8 <= 8 * 2**30, "--widths x --d x --seeds needs more than 8 GiB; lower them")
         torch.set_num_threads(threads)
         click.echo(f"timing {len(ws)} widths x {seeds} seeds ...", err=True)

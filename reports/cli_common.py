@@ -106,9 +106,13 @@ def _parse_option(text: str, fld, flag: str):
             require(math.isfinite(value), f"{flag} must be finite, got {text!r}")
             return value
         if kind.startswith("tuple"):
-            return tuple(int(p) for p in split_entries(text, flag))
+            inner = text.strip()
+            if inner.startswith("(") and inner.endswith(")"):  # the documented form '(H, W, C)' and plain 'H,W,C'
+                inner = inner[1:-1]
+            return tuple(int(p) for p in split_entries(inner, flag))
     except ValueError:
-        raise MalleabilityError(f"{flag} must be {kind.split(' ')[0]}, got {text!r}") from None
+        shown = "a comma list of integers, e.g. 28,28,1 or (28, 28, 1)" if kind.startswith("tuple") else kind.split(" ")[0]
+        raise MalleabilityError(f"{flag} must be {shown}, got {text!r}") from None
     return text
 
 

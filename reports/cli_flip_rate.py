@@ -171,7 +171,8 @@ def register(main: click.Group, bench: click.Group) -> None:
             lam=kw["lam"], width=kw["width"], ntk_at=kw["ntk_at"], attention_c=kw["attention_c"],
             adv_train_steps=kw["adv_train_steps"], adv_train_ramp_epochs=kw["adv_train_ramp_epochs"],
             null_eps=kw["null_eps"])
-        load_dataset(configs[0].data)  # bad data fails before any training
+        ds = load_dataset(configs[0].data)  # bad data fails before any training
+        experiment.check_pixel_space(ds.pixels_train, kw["space"], kw["dtype"])
 
         def label(cfg) -> str:
             return (f"flip-rate {cfg.data.dataset} {cfg.attack} eps={cfg.eps:g} {cfg.model} seed={cfg.train.seed}"

@@ -300,6 +300,11 @@ def validate_scale(scale: Scale) -> None:
                         ("flip.adv_train_steps", f.adv_train_steps)):
         require(value >= 1, f"{name} must be >= 1, got {value}")
     require(all(m >= 1 for m in k.widths), "widths must be >= 1")
+    # as the cells themselves require, checked here so that a bad override fails before any cell runs:
+    # leave-one-out influence needs two training points, and the accuracy gate and test loss a test point
+    require(f.n >= 2, f"flip.n must be >= 2 (leave-one-out influence needs two training points), got {f.n}")
+    for name, value in (("ntk.n_test", k.n_test), ("flip.n_test", f.n_test)):
+        require(value >= 1, f"{name} must be >= 1 (the accuracy gate needs a test point), got {value}")
     require(all(n >= 2 for n in w.n), "widths.n values must be >= 2")
     for eps in (f.eps, *f.eps_sweep):
         require(math.isfinite(eps) and eps >= 0, f"flip ε must be finite and >= 0, got {eps}")

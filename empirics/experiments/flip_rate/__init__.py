@@ -1,6 +1,6 @@
 """The flip-rate experiment (Tables 2-4): config, grid, one cell, summary. CLI ``flip-rate``; cell kind ``flip-rate``."""
 
-from malleability.empirics.experiments.flip_rate.cell import attack_rows, build_attack, run_flip_rate_cell
+from malleability.empirics.experiments.flip_rate.cell import attack_rows, build_attack, check_pixel_space, run_flip_rate_cell
 from malleability.empirics.experiments.flip_rate.config import (
     ATTENTION_C,
     CURATED_FLIP_SETS,
@@ -27,6 +27,6 @@ Config = FlipRateConfig
 run_cell = run_flip_rate_cell
 
 __all__ = ["ATTENTION_C", "CURATED_FLIP_SETS", "Config", "EDGE_TIE_RTOL", "FlipRateConfig", "INTERVENTIONS", "KRR_TARGETS", "NAME",
-           "NTK_AT", "RECOMPUTE", "attack_rows", "build_attack", "find_cell", "flip_rate", "flip_set_edge", "group_key", "krr_targets",
+           "NTK_AT", "RECOMPUTE", "attack_rows", "build_attack", "check_pixel_space", "find_cell", "flip_rate", "flip_set_edge", "group_key", "krr_targets",
            "model_key", "network_influence", "run_cell", "run_flip_rate_cell", "spearman", "summarise", "sweep",
            "top_tau_indices", "topk_overlap"]

@@ -172,6 +172,24 @@ def _perturbed(cfg, model0, attack, rows_idx, pixels, x_unit, y):
     return pixels, unit(new_source), 0
 
 
+def check_pixel_space(pixels: np.ndarray, space: str, dtype: str) -> None:
+    """Refuse training pixels a pixel-space attack cannot act on: outside [0, 1] (the attacks clip to it),
+    or rows below ``dtype``'s normal range, which cast to (nearly) zero so that the step changes nothing
+    and "no flips" would be reported."""
+    if space != "pixel":
+        return
+    require(pixels.min() >= 0 and pixels.max() <= 1,
+            "space='pixel' needs pixels in [0, 1]; this data set is not, use --space feature")
+    tiny = float(torch.finfo(getattr(torch, dtype)).tiny)
+    row_max = np.abs(pixels).max(axis=1)
+    low = np.flatnonzero(row_max < tiny)
+    if low.size:
+        raise MalleabilityError(
+            f"space='pixel' in {dtype}: {low.size} training row(s) (first at row {int(low[0])}, max "
+            f"pixel {float(row_max[low[0]]):.1e}) underflow {dtype} (smallest normal {tiny:.1e}): "
+            "rescale the pixels to [0, 1], or use --dtype float64 or --space feature")
+
+
 def run_flip_rate_cell(cfg: FlipRateConfig) -> dict:
     """Run one cell (see the module docstring); returns a JSON-ready row."""
     require(isinstance(cfg, FlipRateConfig), "run_flip_rate_cell takes a FlipRateConfig")
@@ -184,19 +202,7 @@ def run_flip_rate_cell(cfg: FlipRateConfig) -> dict:
     n = ds.pixels_train.shape[0]
     require(n >= 2, f"need at least 2 training points for leave-one-out influence, got {n}")
     require(ds.pixels_test.shape[0] >= 1, "need at least 1 test point (n_test >= 1) to measure influence on the test loss")
-    require(cfg.space == "feature" or (ds.pixels_train.min() >= 0 and ds.pixels_train.max() <= 1),
-            "space='pixel' needs pixels in [0, 1]; this data set is not, use --space feature")
-    if cfg.space == "pixel":
-        # the attack steps through the pixels cast to the training dtype: a row below its normal range
-        # becomes (nearly) zero there, the step changes nothing, and "no flips" would be reported
-        tiny = float(torch.finfo(dtype).tiny)
-        row_max = np.abs(ds.pixels_train).max(axis=1)
-        low = np.flatnonzero(row_max < tiny)
-        if low.size:
-            raise MalleabilityError(
-                f"space='pixel' in {train_cfg.dtype}: {low.size} training row(s) (first at row {int(low[0])}, max "
-                f"pixel {float(row_max[low[0]]):.1e}) underflow {train_cfg.dtype} (smallest normal {tiny:.1e}): "
-                "rescale the pixels to [0, 1], or use --dtype float64 or --space feature")
+    check_pixel_space(ds.pixels_train, cfg.space, train_cfg.dtype)
     feature_model = get_model(cfg.model, cfg.model_options)
 
     # Training rows in float64 for attacks and kernels; the trainer casts to its own dtype.

@@ -22,6 +22,7 @@ KRR_TARGETS = ("onehot", "pm1")
 # step, or a linear warm-up over the first epochs (common practice where the full budget stalls training).
 ADV_TRAIN_SCHEDULES = ("constant", "ramp")
 RAMP_FRACTION = 0.2  # default warm-up: the first fifth of the epochs
+MAX_LAM = 1e6  # KRR ridge: a million times the O(1) kernel diagonal
 
 
 def _help(text: str) -> dict:
@@ -99,11 +100,18 @@ class FlipRateConfig:
             check_eps(self.adv_train_eps, "adv_train_eps")
         if self.null_eps is not None:
             require(finite(self.null_eps) and float(self.null_eps) > 0, f"null_eps must be > 0, got {self.null_eps}")
+            # a floor is measured below the perturbation it is the floor of; at or above it, it is another attack
+            require(float(self.null_eps) < (float(self.eps) if float(self.eps) > 0 else 1.0),
+                    f"null_eps must be below eps = {self.eps} (and below 1): a null perturbation measures rounding, "
+                    f"e.g. 1e-6; got {self.null_eps}")
         require(self.intervention in INTERVENTIONS, f"unknown intervention {self.intervention!r}: choose one of {', '.join(INTERVENTIONS)}")
         require(finite(self.tau) and 0 < float(self.tau) <= 1, f"tau must lie in (0, 1], got {self.tau}")
         require(self.recompute in RECOMPUTE, f"unknown recompute {self.recompute!r}: choose one of {', '.join(RECOMPUTE)}")
         require(self.space in SPACES, f"unknown space {self.space!r}: choose one of {', '.join(SPACES)}")
-        require(finite(self.lam) and float(self.lam) > 0, f"lam must be a positive number, got {self.lam}")
+        # the kernels are O(1) on unit rows: a ridge past MAX_LAM swamps them, and the influences (~1/lam)
+        # fall to float64's subnormals, where rounding, not the data, orders the flip set
+        require(finite(self.lam) and 0 < float(self.lam) <= MAX_LAM,
+                f"lam must be a number in (0, {MAX_LAM:g}], got {self.lam}")
         require(int(self.width) >= 1, f"width must be >= 1, got {self.width}")
         require(self.ntk_at in NTK_AT, f"unknown ntk_at {self.ntk_at!r}: choose one of {', '.join(NTK_AT)}")
         require(self.attention_c in ATTENTION_C, f"unknown attention_c {self.attention_c!r}: choose one of {', '.join(ATTENTION_C)}")

@@ -1,0 +1,47 @@
+"""Options outside the range where their run means what it says are refused in one line (exit 2)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from malleability.reports.cli import main
+
+FLIP = ["flip-rate", "--dataset", "mnist", "--attack", "fgsm"]
+
+
+@pytest.mark.parametrize("args, message", [
+    ([*FLIP, "--lam", "1e308"], "lam must be a number in (0, 1e+06]"),
+    ([*FLIP, "--lam", "0"], "lam must be a number in (0, 1e+06]"),
+    ([*FLIP, "--null-eps", "1e308"], "null_eps must be below eps = 0.3"),
+    ([*FLIP, "--eps", "0.1", "--null-eps", "0.1"], "null_eps must be below eps = 0.1"),
+    (["bench", "training", "--widths", "4", "--n", "4", "--d", "4", "--batch-size", "100"], "--batch-size 100 exceeds --n 4"),
+    (["audit", "--scale", "tiny", "--dry-run", "--override", "flip.n=1"], "flip.n must be >= 2"),
+    (["audit", "--scale", "tiny", "--dry-run", "--override", "flip.n_test=0"], "flip.n_test must be >= 1"),
+    (["audit", "--scale", "tiny", "--dry-run", "--override", "ntk.n_test=0"], "ntk.n_test must be >= 1"),
+    (["k-layer", "--dps-margin", "100000"], "--dps-margin must be in 10..200"),
+])
+def test_an_option_out_of_range_is_one_line(args, message):
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2, res.output
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("error: ") and message in line, line
+
+
+def test_the_edge_of_each_scale_range_is_accepted():
+    args = ["audit", "--scale", "tiny", "--dry-run", "--override", "flip.n=2", "--override", "flip.n_test=1"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+
+
+def test_the_config_checks_the_bounds_it_documents():
+    from malleability.empirics.data import DataConfig
+    from malleability.empirics.experiments.flip_rate import FlipRateConfig
+    from malleability.errors import MalleabilityError
+
+    data = DataConfig("mnist")
+    FlipRateConfig(data=data, lam=1e6, eps=0.3, null_eps=0.29)  # both at the edge of their range
+    with pytest.raises(MalleabilityError, match="lam"):
+        FlipRateConfig(data=data, lam=1.0000001e6)
+    with pytest.raises(MalleabilityError, match="null_eps must be below"):
+        FlipRateConfig(data=data, eps=0.0, null_eps=1.0)
