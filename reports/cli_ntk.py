@@ -149,7 +149,8 @@ def register(main: click.Group, bench: click.Group) -> None:
     @main.command("widths")
     @_data_options
     @click.option("--n", "n", default="1000", show_default=True,
-                  help="training samples; a comma list for several n (a single N also reports N // 10)")
+                  help="training samples; a comma list for several n (a single N >= 20 also reports N // 10; below "
+                       "20 that companion would have fewer than 2 rows, and only N is reported)")
     @click.option("--eps", default=0.1, type=float, show_default=True, help="target distance ε")
     @click.option("--models", default="relu,mlp-attn", show_default=True, help="views: comma list of registered models")
     @click.option("--rows", "rows_path", default=None, help="JSON from `ntk-distance --json` (or JSONL rows) for measured widths")
@@ -164,6 +165,8 @@ def register(main: click.Group, bench: click.Group) -> None:
         ns = _parse_ns(n)
         if len(ns) == 1 and ns[0] >= 20:
             ns = (ns[0] // 10, ns[0])
+        elif len(ns) == 1 and not as_json:
+            click.echo(f"n = {ns[0]} < 20: no n // 10 companion (it would have fewer than 2 rows)", err=True)
         _positive_eps(eps)
         data = data_config(dataset, max(ns), n_test, classes, data_seed, data_root)
         rows = _read_rows(rows_path) if rows_path else None

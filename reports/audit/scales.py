@@ -317,6 +317,9 @@ def validate_scale(scale: Scale) -> None:
                 f"unknown flip.adv_train_schedules entry {schedule!r}: choose from {', '.join(ADV_TRAIN_SCHEDULES)}")
     require(len(set(f.adv_train_schedules)) == len(f.adv_train_schedules), "repeated flip.adv_train_schedules entry")
     require(f.adv_train_ramp_epochs is None or f.adv_train_ramp_epochs >= 1, "flip.adv_train_ramp_epochs must be >= 1 or none")
+    require(f.adv_train_ramp_epochs is None or (f.adv_training and "ramp" in f.adv_train_schedules),
+            "flip.adv_train_ramp_epochs applies to the ramp schedule of Table 4: set flip.adv_training and include "
+            "ramp in flip.adv_train_schedules, or leave it none")
     require(f.null_eps is None or (math.isfinite(f.null_eps) and f.null_eps > 0), "flip.null_eps must be > 0 or none")
     require(math.isfinite(w.eps) and w.eps > 0, f"widths.eps must be > 0, got {w.eps}")
     require(scale.theory.profile in ("quick", "thorough"), f"theory.profile must be quick or thorough, got {scale.theory.profile!r}")
