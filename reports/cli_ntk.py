@@ -165,12 +165,12 @@ def register(main: click.Group, bench: click.Group) -> None:
         ns = _parse_ns(n)
         if len(ns) == 1 and ns[0] >= 20:
             ns = (ns[0] // 10, ns[0])
-        elif len(ns) == 1 and not as_json:
-            click.echo(f"n = {ns[0]} < 20: no n // 10 companion (it would have fewer than 2 rows)", err=True)
         _positive_eps(eps)
         data = data_config(dataset, max(ns), n_test, classes, data_seed, data_root)
         rows = _read_rows(rows_path) if rows_path else None
         report = width_report(data, eps, rows=rows, ns=ns, models=model_list, model_options=options)
+        if len(ns) == 1 and not as_json:  # after the data loaded: a refusal stays one line
+            click.echo(f"n = {ns[0]} < 20: no n // 10 companion (it would have fewer than 2 rows)", err=True)
         if as_json:
             click.echo(dump(report))
             return
