@@ -25,7 +25,9 @@ settings.register_profile("dev", max_examples=40, deadline=None, suppress_health
 settings.register_profile("thorough", max_examples=1000, deadline=None, suppress_health_check=_SLOW_OK)
 
 _profile = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
-settings.load_profile(_profile)
+if _profile in ("ci", "dev", "thorough"):
+    settings.load_profile(_profile)
+
 
 REPO_ROOT = Path(__file__).resolve().parent
 
@@ -60,6 +62,9 @@ def data_root() -> Path:
 
 
 def pytest_configure(config):
+    # an unknown profile is one usage line from pytest, not hypothesis' traceback from inside the conftest
+    if _profile not in ("ci", "dev", "thorough"):
+        raise pytest.UsageError(f"HYPOTHESIS_PROFILE={_profile!r}: choose ci, dev or thorough")
     # before any fixture of any scope: no test process ever writes into the user's cell cache
     os.environ["MALLEABILITY_CACHE_DIR"] = tempfile.mkdtemp(prefix="malleability-test-cells-")
 

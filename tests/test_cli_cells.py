@@ -136,3 +136,16 @@ def test_every_list_option_refuses_a_repeated_value_on_one_line(data_root, tmp_p
     err = res.stderr.strip()
     assert err == f"error: {option} repeats {named} in {value!r}: give each value once", err
     assert not (tmp_path / "c").exists()  # refused before any work
+
+
+def test_a_sweep_refuses_a_cache_it_cannot_write(data_root, tmp_path, monkeypatch):
+    # a sweep has no results.json: with no writable cache an interrupt would lose every finished cell
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    args = ["k-layer", "--datasets", "mnist", "--n", "10", "--ks", "1", "--data-root", str(data_root)]
+    monkeypatch.setenv("MALLEABILITY_CACHE_DIR", str(blocker))
+    for extra, cache in (([], blocker), (["--cache-dir", str(blocker / "sub")], blocker / "sub")):
+        res = CliRunner().invoke(main, [*args, *extra])
+        assert res.exit_code == 2, res.output
+        (line,) = res.stderr.strip().splitlines()
+        assert line.startswith(f"error: cache {cache}") and "give a writable --cache-dir" in line

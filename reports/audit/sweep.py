@@ -40,8 +40,12 @@ def run_sweep_cells(kind: str, configs: list, *, labels: list[str] | None = None
     labels = labels or [f"{kind} {i}" for i in range(len(configs))]
     require(len(labels) == len(configs), "one label per config")
     cells = [Cell(kind, cfg, RUNNERS[kind], label) for cfg, label in zip(configs, labels)]
-    cache = CellCache(cache_dir or default_cache_dir(), log=say)
-    cache.check_writable()
+    cache = CellCache(cache_dir or default_cache_dir())  # silent for the probe: its refusal is the one line
+    # a sweep has no results.json: the cache is where its finished cells survive an interrupt
+    unwritable = cache.check_writable()
+    require(unwritable is None, f"cache {unwritable}: the finished cells of this command are kept there, so an "
+                                "interrupted run would lose them; give a writable --cache-dir (or $MALLEABILITY_CACHE_DIR)")
+    cache = CellCache(cache.root, log=say)
     fingerprint = _fingerprint_of(_data_fingerprints(cells, say))
     workers = int(workers)
     executor = make_executor(min(workers, max(1, len(cells))))  # no idle processes
