@@ -70,6 +70,14 @@ def test_cli_compare_text_json_and_bad_input(tmp_path):
     assert "flip rate: 1 of 2 flip cells changed (50%)" in r.output
     r = CliRunner().invoke(main, ["compare", a, b, "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["cells"]["common"] == 3
+    assert "scales differ" not in r.output
+    bigger = json.loads(json.dumps(B))
+    bigger["scale"] = {"name": "quick"}
+    bigger["verdicts"].append({"claim": "c3", "verdict": "holds", "readings": {"r": "holds"}})
+    r = CliRunner().invoke(main, ["compare", a, _write(tmp_path, "quick", bigger)])
+    assert r.exit_code == 0, r.output
+    assert "scales differ: A tiny, B quick" in r.output
+    assert "verdict c3: absent -> holds (r absent -> holds)" in r.output  # never 'None'
     other = _write(tmp_path, "c", _results([_flip("elsewhere", 0.1, 0.1)], [], "cpu C"))
     for args in ([a, other], [a, str(tmp_path / "missing")]):
         r = CliRunner().invoke(main, ["compare", *args])

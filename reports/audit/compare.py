@@ -93,7 +93,15 @@ def compare_results(a: dict, b: dict) -> dict:
         "test_accuracy": _moved(acc),
         "verdicts_changed": changed,
         "machines": [((r.get("provenance") or {}).get("machine") or {}).get("cpu") for r in (a, b)],
+        "scales": [_scale_label(r) for r in (a, b)],
     }
+
+
+def _scale_label(results: dict) -> str:
+    """The scale's name with any overrides, e.g. ``tiny [flip.n=40]``."""
+    name = str((results.get("scale") or {}).get("name"))
+    overrides = (results.get("options") or {}).get("overrides") or []
+    return f"{name} [{', '.join(map(str, overrides))}]" if overrides else name
 
 
 def format_comparison(cmp: dict) -> list[str]:
@@ -101,6 +109,10 @@ def format_comparison(cmp: dict) -> list[str]:
     c = cmp["cells"]
     lines = [f"cells: {c['common']} in common ({c['only_a']} only in A, {c['only_b']} only in B); "
              f"machines: A {cmp['machines'][0]}, B {cmp['machines'][1]}"]
+    scale_a, scale_b = cmp.get("scales") or (None, None)
+    if scale_a != scale_b:
+        lines.append(f"scales differ: A {scale_a}, B {scale_b} (their verdicts rest on different cells; a change "
+                     "below is not a change of the same measurement)")
     for kind, row in cmp["per_kind"].items():
         lines.append(f"  {kind}: {row['identical']} identical, {row['differ']} differ")
     for name in ("flip_rate", "test_accuracy"):
@@ -112,6 +124,10 @@ def format_comparison(cmp: dict) -> list[str]:
     if not cmp["verdicts_changed"]:
         lines.append("verdicts: all the same")
     for v in cmp["verdicts_changed"]:
-        moved = ", ".join(f"{name} {x} -> {y}" for name, (x, y) in v["readings"].items())
-        lines.append(f"verdict {v['claim']}: {v['verdict'][0]} -> {v['verdict'][1]}" + (f" ({moved})" if moved else ""))
+        def shown(x):
+            return "absent" if x is None else x
+
+        moved = ", ".join(f"{name} {shown(x)} -> {shown(y)}" for name, (x, y) in v["readings"].items())
+        lines.append(f"verdict {v['claim']}: {shown(v['verdict'][0])} -> {shown(v['verdict'][1])}"
+                     + (f" ({moved})" if moved else ""))
     return lines
