@@ -17,7 +17,15 @@ import dataclasses
 import click
 
 from malleability.errors import MalleabilityError, require
-from malleability.reports.cli_common import cell_run_flags, dump, fmt, parse_list, refuse_repeats, run_cells_of
+from malleability.reports.cli_common import (
+    MAX_SEED,
+    cell_run_flags,
+    dump,
+    fmt,
+    parse_list,
+    refuse_repeats,
+    run_cells_of,
+)
 
 
 def parse_ints(spec, flag: str, *, minimum: int) -> tuple[int, ...]:
@@ -101,7 +109,7 @@ def register(main: click.Group, bench: click.Group) -> None:
         require(measure_max_n >= 0, f"--measure-max-n must be >= 0, got {measure_max_n}")
         require(10 <= dps_margin <= experiment.MAX_DPS_MARGIN,
                 f"--dps-margin must be in 10..{experiment.MAX_DPS_MARGIN}, got {dps_margin}")
-        require(seed >= 0, f"--seed must be >= 0, got {seed}")
+        require(0 <= seed <= MAX_SEED, f"--seed must be in 0..{MAX_SEED}, got {seed}")
         cfg = experiment.KLayerConfig(datasets=tuple(parse_list(datasets, "--datasets")),
                                       n=parse_ints(n, "--n", minimum=2), codes=parse_codes(codes),
                                       ks=parse_ints(ks, "--ks", minimum=1), seed=seed, data_root=data_root,

@@ -61,7 +61,8 @@ def test_table_names_the_law_of_each_code(data_root):
     (["--measure-max-n", "many"], "'many' is not a valid integer"),
     (["--dps-margin", "5"], "--dps-margin must be in 10..200"),
     (["--dps-margin", "100000"], "--dps-margin must be in 10..200"),
-    (["--seed", "-1"], "--seed must be >= 0"),
+    (["--seed", "4294967296"], "--seed must be in 0..4294967295"),
+    (["--seed", "-1"], "--seed must be in 0..4294967295"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, match, data_root):
     res = run("--n", "8", "--ks", "1", "--data-root", data_root, *args)
