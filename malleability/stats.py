@@ -219,19 +219,22 @@ def loglog_slope(x: Iterable, y: Iterable, *, level: float = LEVEL) -> dict:
         out["stderr"] = float(fit.stderr)
         out["ci95"] = [out["slope"] - half, out["slope"] + half]
         out["r2"] = float(fit.rvalue ** 2) if math.isfinite(fit.rvalue) else None
+    else:
+        out["reason"] = "two points: a slope without an interval"
     return out
 
 
 def slope_class(fit: Mapping | None, *, flat: float = FLAT_SLOPE) -> str | None:
     """'rises', 'flat' or 'falls'. Flat when |slope| < ``flat`` or the interval contains 0.
 
-    A slope without an interval (two points) is classed by its sign against ``flat`` alone.
+    A slope without an interval (two points) is not classed (None): two points always have a sign,
+    so a class read from it could not come out "flat", and a check resting on it could not fail.
     """
-    if not fit or fit.get("slope") is None:
+    if not fit or fit.get("slope") is None or fit.get("ci95") is None:
         return None
     s = float(fit["slope"])
-    ci = fit.get("ci95")
-    if abs(s) < flat or (ci is not None and ci[0] <= 0 <= ci[1]):
+    ci = fit["ci95"]
+    if abs(s) < flat or ci[0] <= 0 <= ci[1]:
         return "flat"
     return "rises" if s > 0 else "falls"
 

@@ -140,7 +140,8 @@ def register(main: click.Group, bench: click.Group) -> None:
                        + f"  {fmt(first['accuracy_test']):>8}  {first['learned_seeds']}/{first['seeds']}")
         for s in summary["slopes"]:
             click.echo(f"slope of ln d vs ln m ({s['dataset']}, {s['model']}, {_SHORT.get(s['distance'], s['distance'])}): "
-                       f"{fmt(s['slope'])} 95% {interval(s['ci95'])} -> {s['class'] or '-'}   (NTK theory: -0.5)")
+                       f"{fmt(s['slope'])} 95% {interval(s['ci95'])} -> {s['class'] or '- (' + s.get('reason', 'no fit') + ')'}"
+                       "   (NTK theory: -0.5)")
         for e in out.get("measured_widths", []):
             width = "-" if e["log10_width"] is None else f"10^{e['log10_width']:.2f}"
             click.echo(f"width where d = {eps} ({e['dataset']}, {e['model']}, {_SHORT.get(e['distance'])}): "

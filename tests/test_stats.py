@@ -88,3 +88,16 @@ def test_loglog_slope_skips_non_positive_points_and_fits_the_rest_exactly():
     assert out["skipped"] == 2 and out["n_points"] == 3
     assert out["slope"] == pytest.approx(-0.5, rel=1e-12)  # y = 2 x^-1/2 on the three kept points
     assert out["intercept"] == pytest.approx(math.log(2), rel=1e-12)
+
+
+def test_a_two_point_slope_has_no_interval_and_no_class():
+    # two points always have a sign: a class read from them could never be "flat", so none is given
+    from malleability.stats import slope_class
+
+    two = loglog_slope([4, 16], [1.0, 0.5])
+    assert two["slope"] == pytest.approx(-0.5) and two["ci95"] is None and "without an interval" in two["reason"]
+    assert slope_class(two) is None
+    three = loglog_slope([4, 16, 64], [1.0, 0.52, 0.24])
+    assert three["ci95"] is not None and slope_class(three) == "falls"
+    noisy = loglog_slope([4, 16, 64], [1.0, 0.3, 1.1])
+    assert slope_class(noisy) == "flat"  # the interval holds 0: the check that could fail does

@@ -122,6 +122,18 @@ def test_ntk_trend_agrees_by_slope_class():
     assert "4 of 4 testable model/data pairs agree" in v["ntk-trend"]["detail"]
 
 
+def test_ntk_trend_on_two_points_is_not_testable_never_a_verdict_from_the_sign():
+    # two widths, one seed: a slope without an interval cannot say "flat", so it decides nothing
+    def relu(task, w):
+        return 45.0 * w ** (-0.02 if task == "mnist" else -0.3)
+
+    cells = [c for c in _ntk_cells(relu, lambda task, w: 5.0 * w ** 0.25)
+             if c["result"]["width"] in (16, 4096) and c["result"]["seed"] == 0]
+    v = _judge(cells)
+    assert v["ntk-trend"]["verdict"] == "not-testable", v["ntk-trend"]["detail"]
+    assert "0 of 0 testable" in v["ntk-trend"]["detail"]
+
+
 def test_flat_slope_against_a_flat_paper_slope_agrees_and_against_a_rise_fails():
     # a flat MLP-Attn where the paper's rises: disagreement; MNIST ReLU +0.01 vs paper -0.02 (both flat): agreement
     v = _judge(_ntk_cells(lambda task, w: 45.0 * w ** (0.01 if task == "mnist" else -0.3), lambda task, w: 5.0))

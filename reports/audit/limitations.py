@@ -269,7 +269,7 @@ def prop_b4(results: dict, summary: dict) -> list[dict]:
                 fit, learned = _ntk_slope(summary, task, key, distance)
                 if fit is None or fit.get("slope") is None:
                     continue
-                oks.append(slope_class(fit) != "falls" if learned else None)
+                oks.append(slope_class(fit) != "falls" if learned and slope_class(fit) is not None else None)
                 if distance == PRIMARY_NTK_READING:
                     details.append(f"{att} {task} NTK slope {fit['slope']:+.3f} ({slope_class(fit)})"
                                    + ("" if learned else ", did not learn"))
@@ -329,7 +329,7 @@ def truncation_restores(results: dict, summary: dict) -> list[dict]:
                 if fit is None or fit.get("slope") is None:
                     continue
                 slopes[task] = {"slope": fit["slope"], "class": slope_class(fit), "learned": learned}
-                oks.append(slope_class(fit) == "falls" if learned else None)
+                oks.append(slope_class(fit) == "falls" if learned and slope_class(fit) is not None else None)
             ratios = flip_ratios(results, summary, key, "rate")
             if flip_on is not None:
                 ratios = [(pair, v) for pair, v in ratios if pair in flip_on]

@@ -122,7 +122,7 @@ NTK_TREND_CRITERION = (f"per distance reading and attention-input reading: for e
                        f"slope of the distance over width is classed rises / flat / falls (flat when its 95% interval "
                        f"contains 0 or |slope| < {FLAT_SLOPE}) and agrees when its class equals that of the paper's "
                        f"slope between m = 16 and m = 4096 (|slope| < {FLAT_SLOPE}: flat). Pairs whose networks did "
-                       f"not learn are not testable. As stated: {PRIMARY_NTK_READING}, raw attention input, Adam")
+                       f"not learn, or whose slope has no interval (two points), are not testable. As stated: {PRIMARY_NTK_READING}, raw attention input, Adam")
 
 
 def paper_slope(model: str, task: str) -> float | None:
@@ -162,6 +162,7 @@ def ntk_trend(results: dict, summary: dict) -> list[dict]:
         for att in attention_readings:
             oks = []
             agree = 0
+            untestable = {"did not learn": 0, "a slope without an interval": 0}
             attention_pairs = 0  # a reading with no cells of the attention model says nothing of it
             for (model, task) in P.NTK_DISTANCE_TABLE["values"]:
                 reading = att if model != results["scale"]["baseline"] else "-"
@@ -171,6 +172,11 @@ def ntk_trend(results: dict, summary: dict) -> list[dict]:
                 attention_pairs += model != results["scale"]["baseline"]
                 if not _ntk_learned(summary, task, model, reading):
                     oks.append(None)
+                    untestable["did not learn"] += 1
+                    continue
+                if slope_class(fit) is None:  # two points: a slope without an interval decides nothing
+                    oks.append(None)
+                    untestable["a slope without an interval"] += 1
                     continue
                 ok = slope_class(fit) == paper_slope_class(model, task)
                 agree += ok
@@ -187,9 +193,9 @@ def ntk_trend(results: dict, summary: dict) -> list[dict]:
             readings[name] = reading_outcome(oks)
             if oks:
                 testable = [o for o in oks if o is not None]
+                why = "; ".join(f"{count} not testable: {reason}" for reason, count in untestable.items() if count)
                 details.append(f"{name}: {agree} of {len(testable)} testable model/data pairs agree with the "
-                               f"paper's direction" + (f" ({len(oks) - len(testable)} not testable: did not learn)"
-                                                       if len(testable) < len(oks) else ""))
+                               f"paper's direction" + (f" ({why})" if why else ""))
     return [row("ntk-trend", "NTK distance of MLP-Attn grows with width while 2L-ReLU's shrinks or stays flat "
                 "(non-convergent NTK dynamics; Table 1)", NTK_TREND_CRITERION, P.NTK_DISTANCE_TABLE["source"],
                 readings, f"{PRIMARY_NTK_READING}/raw", "; ".join(details) or "no NTK-distance cells")]
