@@ -62,6 +62,16 @@ def register(main: click.Group, bench: click.Group) -> None:
             check_workers(workers)  # local processes (a remote scheduler's workers are not this machine's)
         if scheduler is not None and executor_kind != "dask":
             raise MalleabilityError("--scheduler needs --executor dask")
+        address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+        if executor_kind == "dask" and address is not None:
+            from malleability.reports.audit.dask_executor import check_address
+
+            try:
+                check_address(address)  # a dry run names the same bad address the run would
+            except MalleabilityError as exc:
+                if scheduler is None:  # it came from the environment: say so
+                    raise MalleabilityError(str(exc).replace("--scheduler", "DASK_SCHEDULER_ADDRESS", 1)) from None
+                raise
         if dry_run:
             from collections import Counter
 
@@ -135,6 +145,10 @@ def register(main: click.Group, bench: click.Group) -> None:
         from malleability.reports.audit import load_results
         from malleability.reports.audit.compare import compare_results, format_comparison
 
+        from pathlib import Path
+
+        same = Path(dir_a).resolve() == Path(dir_b).resolve()
+        require(not same, f"{dir_a} and {dir_b} are the same folder: compare two audits (e.g. two machines or two commits)")
         docs = [load_results(d) for d in (dir_a, dir_b)]
         for d, doc in zip((dir_a, dir_b), docs):
             require("verdicts" in doc, f"{d}/results.json has no verdicts: `malleability report --resummarise {d}` "

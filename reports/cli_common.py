@@ -55,7 +55,7 @@ def parse_numbers(spec, what: str, *, positive: bool = False) -> list[float]:
     values = []
     for p in parse_list(spec, what):
         try:
-            v = float(p)
+            v = float(p) + 0.0  # '-0' is 0: one cell, one cache key, printed as 0
         except ValueError:
             raise MalleabilityError(f"{what} must be a number or a comma list of numbers, got {p!r}") from None
         require(math.isfinite(v) and (v > 0 if positive else v >= 0),

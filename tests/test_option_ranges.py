@@ -45,3 +45,25 @@ def test_the_config_checks_the_bounds_it_documents():
         FlipRateConfig(data=data, lam=1.0000001e6)
     with pytest.raises(MalleabilityError, match="null_eps must be below"):
         FlipRateConfig(data=data, eps=0.0, null_eps=1.0)
+
+
+def test_minus_zero_is_zero():
+    # '-0' would print as -0 and key a cell apart from '0' for the same run
+    import math
+
+    from malleability.reports.cli_common import parse_eps
+
+    (value,) = parse_eps("-0")
+    assert value == 0 and math.copysign(1.0, value) == 1.0
+
+
+def test_places_that_cannot_be_what_they_are_given_for(tmp_path, monkeypatch):
+    cache = tmp_path / "cells"
+    for out in (cache, cache / "report"):  # the report among the cache's kind folders
+        res = CliRunner().invoke(main, ["audit", "--scale", "tiny", "--out", str(out), "--cache-dir", str(cache)])
+        assert res.exit_code == 2 and "is inside the cell cache" in res.stderr, res.output
+    res = CliRunner().invoke(main, ["compare", str(tmp_path), str(tmp_path) + "/"])
+    assert res.exit_code == 2 and "are the same folder" in res.stderr, res.output
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "nonsense")
+    res = CliRunner().invoke(main, ["audit", "--scale", "tiny", "--dry-run", "--executor", "dask"])
+    assert res.exit_code == 2 and res.stderr.startswith("error: DASK_SCHEDULER_ADDRESS 'nonsense'"), res.output

@@ -32,6 +32,7 @@ magnitudes of both sides (:func:`exceeds`), so the verdict does not depend on th
 from __future__ import annotations
 
 import math
+import sys
 
 import mpmath
 import numpy as np
@@ -236,6 +237,9 @@ def sensitivity(x, i: int, j: int, eps: float) -> dict:
                 f"index {name}={v} out of range for n = {n} rows")
     require(isinstance(eps, (int, float)) and not isinstance(eps, bool) and math.isfinite(eps) and eps > 0,
             f"eps must be a finite number > 0, got {eps}")
+    # below float64's normal range the bounds (multiples of eps) are subnormal and keep only a few digits
+    require(eps >= sys.float_info.min, f"eps = {eps:.3g} is below float64's normal range ({sys.float_info.min:.3g}): "
+                                       "rescale X and eps together instead")
     eps = float(eps)
     s = float(np.abs(x).max())
     require(s > 0, "X is the zero matrix: every change and every bound is 0")

@@ -87,8 +87,9 @@ class NTKDistanceConfig:
             object.__setattr__(self, "train", TrainConfig(**self.train))
         get_model(self.model, self.model_options)
         require(int(self.width) >= 1, f"width must be >= 1, got {self.width}")
-        require(self.kernel_points is None or 1 <= int(self.kernel_points) <= int(self.data.n),
-                f"kernel_points must be in 1..n = {self.data.n} (the training rows), got {self.kernel_points}")
+        # one point's kernel is a scalar, with none of the off-diagonal structure the distances compare
+        require(self.kernel_points is None or 2 <= int(self.kernel_points) <= int(self.data.n),
+                f"kernel_points must be in 2..n = {self.data.n} (the training rows), got {self.kernel_points}")
         require(self.function_kernel in FUNCTION_KERNELS,
                 f"unknown function_kernel {self.function_kernel!r}: choose one of {', '.join(FUNCTION_KERNELS)}")
         require(float(self.ridge) > 0, f"ridge must be > 0, got {self.ridge}")

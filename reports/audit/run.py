@@ -202,8 +202,12 @@ def run_audit(
     """Run (or resume) the audit and write OUT/results.json (+ the report unless ``render`` is False)."""
     say = progress or (lambda _l: None)
     out = Path(out_dir)
+    cache_root = Path(cache_dir or default_cache_dir())
+    # the report's files among the cache's kind folders: --fresh or a cache clean-up would take the report with it
+    o, c = out.resolve(), cache_root.resolve()
+    require(o != c and c not in o.parents, f"--out {out} is inside the cell cache {cache_root}: give the report its own folder")
     _prepare_out(out)
-    cache = CellCache(cache_dir or default_cache_dir(), log=say)
+    cache = CellCache(cache_root, log=say)
     workers = workers if workers is not None else (1 if device == "cuda" else default_workers())
     if executor is None:  # local processes; a given (e.g. Dask) executor's workers are elsewhere
         check_workers(workers)
