@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -9,6 +10,7 @@ from click.testing import CliRunner
 
 from malleability.reports.audit.compare import compare_results, format_comparison
 from malleability.reports.audit.results import SCHEMA
+from malleability.reports.audit.scales import SCALES
 from malleability.reports.cli import main
 
 
@@ -19,7 +21,7 @@ def _flip(label, rate, test, root=None, spearman=0.5):
 
 
 def _results(cells, verdicts, cpu):
-    return {"schema": SCHEMA, "scale": {"name": "tiny"}, "cells": cells, "verdicts": verdicts,
+    return {"schema": SCHEMA, "scale": dataclasses.asdict(SCALES["tiny"]), "cells": cells, "verdicts": verdicts,
             "provenance": {"machine": {"cpu": cpu}}}
 
 
@@ -72,7 +74,7 @@ def test_cli_compare_text_json_and_bad_input(tmp_path):
     assert r.exit_code == 0 and json.loads(r.output)["cells"]["common"] == 3
     assert "scales differ" not in r.output
     bigger = json.loads(json.dumps(B))
-    bigger["scale"] = {"name": "quick"}
+    bigger["scale"] = dataclasses.asdict(SCALES["quick"])
     bigger["verdicts"].append({"claim": "c3", "verdict": "holds", "readings": {"r": "holds"}})
     r = CliRunner().invoke(main, ["compare", a, _write(tmp_path, "quick", bigger)])
     assert r.exit_code == 0, r.output
@@ -96,7 +98,9 @@ def test_cli_compare_text_json_and_bad_input(tmp_path):
     (lambda d: d["cells"][1].__setitem__("key", None), "cells[1].key is not a string"),
     (lambda d: d.__setitem__("counts", {"computed": -1}), "counts.computed = -1 is not a count"),
     (lambda d: d.pop("scale"), "has no 'scale' field"),
-    (lambda d: d.__setitem__("scale", {"name": "nosuch"}), "scale.name is 'nosuch', not a scale of this version"),
+    (lambda d: d.__setitem__("scale", {"name": "nosuch"}), "scale has no 'description' field"),
+    (lambda d: d["scale"]["flip"].pop("eps"), "scale.flip has no 'eps' field"),
+    (lambda d: d.__setitem__("scale", {"name": ""}), "scale.name is '', not a name"),
     (lambda d: d["cells"][0]["config"].__setitem__("width", 10**400),
      "cells[0].config.width is an integer beyond float64's range"),
     (lambda d: d["cells"][3].pop("kind"), "cells[3] has no kind string"),

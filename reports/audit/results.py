@@ -163,11 +163,10 @@ def check_document(results: dict, path) -> None:
                     f"not {names.replace('dict', 'an object').replace('list', 'a list')} (edited or damaged)")
     require(results["cells"], f"{path} has no cells: nothing to report or compare (edited or damaged)")
     from malleability.reports.audit.cells import RUNNERS
-    from malleability.reports.audit.scales import SCALES
+    from malleability.reports.audit.scales import scale_shape_problem
 
-    name = results["scale"].get("name")
-    require(isinstance(name, str) and name in SCALES,
-            f"{path}: scale.name is {name!r}, not a scale of this version ({', '.join(sorted(SCALES))}): edited or damaged")
+    problem = scale_shape_problem(results["scale"])
+    require(problem is None, f"{path}: {problem} (edited or damaged, or written by another version)")
     for key, count in (results.get("counts") or {}).items():
         require(isinstance(count, int) and not isinstance(count, bool) and count >= 0,
                 f"{path}: counts.{key} = {count!r} is not a count >= 0 (edited or damaged)")

@@ -269,6 +269,27 @@ def get_scale(name: str, overrides: tuple[str, ...] | list[str] = ()) -> Scale:
     return scale
 
 
+def scale_shape_problem(record) -> str | None:
+    """Where a results.json ``scale`` record lacks the shape of a :class:`Scale` (every field, each part an
+    object of its fields), else None. Only the shape: a scale of the user's own, under any name, is read."""
+    if not isinstance(record, dict):
+        return "scale is not an object"
+    name = record.get("name")
+    if not isinstance(name, str) or not name.strip():
+        return f"scale.name is {name!r}, not a name"
+    for f in dataclasses.fields(Scale):
+        if f.name not in record:
+            return f"scale has no {f.name!r} field"
+        if f.name in _PARTS:
+            part = record[f.name]
+            if not isinstance(part, dict):
+                return f"scale.{f.name} is not an object"
+            for sub in dataclasses.fields(type(getattr(SCALES["tiny"], f.name))):  # the part's dataclass
+                if sub.name not in part:
+                    return f"scale.{f.name} has no {sub.name!r} field"
+    return None
+
+
 def validate_scale(scale: Scale) -> None:
     from malleability.empirics.attacks import ATTACKS
     from malleability.empirics.models import MODELS, get_model
