@@ -167,7 +167,11 @@ def register(main: click.Group, bench: click.Group) -> None:
         if len(ns) == 1 and ns[0] >= 20:
             ns = (ns[0] // 10, ns[0])
         _positive_eps(eps)
-        data = data_config(dataset, max(ns), n_test, classes, data_seed, data_root)
+        from click.core import ParameterSource
+
+        given = click.get_current_context().get_parameter_source("n_test") != ParameterSource.DEFAULT
+        require(not given, "--n-test has no effect on widths: κ and the predicted widths read the training rows only")
+        data = data_config(dataset, max(ns), 0, classes, data_seed, data_root)  # no test rows to load
         rows = _read_rows(rows_path) if rows_path else None
         report = width_report(data, eps, rows=rows, ns=ns, models=model_list, model_options=options)
         if len(ns) == 1 and not as_json:  # after the data loaded: a refusal stays one line

@@ -42,3 +42,14 @@ def test_the_same_options_where_they_are_read_are_taken(tmp_path):
     assert json.loads(res.stdout)["d_k"] == 4
     res = CliRunner().invoke(main, [*BENCH, "--repeats", "1", "--no-neural-tangents", "--json"])
     assert res.exit_code == 0, res.output
+
+
+def test_widths_refuses_n_test_and_reads_no_test_rows(data_root):
+    res = CliRunner().invoke(main, ["widths", "--dataset", "mnist", "--n", "20", "--n-test", "10",
+                                    "--data-root", str(data_root)])
+    assert res.exit_code == 2 and "--n-test has no effect on widths" in res.stderr, res.output
+    res = CliRunner().invoke(main, ["widths", "--dataset", "mnist", "--n", "20", "--models", "truncated-attn",
+                                    "--rank", "1", "--data-root", str(data_root), "--json"])
+    assert res.exit_code == 0, res.output
+    views = json.loads(res.stdout)["per_n"][-1]["views"]
+    assert -1.0 <= views["truncated-attn"]["collinearity"]["mean_cosine"] <= 1.0  # rank 1: all rows parallel

@@ -123,7 +123,8 @@ def collinearity(z: np.ndarray) -> dict:
     u = z[norms > 0] / norms[norms > 0, None]
     k = u.shape[0]
     total = u.sum(axis=0)
-    mean_cos = float((total @ total - k) / (k * (k - 1))) if k > 1 else None
+    # a cosine is in [-1, 1]; rounding of nearly parallel rows lands a hair outside
+    mean_cos = float(np.clip((total @ total - k) / (k * (k - 1)), -1.0, 1.0)) if k > 1 else None
     return {"top_eigenvalue_share": float(s[0] ** 2 / energy) if energy > 0 else None, "mean_cosine": mean_cos}
 
 

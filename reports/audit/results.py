@@ -98,7 +98,9 @@ def load_results(out_dir: str | os.PathLike) -> dict:
     out = Path(out_dir)
     require(out.is_dir(), f"not an audit folder: {out}")
     path = out / "results.json"
-    require(path.is_file(), f"no results.json in {out}: run `malleability audit --out {out}` first")
+    require(path.is_file(), f"no results.json in {out}: an audit writes it when it finishes (one interrupted "
+                            f"resumes from the cell cache when rerun with the same --scale and options), e.g. "
+                            f"`malleability audit --scale SCALE --out {out}`")
     try:
         results = strict_loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
