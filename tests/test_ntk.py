@@ -391,3 +391,15 @@ def test_the_screen_bound_is_gamma_d_plus_8_with_its_margin():
     assert screen_bound(784) == pytest.approx(1.01 * k / (1 - k), rel=1e-12)
     assert screen_bound(784) > 784 * u  # at least the accumulation error of a length-784 dot product
     assert screen_bound(2**23) == float("inf")  # γ undefined: every entry rechecked
+
+
+def test_bench_of_a_kernel_that_is_all_zero_reports_differences_not_nan():
+    # m = 1 with its one unit inactive on the one row: K_ref = 0, and a relative difference would be 0/0
+    import math
+
+    from malleability.empirics.ntk_bench import _relative, benchmark_ntk
+
+    assert _relative(0.0, 0.0) == 0.0 and _relative(1e-3, 0.0) == 1e-3 and _relative(1.0, 4.0) == 0.25
+    res = benchmark_ntk(1, 1, 1, "float64", repeats=1, neural_tangents=False)
+    for key in ("max_rel_diff", "max_rel_error", "reference_max_rel_error"):
+        assert math.isfinite(res[key]), (key, res[key])
