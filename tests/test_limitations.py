@@ -222,3 +222,13 @@ def test_truncation_full_rank_without_its_own_cells_is_mlp_attn_on_the_same_data
     own = judge(mlp + trunc + ntk_cells({TFULL: -0.5}) + flip_cells({RELU: 0.05, MLP: 0.3, T2: 0.1}))
     full = [r for r in own["limitation-truncation"]["per_rank"] if r["rank"] is None][0]
     assert full["ntk_slopes"]["mnist"]["class"] == "falls"
+
+
+def test_prop_b4_kernel_reading_on_two_points_is_not_testable_where_more_points_fail():
+    # a converging kernel fails the kernel half on four widths x three seeds; two points (no interval) decide nothing
+    full = judge(ntk_cells({QKV: -0.5}) + flip_cells({RELU: 0.05, QKV: 0.3}))["prop-b4"]
+    two = [c for c in ntk_cells({QKV: -0.5}) if c["result"]["width"] in (16, 1024) and c["result"]["seed"] == 0]
+    thin = judge(two + flip_cells({RELU: 0.05, QKV: 0.3}))["prop-b4"]
+    ntk_readings = [name for name in full["readings"] if "/ntk/" in name]
+    assert ntk_readings and all(full["readings"][name] == "fails" for name in ntk_readings), full["readings"]
+    assert all(thin["readings"][name] == "not-testable" for name in ntk_readings), thin["readings"]
