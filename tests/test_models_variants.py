@@ -69,6 +69,20 @@ def test_centred_softmax_attention_against_a_loop(reading):
                               model.features(x_new, state))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_softmax_attention_at_a_tiny_temperature_is_hard_attention(dtype):
+    # s/τ alone overflows below τ ≈ 1e-38 (float32) or 1e-308 (float64); the limit is the nearest training row
+    x, x_new = rows(7, 5, seed=1).to(dtype), rows(3, 5, seed=2).to(dtype)
+    model = get_model("softmax-attn", {"temperature": 1e-300})
+    state = model.fit(x)
+    q = x_new.clone().requires_grad_(True)
+    got = model.features(q, state)
+    nearest = x[(x_new @ x.T).argmax(dim=1)]
+    assert torch.allclose(got, nearest, atol=1e-6)
+    got.sum().backward()
+    assert torch.isfinite(q.grad).all()
+
+
 @pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf")])
 def test_softmax_temperature_must_be_positive(bad):
     with pytest.raises(MalleabilityError, match="temperature"):

@@ -56,5 +56,14 @@ class SoftmaxAttn(AttentionInputModel):
         X = state["X"]
         require(x_unit.shape[1] == X.shape[1], f"rows of dimension {x_unit.shape[1]} against training rows of {X.shape[1]}")
         u = self.attention_rows(x_unit, state)
-        weights = torch.softmax(u @ X.T / resolved_temperature(self.temperature, X.shape[1]), dim=1)
+        scores = u @ X.T
+        tau = resolved_temperature(self.temperature, X.shape[1])
+        scaled = scores / tau
+        if not bool(torch.isfinite(scaled).all()):
+            # a tiny τ overflows s/τ (inf - inf inside softmax); (s - max s)/τ only reaches -inf, so τ -> 0 is
+            # hard attention on the nearest training rows. A τ below the dtype's smallest normal number rounds
+            # to 0 (0/0 on the maximum); there the weights are already one-hot, so the clamp changes nothing.
+            shifted = scores - scores.max(dim=1, keepdim=True).values.detach()
+            scaled = shifted / max(tau, torch.finfo(scores.dtype).tiny)
+        weights = torch.softmax(scaled, dim=1)
         return unit(weights @ X)
