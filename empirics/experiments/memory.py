@@ -36,14 +36,25 @@ def data_dimension(dataset: str) -> int:
     return int(math.prod(x.shape[1:])) if x.ndim >= 2 else 1
 
 
-def require_fits(n: int, d: int, width: int, what: str) -> None:
+def _gib(nbytes: int) -> str:
+    g = nbytes / 2**30
+    return f"{g:.1f}" if g < 1e6 else f"{g:.2e}"
+
+
+def require_fits(n: int, d: int, width: int, what: str, model_state: tuple[str, int] = ("", 0)) -> None:
+    """Refuse a run whose estimate exceeds 80% of this machine's memory. ``model_state``: (model, float64
+    values) of the largest model-owned state (qkv-attn's projections, say), added to the network's."""
     total = machine_bytes()
     if total <= 0:
         return
-    need = training_bytes(n, d, width)
+    model, elements = model_state
+    extra = 8 * int(elements)
+    need = training_bytes(n, d, width) + extra
+    own = f" ({model}'s own state {_gib(extra)} GiB of it)" if extra >= 2**28 else ""
+    hint = "choose a smaller width or n" + (f", or smaller options of {model}" if own else "")
     require(need <= 0.8 * total,
-            f"{what}: width {width} at n = {n}, d = {d} needs about {need / 2**30:.1f} GiB, more than this machine's "
-            f"{total / 2**30:.1f} GiB; choose a smaller width or n")
+            f"{what}: width {width} at n = {n}, d = {d} needs about {_gib(need)} GiB{own}, more than this "
+            f"machine's {total / 2**30:.1f} GiB; {hint}")
 
 
 def require_bytes(need: int, what: str, hint: str) -> None:
@@ -51,5 +62,5 @@ def require_bytes(need: int, what: str, hint: str) -> None:
     total = machine_bytes()
     if total <= 0:
         return
-    require(need <= 0.8 * total, f"{what} needs about {need / 2**30:.1f} GiB, more than this machine's "
+    require(need <= 0.8 * total, f"{what} needs about {_gib(need)} GiB, more than this machine's "
                                  f"{total / 2**30:.1f} GiB; {hint}")

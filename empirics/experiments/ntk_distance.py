@@ -47,7 +47,7 @@ from malleability.empirics.data import DataConfig, load_dataset
 from malleability.empirics.experiments.flip_rate.summary import model_key
 from malleability.empirics.experiments.memory import data_dimension, require_fits
 from malleability.empirics.experiments.quality import model_quality, pattern_flip_share, predicted_classes, weight_change
-from malleability.empirics.models import check_models, get_model
+from malleability.empirics.models import check_models, get_model, largest_state
 from malleability.empirics.ntk import empirical_ntk, infinite_ntk
 from malleability.empirics.ntk_params import full_ntk, ntk_blocks, split_parts
 from malleability.empirics.training import TrainConfig, targets_for, train_model
@@ -269,9 +269,10 @@ def sweep(data: DataConfig, train: TrainConfig, models, widths, seeds, *, model_
     require(seeds, "seeds must not be empty")
     require(all(s >= 0 for s in seeds), "seeds must be >= 0")
     model_options = dict(model_options or {})
-    check_models(models, model_options, data_dimension(data.dataset))
+    d = data_dimension(data.dataset)
+    check_models(models, model_options, d)
     for w in widths:
-        require_fits(data.n, data_dimension(data.dataset), int(w), "ntk-distance")
+        require_fits(data.n, d, int(w), "ntk-distance", largest_state(models, model_options, data.n, d))
     return [
         NTKDistanceConfig(data=dataclasses.replace(data, seed=int(data.seed) + s), train=dataclasses.replace(train, seed=s),
                           model=m, model_options=dict(model_options.get(m, {})), width=int(w), **cell_options)

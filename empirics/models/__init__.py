@@ -54,6 +54,13 @@ def check_models(models, model_options: Mapping[str, Mapping[str, Any]] | None, 
         get_model(name, (model_options or {}).get(name)).check_dimension(int(d))
 
 
+def largest_state(models, model_options: Mapping[str, Mapping[str, Any]] | None, n: int, d: int) -> tuple[str, int]:
+    """The model among ``models`` whose own state needs the most float64 values at n rows of d, and that count."""
+    sizes = [(get_model(name, (model_options or {}).get(name)).state_elements(int(n), int(d)), name) for name in models]
+    elements, name = max(sizes, default=(0, ""))
+    return name, int(elements)
+
+
 def model_label(name: str) -> str:
     return MODELS[name].label if name in MODELS else name
 
@@ -66,5 +73,5 @@ for _info in pkgutil.iter_modules(__path__):
     if _info.name != "base":
         importlib.import_module(f"{__name__}.{_info.name}")
 
-__all__ = ["BASELINE", "FeatureModel", "MODELS", "PAPER_MODELS", "State", "check_model", "check_models", "get_model", "labels",
+__all__ = ["BASELINE", "FeatureModel", "MODELS", "PAPER_MODELS", "State", "check_model", "check_models", "get_model", "labels", "largest_state",
            "model_label", "model_names", "register", "unit"]

@@ -60,6 +60,12 @@ class FeatureModel:
         """Initial values of the trainable feature parameters named in ``param_names`` (None: no parameters)."""
         return None
 
+    def state_elements(self, n: int, d: int) -> int:
+        """A generous count of the float64 values this model holds beyond the network's own (its fitted
+        state, its trainable parameters with their gradients and Adam moments, its per-row activations),
+        for the memory check made before any work (default: none)."""
+        return 0
+
     def embed(self, x_unit: torch.Tensor, state: State) -> torch.Tensor:
         """Features (N, d') of unit rows (N, d); differentiable in ``x_unit``."""
         return x_unit

@@ -60,6 +60,10 @@ class QKVAttn(MLPAttn):
         s = r @ state["W_V"] + taps["W_V"]
         return unit(s), {"W_Q": u, "W_K": q, "W_V": r}
 
+    def state_elements(self, n: int, d: int) -> int:
+        # C (d × d); W_Q, W_K, W_V with gradient and two Adam moments; q, t, r, s for every row
+        return int(d) * int(d) + 4 * 3 * int(d) * self.d_k + int(n) * (2 * self.d_k + 2 * int(d))
+
     def tap_shapes(self, n: int, d: int) -> dict[str, tuple[int, int]]:
         return {"W_Q": (n, self.d_k), "W_K": (n, d), "W_V": (n, self.d_k)}
 

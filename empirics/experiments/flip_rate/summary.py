@@ -31,7 +31,7 @@ from malleability.empirics.attacks import CONTROL
 from malleability.empirics.data import DataConfig
 from malleability.empirics.experiments.flip_rate.config import FlipRateConfig
 from malleability.empirics.experiments.memory import data_dimension, require_fits
-from malleability.empirics.models import BASELINE, check_models
+from malleability.empirics.models import BASELINE, check_models, largest_state
 from malleability.empirics.training import TrainConfig
 from malleability.errors import require
 from malleability.stats import (
@@ -57,11 +57,12 @@ def sweep(data: DataConfig, train: TrainConfig, *, models, attacks, eps_list, se
     adv_schedules = tuple(adv_schedules)
     require(adv_schedules, "no adversarial-training schedule")
     modes = [(bool(adv), sched) for adv in adv_modes for sched in (adv_schedules if adv else ("constant",))]
-    require_fits(data.n, data_dimension(data.dataset), int(cell_options.get("width", 256)), "flip-rate")
     model_options, attack_options = dict(model_options or {}), dict(attack_options or {})
     unused = sorted(set(attack_options) - set(attacks))
     require(not unused, f"attack options for {', '.join(unused)}, which is not among the attacks {', '.join(attacks)}")
-    check_models(models, model_options, data_dimension(data.dataset))
+    d = data_dimension(data.dataset)
+    check_models(models, model_options, d)
+    require_fits(data.n, d, int(cell_options.get("width", 256)), "flip-rate", largest_state(models, model_options, data.n, d))
     return [
         FlipRateConfig(data=dataclasses.replace(data, seed=int(data.seed) + int(s)),
                        train=dataclasses.replace(train, seed=int(s)), model=model,
