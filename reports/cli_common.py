@@ -180,7 +180,7 @@ def attack_option_flags(f):
 
 def attack_options(kwargs: dict) -> dict[str, dict]:
     """{attack: {option: value}} from the ``--<attack>-<option>`` flags given (popped from ``kwargs``)."""
-    from malleability.empirics.attacks import option_fields
+    from malleability.empirics.attacks import check_options, option_fields
 
     out: dict[str, dict] = {}
     for key in [k for k in kwargs if "__" in k and not k.startswith("model__")]:
@@ -193,12 +193,18 @@ def attack_options(kwargs: dict) -> dict[str, dict]:
         if isinstance(value, bool):
             out.setdefault(name, {})[opt] = value
             continue
+        whole = isinstance(fld.default, int) and not isinstance(fld.default, bool)
         try:
-            parsed = int(value) if isinstance(fld.default, int) and not isinstance(fld.default, bool) else float(value)
+            parsed = int(value) if whole else float(value)
         except ValueError:
-            raise MalleabilityError(f"{flag} must be a number, got {value!r}") from None
-        require(math.isfinite(parsed) and parsed > 0, f"{flag} must be finite and > 0, got {value!r}")
+            raise MalleabilityError(f"{flag} must be {'an integer' if whole else 'a number'}, got {value!r}") from None
         out.setdefault(name, {})[opt] = parsed
+    for name, opts in out.items():
+        for opt, parsed in opts.items():
+            try:
+                check_options(name, {opt: parsed})
+            except MalleabilityError as err:
+                raise MalleabilityError(f"--{name}-{opt.replace('_', '-')}: {err}") from None
     return out
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from malleability.empirics.attacks import ATTACK_NAMES, PAPER_ATTACKS, default_loss, make_attack
+from malleability.empirics.attacks import ATTACK_NAMES, PAPER_ATTACKS, check_options, default_loss, make_attack
 from malleability.empirics.attacks.fgsm import FGSM
 from malleability.empirics.attacks.mim import MIM
 from malleability.empirics.attacks.noise import Noise
@@ -141,6 +142,14 @@ def test_params_are_recorded():
         (lambda: make_attack("fgsm", 0.1, space="latent"), "space"),
         (lambda: PGD(eps=0.1, steps=0), "steps"),
         (lambda: MIM(eps=0.1, decay=-1.0), "decay"),
+        # NaN, inf, a fraction or a bool as a count, and an infinite step (0 * inf = NaN where the sign is 0)
+        (lambda: PGD(eps=0.1, steps=float("nan")), "PGD steps must be an integer >= 1"),
+        (lambda: PGD(eps=0.1, steps=2.5), "PGD steps must be an integer >= 1"),
+        (lambda: MIM(eps=0.1, steps=True), "MIM steps must be an integer >= 1"),
+        (lambda: PGD(eps=0.1, step_size=float("inf")), "PGD step_size must be finite"),
+        (lambda: MIM(eps=0.1, decay=float("inf")), "MIM decay must be finite"),
+        (lambda: check_options("pgd", {"steps": 0}), "PGD steps"),
+        (lambda: check_options("pgd", {"random_start": 1}), "pgd random_start must be true or false"),
         (lambda: FGSM(eps=0.1, renormalize=True), "renormalize"),
     ],
 )
@@ -233,3 +242,34 @@ def test_pgd_raises_the_loss_more_than_the_noise_control():
     pgd_loss = default_loss(model_fn(PGD(eps=0.1, steps=20)(model_fn, x, y)), y)
     noise_loss = default_loss(model_fn(Noise(eps=0.1, seed=5)(model_fn, x, y)), y)
     assert pgd_loss.mean() > noise_loss.mean() > 0
+
+
+def test_the_edges_of_each_option_range_are_accepted():
+    # decay 0 is I-FGSM (no momentum), a legitimate reading of MIM; a count given as 3.0 is 3
+    assert MIM(eps=0.1, decay=0.0).decay == 0.0
+    assert PGD(eps=0.1, steps=3.0).steps == 3 and isinstance(PGD(eps=0.1, steps=np.int64(3)).steps, int)
+    assert check_options("mim", {"decay": 0.0, "steps": 1}) == {"decay": 0.0, "steps": 1}
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--mim-decay", "-1", "--mim-decay: MIM decay must be finite and >= 0"),
+    ("--mim-steps", "0", "--mim-steps: MIM steps must be an integer >= 1"),
+    ("--pgd-steps", "2.5", "--pgd-steps must be an integer, got '2.5'"),
+    ("--pgd-step-size", "inf", "--pgd-step-size: PGD step_size must be finite and > 0"),
+])
+def test_a_cli_attack_option_out_of_range_is_one_line(flag, value, message):
+    from click.testing import CliRunner
+
+    from malleability.reports.cli import main
+
+    res = CliRunner().invoke(main, ["flip-rate", "--dataset", "mnist", "--attack", "mim,pgd", flag, value])
+    assert res.exit_code == 2, res.output
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("error: ") and message in line, line
+
+
+def test_the_cli_accepts_mim_without_momentum():
+    from malleability.reports.cli_common import attack_options
+
+    kw = {"mim__decay": "0", "mim__steps": "3", "pgd__steps": None}
+    assert attack_options(kw) == {"mim": {"decay": 0.0, "steps": 3}} and kw == {}

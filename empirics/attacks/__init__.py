@@ -41,6 +41,11 @@ def check_options(name: str, options: Mapping[str, Any] | None) -> dict:
     unknown = sorted(set(options) - known)
     require(not unknown, f"attack {name!r} has no option {', '.join(unknown)}"
             + (f" (its options: {', '.join(sorted(known))})" if known else " (it takes no options)"))
+    for fld in option_fields(name):
+        if isinstance(fld.default, bool) and fld.name in options:
+            require(isinstance(options[fld.name], bool),
+                    f"{name} {fld.name} must be true or false, got {options[fld.name]!r}")
+    ATTACKS[name](eps=0.0, **options)  # the attack's own range checks, before any run starts
     return options
 
 

@@ -24,6 +24,8 @@ the same calling convention, after torchattacks::
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -49,6 +51,22 @@ def default_loss(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(outputs, labels.long(), reduction="none")
     target = 2.0 * labels.to(outputs.dtype) - 1.0
     return 0.5 * (outputs.reshape(-1) - target) ** 2
+
+
+def whole_option(value, what: str, low: int = 1) -> int:
+    """``value`` as an int >= ``low``, or a one-line error naming ``what`` (bools, NaN, inf and 2.5 refused)."""
+    ok = (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+          and int(value) == value and value >= low)
+    require(ok, f"{what} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def real_option(value, what: str, *, zero: bool = False) -> float:
+    """``value`` as a finite float > 0 (>= 0 with ``zero``), or a one-line error naming ``what``."""
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+    ok = ok and (value >= 0 if zero else value > 0)
+    require(ok, f"{what} must be finite and {'>=' if zero else '>'} 0, got {value!r}")
+    return float(value)
 
 
 @dataclass

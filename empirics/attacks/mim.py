@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from malleability.empirics.attacks import register
-from malleability.empirics.attacks.base import DOC_TEMPLATE, Attack
-from malleability.errors import require
+from malleability.empirics.attacks.base import DOC_TEMPLATE, Attack, real_option, whole_option
 
 
 @register
@@ -21,11 +20,10 @@ class MIM(Attack):
 
     def __post_init__(self):
         super().__post_init__()
-        require(int(self.steps) == self.steps and self.steps >= 1, f"MIM steps must be an integer >= 1, got {self.steps}")
-        self.steps = int(self.steps)
-        require(float(self.decay) >= 0, f"MIM decay must be >= 0, got {self.decay}")
+        self.steps = whole_option(self.steps, "MIM steps")
+        self.decay = real_option(self.decay, "MIM decay", zero=True)
         if self.step_size is not None:
-            require(float(self.step_size) > 0, f"MIM step_size must be > 0, got {self.step_size}")
+            self.step_size = real_option(self.step_size, "MIM step_size")
 
     @property
     def alpha(self) -> float:

@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from malleability.empirics.attacks import register
-from malleability.empirics.attacks.base import DOC_TEMPLATE, Attack
-from malleability.errors import require
+from malleability.empirics.attacks.base import DOC_TEMPLATE, Attack, real_option, whole_option
 
 
 @register
@@ -21,10 +20,9 @@ class PGD(Attack):
 
     def __post_init__(self):
         super().__post_init__()
-        require(int(self.steps) == self.steps and self.steps >= 1, f"PGD steps must be an integer >= 1, got {self.steps}")
-        self.steps = int(self.steps)
+        self.steps = whole_option(self.steps, "PGD steps")
         if self.step_size is not None:
-            require(float(self.step_size) > 0, f"PGD step_size must be > 0, got {self.step_size}")
+            self.step_size = real_option(self.step_size, "PGD step_size")
 
     @property
     def alpha(self) -> float:
