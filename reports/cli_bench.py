@@ -72,8 +72,10 @@ def register(main: click.Group, bench: click.Group) -> None:
             raise MalleabilityError(f"{', '.join(flags[u] for u in unread)} applies to --model {path}, "
                                     f"not --model {model}")
         # the closed form's (n, n) kernels and (n, m) features, and the reference's weights and gradients
-        require_bytes(8 * (4 * n * n + 3 * n * m + 4 * m * max(d, d_k)), f"bench ntk at n = {n}, d = {d}, m = {m}",
-                      "lower --n, --d or --m")
+        qkv = model == "qkv-attn"
+        require_bytes(8 * (4 * n * n + 3 * n * m + 4 * m * max(d, d_k)),
+                      f"bench ntk at n = {n}, d = {d}, m = {m}" + (f", d_k = {d_k}" if qkv else ""),
+                      "lower --n, --d, --m or --d-k" if qkv else "lower --n, --d or --m")
         if threads is not None:
             torch.set_num_threads(threads)
         if model == "qkv-attn":
@@ -170,7 +172,13 @@ def register_training(bench: click.Group) -> None:
         require(classes >= 2, f"--classes must be >= 2, got {classes}")
         # a batch larger than the data set is the full batch: the benchmark would time another setting than it names
         require(batch_size <= n, f"--batch-size {batch_size} exceeds --n {n}: give a batch of at most n rows")
-        require(max(ws) * d * seeds * 4 * 8 <= 8 * 2**30, "--widths x --d x --seeds needs more than 8 GiB; lower them")
+        # the data (float64 draw, its cast, the features, targets and per-seed batch orders), every seed's
+        # weights with gradients and Adam moments, and each batch's gathered rows and activations, at the widest width
+        m, item, bs = max(ws), 8 if dtype == "float64" else 4, min(batch_size, n)
+        require_bytes(8 * n * d + item * (2 * n * d + n * classes) + 8 * seeds * n
+                      + item * seeds * (5 * m * (d + classes) + 4 * bs * (m + d + classes)),
+                      f"bench training at n = {n}, d = {d}, width {m}, {seeds} seeds",
+                      "lower --n, --d, --widths or --seeds")
         torch.set_num_threads(threads)
         click.echo(f"timing {len(ws)} widths x {seeds} seeds ...", err=True)
         res = benchmark_training(ws, n=n, d=d, num_classes=classes, batch_size=batch_size, seeds=seeds,
