@@ -76,6 +76,19 @@ def test_inspect_singular(npy):
     assert [r["recursion"] for r in doc["layers"]] == ["iic"]
 
 
+def test_equal_rows_name_the_pseudo_kappa_that_is_one(npy):
+    # rank 1: κ(G) is infinite (null), the pseudo-κ is 1; the warning must not say κ(G) = 1
+    res = run("theory", "inspect", npy(np.ones((5, 3))), "--layers", "1", "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["kappa_G"] is None and doc["pseudo_kappa_G"] == pytest.approx(1.0)
+    assert not any(w.startswith("κ(G) = 1") for w in doc["warnings"])
+    assert any(w.startswith("pseudo-κ(G) = 1") for w in doc["warnings"])
+    # an orthogonal basis: κ(G) itself is 1
+    doc = json.loads(run("theory", "inspect", npy(np.eye(3)), "--layers", "1", "--json").stdout)
+    assert doc["kappa_G"] == pytest.approx(1.0) and any(w.startswith("κ(G) = 1") for w in doc["warnings"])
+
+
 def test_a_zero_row_is_refused_by_inspect_and_answered_by_sensitivity(npy):
     # inspect reports the normalised kernel, undefined at a zero row; Prop 4.5 is about K = G³, which is not
     x = np.random.default_rng(3).standard_normal((4, 3))

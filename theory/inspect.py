@@ -138,5 +138,9 @@ def inspect_matrix(x, layers: int = 3, recursion: str | None = None) -> dict:
     out["warnings"] = warnings
     out["provenance"] = provenance()
     if base_kappa is not None and math.isclose(float(base_kappa), 1.0):
-        out["warnings"].append("κ(G) = 1: the exponent log κ(Gram_k)/log κ(G) is undefined (null)")
+        if cond["kappa_G"] is not None:
+            out["warnings"].append("κ(G) = 1: the exponent log κ(Gram_k)/log κ(G) is undefined (null)")
+        else:  # G singular: the exponent's basis is the pseudo-κ, and it is that which is 1
+            out["warnings"].append("pseudo-κ(G) = 1 (G is singular; its nonzero eigenvalues are equal): the exponent "
+                                   "log pseudo-κ(Gram_k)/log pseudo-κ(G) is undefined (null)")
     return out
