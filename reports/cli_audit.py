@@ -175,7 +175,8 @@ def register(main: click.Group, bench: click.Group) -> None:
         if resummarise or "summary" not in results or "verdicts" not in results:
             try:
                 results.update(analyse(results))
-            except (KeyError, TypeError, ValueError) as exc:  # an edited file: a field missing or of the wrong type
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+                # an edited file: a field missing or of the wrong type (check_document vouches for the shapes it reads)
                 raise MalleabilityError(f"{out_dir}/results.json: a cell lacks a field or holds a value of the "
                                         f"wrong type or out of range ({exc})") from None
             write_results(Path(out_dir), results)

@@ -114,6 +114,13 @@ def test_cli_compare_text_json_and_bad_input(tmp_path):
     (lambda d: d.__setitem__("verdicts", {}), "verdicts is dict, not a list"),
     (lambda d: d.__setitem__("cells", []), "has no cells"),
     (lambda d: [c.__setitem__("key", "k") for c in d["cells"][:2]], "cells[1] repeats the key of cells[0]"),
+    # scalars a summary reads, edited out of the range a run produces (a width of -5 would leave a slope's fit)
+    (lambda d: d["cells"][0]["result"].__setitem__("width", -5), "cells[0].result.width = -5 is not an integer >= 1"),
+    (lambda d: d["cells"][0]["result"].__setitem__("seed", 1.5), "cells[0].result.seed = 1.5 is not an integer >= 0"),
+    (lambda d: d["cells"][0]["result"].__setitem__("spearman", 1.5), "spearman = 1.5 is not a correlation in [-1, 1]"),
+    (lambda d: d["cells"][0]["result"].__setitem__("eps", -0.3), "cells[0].result.eps = -0.3 is not a finite number"),
+    (lambda d: d["cells"][0]["result"].__setitem__("topk_overlap", 2), "topk_overlap = 2 is not a share"),
+    (lambda d: d["cells"][0].__setitem__("result", None), "cells[0] is computed but has no result"),
 ])
 def test_an_edited_cell_or_verdict_is_one_line_and_exit_2(tmp_path, edit, message):
     doc = json.loads(json.dumps(A))
@@ -145,3 +152,18 @@ def test_shares_at_their_bounds_are_read():
     doc = json.loads(json.dumps(A))
     doc["cells"][0]["result"].update(flip_rate=0, accuracy={"test": 1, "train": 1.0, "chance": 0.5, "krr_test": None})
     check_document(doc, "results.json")
+
+
+def test_a_config_edited_after_the_run_no_longer_matches_its_key(tmp_path):
+    from malleability.reports.audit.cache import cell_key
+
+    code = {"package": "0", "source_sha256": "x", "cell_protocol": 1}
+    doc = json.loads(json.dumps(A)) | {"code_version": code}
+    for cell in doc["cells"]:
+        cell["config"]["n_test"] = len(cell["label"])  # A's fixture repeats one config; a run never does
+        cell["key"] = cell_key(cell["kind"], cell["config"], code, cell.get("data_fingerprint"))
+    a = _write(tmp_path, "a", doc)
+    assert CliRunner().invoke(main, ["compare", a, _write(tmp_path, "a2", doc)]).exit_code == 0
+    doc["cells"][1]["config"]["eps"] = 0.5  # the numbers stay those of eps = 0.3
+    r = CliRunner().invoke(main, ["compare", a, _write(tmp_path, "b", doc)])
+    assert r.exit_code == 2 and "cells[1].config does not match the cell's key" in r.output, r.output

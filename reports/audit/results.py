@@ -7,13 +7,14 @@ labels of models and data sets, every cell with its config and provenance.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
 
 from malleability.errors import MalleabilityError, require
 from malleability.reports.audit import paper_numbers as P
-from malleability.reports.audit.cache import atomic_write_json, non_finite_to_null, strict_loads
+from malleability.reports.audit.cache import atomic_write_json, cell_key, non_finite_to_null, strict_loads
 
 SCHEMA = "malleability-audit/2"
 MAX_LIST = 200  # longer raw arrays (spectra, loss histories) stay in the cache, not in results.json
@@ -121,7 +122,13 @@ def load_results(out_dir: str | os.PathLike) -> dict:
 # Result fields that are shares of points, checked on reading: an edited file must not feed a
 # flip rate of 7 or an accuracy of -3 into a comparison or a report.
 SHARE_FIELDS = (("flip_rate",), ("accuracy", "train"), ("accuracy", "test"), ("accuracy", "krr_test"),
-                ("accuracy", "chance"))
+                ("accuracy", "chance"), ("pattern_flip_share",), ("topk_overlap",), ("function_space_agreement",))
+# Scalar result fields the summaries read, each with the range a run can produce (an edit outside it
+# would be summarised silently: a width of -5 dropped from a slope's log-log fit).
+COUNT_FIELDS = {"width": 1, "n_train": 1, "n_test": 1, "n_train_after": 1, "kernel_points": 1, "topk": 1,
+                "threads": 1, "num_classes": 2, "seed": 0, "data_seed": 0, "n_attacked": 0, "n_flip_set": 0,
+                "zero_rows_after_attack": 0}
+NONNEGATIVE_FIELDS = ("eps", "weight_change", "final_train_loss")
 
 
 # Top-level fields and their JSON types. A field an older audit did not write may be absent; one that is
@@ -198,6 +205,28 @@ def check_document(results: dict, path) -> None:
         require(cell.get("config") is None or isinstance(cell["config"], dict), f"{where}.config is not an object")
         result = cell.get("result")
         require(result is None or isinstance(result, dict), f"{where}.result is not an object")
+        if cell["status"] != "failed":
+            require(isinstance(result, dict), f"{where} is {cell['status']} but has no result (edited or damaged)")
+        if "code_version" in results and isinstance(cell.get("config"), dict):
+            # the key is a digest of kind, config, code version and data: an edited config no longer matches it
+            try:
+                key = cell_key(cell["kind"], cell["config"], results["code_version"], cell.get("data_fingerprint"))
+            except (TypeError, ValueError):
+                key = None
+            require(key == cell["key"], f"{where}.config does not match the cell's key: the config was edited "
+                                        "after the run (edited or damaged)")
+        for name, low in COUNT_FIELDS.items():
+            value = result.get(name) if isinstance(result, dict) else None
+            require(value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= low),
+                    f"{where}.result.{name} = {value!r} is not an integer >= {low} (edited or damaged)")
+        for name in NONNEGATIVE_FIELDS:
+            value = result.get(name) if isinstance(result, dict) else None
+            require(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                      and math.isfinite(value) and value >= 0),
+                    f"{where}.result.{name} = {value!r} is not a finite number >= 0 (edited or damaged)")
+        value = result.get("spearman") if isinstance(result, dict) else None
+        require(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and -1 <= value <= 1),
+                f"{where}.result.spearman = {value!r} is not a correlation in [-1, 1] (edited or damaged)")
         for field in SHARE_FIELDS:
             value = result
             for key in field:
