@@ -167,3 +167,21 @@ def test_a_config_edited_after_the_run_no_longer_matches_its_key(tmp_path):
     doc["cells"][1]["config"]["eps"] = 0.5  # the numbers stay those of eps = 0.3
     r = CliRunner().invoke(main, ["compare", a, _write(tmp_path, "b", doc)])
     assert r.exit_code == 2 and "cells[1].config does not match the cell's key" in r.output, r.output
+
+
+def test_k_layer_and_widths_cells_match_across_data_roots():
+    # k-layer keeps its root at the top of its config; a widths report echoes its config, root included
+    def cells(root):
+        return [{"kind": "k-layer", "key": f"kl-{root}", "label": "k-layer mnist n=8", "status": "computed",
+                 "config": {"data_root": root, "n": [8]}, "result": {"rows": [{"kappa": 2.0}]}},
+                {"kind": "widths", "key": f"w-{root}", "label": "widths mnist", "status": "computed",
+                 "config": {"data": {"dataset": "mnist", "data_root": root}},
+                 "result": {"report": {"config": {"data_root": root}, "kappa": 3.0}}}]
+
+    cmp = compare_results(_results(cells("/a"), [], "cpu A"), _results(cells(None), [], "cpu B"))
+    assert cmp["cells"]["common"] == 2
+    assert cmp["per_kind"] == {"k-layer": {"identical": 1, "differ": 0}, "widths": {"identical": 1, "differ": 0}}
+    moved = cells(None)
+    moved[0]["result"]["rows"][0]["kappa"] = 2.5  # what was computed still counts
+    cmp = compare_results(_results(cells("/a"), [], "cpu A"), _results(moved, [], "cpu B"))
+    assert cmp["per_kind"]["k-layer"] == {"identical": 0, "differ": 1}
