@@ -28,8 +28,8 @@ from malleability.reports.cli_common import (
 )
 
 
-def parse_ints(spec, flag: str, *, minimum: int) -> tuple[int, ...]:
-    """'50,100' -> (50, 100): integers >= ``minimum``, each once, order kept."""
+def parse_ints(spec, flag: str, *, minimum: int, maximum: int | None = None) -> tuple[int, ...]:
+    """'50,100' -> (50, 100): integers in ``minimum..maximum``, each once, order kept."""
     values = []
     for p in parse_list(spec, flag):
         try:
@@ -37,6 +37,7 @@ def parse_ints(spec, flag: str, *, minimum: int) -> tuple[int, ...]:
         except ValueError:
             raise MalleabilityError(f"{flag} must be a comma list of integers, got {p!r}") from None
     require(all(v >= minimum for v in values), f"{flag} values must be >= {minimum}, got {spec}")
+    require(maximum is None or all(v <= maximum for v in values), f"{flag} values must be <= {maximum}, got {spec}")
     return tuple(refuse_repeats(values, flag, spec))  # '50,050' names one size twice
 
 
@@ -105,6 +106,7 @@ def register(main: click.Group, bench: click.Group) -> None:
         """kappa of k stacked linearised-attention layers on real rows: which law the exponent follows."""
         from malleability.empirics.experiments import k_layer as experiment
         from malleability.provenance import provenance
+        from malleability.theory import layers
 
         require(measure_max_n >= 0, f"--measure-max-n must be >= 0, got {measure_max_n}")
         require(10 <= dps_margin <= experiment.MAX_DPS_MARGIN,
@@ -112,7 +114,8 @@ def register(main: click.Group, bench: click.Group) -> None:
         require(0 <= seed <= MAX_SEED, f"--seed must be in 0..{MAX_SEED}, got {seed}")
         cfg = experiment.KLayerConfig(datasets=tuple(parse_list(datasets, "--datasets")),
                                       n=parse_ints(n, "--n", minimum=2), codes=parse_codes(codes),
-                                      ks=parse_ints(ks, "--ks", minimum=1), seed=seed, data_root=data_root,
+                                      ks=parse_ints(ks, "--ks", minimum=1, maximum=layers.MAX_LAYERS),
+                                      seed=seed, data_root=data_root,
                                       measure_max_n=measure_max_n, dps_margin=dps_margin)
         check_data(cfg)
         # one audit cell per (data set, n), as the audit plans them: cached, resumable, shared with the audit

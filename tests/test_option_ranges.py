@@ -20,6 +20,7 @@ FLIP = ["flip-rate", "--dataset", "mnist", "--attack", "fgsm"]
     (["audit", "--scale", "tiny", "--dry-run", "--override", "flip.n_test=0"], "flip.n_test must be >= 1"),
     (["audit", "--scale", "tiny", "--dry-run", "--override", "ntk.n_test=0"], "ntk.n_test must be >= 1"),
     (["k-layer", "--dps-margin", "100000"], "--dps-margin must be in 10..200"),
+    (["k-layer", "--ks", "1,61"], "--ks values must be <= 60, got 1,61"),
     # the data alone is ~580 GiB: refused in one line, not an allocator failure (exit 1)
     (["bench", "training", "--n", "100000000"], "bench training at n = 100000000"),
     (["bench", "training", "--widths", "1000000000"], "lower --n, --d, --widths or --seeds"),
