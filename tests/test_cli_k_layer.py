@@ -86,3 +86,18 @@ def test_a_repeated_size_is_refused_like_every_repeated_list_value():
     assert parse_ints("50,20", "--n", minimum=2) == (50, 20)
     with pytest.raises(MalleabilityError, match="--n repeats 50"):
         parse_ints("50,20,050", "--n", minimum=2)
+
+
+def test_sixty_layers_finish_and_the_table_says_which_rows_the_digit_cap_left_to_theory(data_root, tmp_path):
+    res = run(*SMALL[:4], "--ks", "1,60", "--codes", "iic,ccc", "--measure-max-n", "8", "--data-root", data_root,
+              "--cache-dir", tmp_path)
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    ccc60 = next(line.split() for line in lines if line.startswith("ccc") and line.split()[1] == "60")
+    assert ccc60[2] == ccc60[3] == "4.239e+28" and ccc60[4] == "3^k"  # 3^60, in the column's width
+    note = next(line for line in lines if line.startswith("not measured"))
+    assert note.endswith(f"more than {k_layer.MAX_MEASURE_DIGITS} mpmath digits), so the exponent is the Gram "
+                         "polynomial's: ccc k=60")  # iic at k = 60 (G^121) is within the cap, ccc at k = 1 too
+    shallow = run(*SMALL[:4], "--ks", "1", "--codes", "ccc", "--measure-max-n", "8", "--data-root", data_root,
+                  "--cache-dir", tmp_path)
+    assert shallow.exit_code == 0 and "not measured" not in shallow.stdout

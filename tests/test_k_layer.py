@@ -6,6 +6,7 @@ import mpmath
 import numpy as np
 import pytest
 
+from malleability.empirics.experiments import k_layer
 from malleability.empirics.experiments.k_layer import (
     KLayerConfig,
     candidate_exponents,
@@ -13,6 +14,7 @@ from malleability.empirics.experiments.k_layer import (
     exponent,
     float64_features,
     k_layer_rows,
+    measure_digits,
     mp_gram_kappas,
     nearest_candidate,
     run,
@@ -120,3 +122,39 @@ def test_runs_on_real_mnist_and_cifar(data_root):
     for r in rows:
         assert r["log10_kappa_G"] > 0
         assert r["exponent_measured"] == pytest.approx(r["exact_exponent"], rel=1e-6)
+
+
+def test_a_gram_above_the_digit_cap_keeps_its_theory_exponent_and_says_why(monkeypatch):
+    x = unit_rows(4, 6, seed=4)
+    both = k_layer_rows(x, codes=("iic", "ccc"), ks=(1, 3))
+    assert all(r["measured_digits"] and r["unmeasured_reason"] is None for r in both)
+    need = measure_digits(next(r for r in both if r["code"] == "ccc" and r["k"] == 3)["log10_kappa_theory"], 30)
+    # a cap just below ccc k = 3's digits: that row alone loses its measurement; each code has its own digits
+    monkeypatch.setattr(k_layer, "MAX_MEASURE_DIGITS", need - 1)
+    capped = k_layer_rows(x, codes=("iic", "ccc"), ks=(1, 3))
+    for a, b in zip(both, capped):
+        if (b["code"], b["k"]) == ("ccc", 3):
+            assert b["log10_kappa_measured"] is None and b["measured_digits"] is None
+            assert b["unmeasured_reason"] == f"needs {need} digits, above the cap of {need - 1}"
+            assert b["exponent_theory"] == a["exponent_theory"] and b["nearest"] == "3^k"
+        else:
+            assert b["unmeasured_reason"] is None and b["exponent_measured"] == pytest.approx(a["exponent_measured"],
+                                                                                          rel=1e-12)
+    full = {(r["code"], r["k"]): r["measured_digits"] for r in both}
+    assert full[("iic", 1)] == full[("iic", 3)] < full[("ccc", 1)] == need  # iic is not measured at ccc's digits
+    assert next(r for r in capped if (r["code"], r["k"]) == ("ccc", 1))["measured_digits"] < need
+    unmeasured = k_layer_rows(x, codes=("iic",), ks=(1,), measure=False)[0]
+    assert unmeasured["measured_digits"] is None and unmeasured["unmeasured_reason"] == "n above measure_max_n"
+
+
+def test_sixty_layers_of_every_code_finish_from_the_layer_degrees():
+    # ccc at k = 60 is G^(3^60): its polynomial is never formed and its ~10^28 digits are never asked of mpmath
+    assert theory_exponent("ccc", 60) == 3 ** 60 and theory_exponent("iic", 60) == 121
+    assert theory_exponent("ccc+res", 60) is None
+    rows = k_layer_rows(unit_rows(4, 6, seed=5), codes=ALL, ks=(60,))
+    deep = next(r for r in rows if r["code"] == "ccc")
+    assert deep["log10_kappa_measured"] is None and "above the cap" in deep["unmeasured_reason"]
+    assert deep["exponent_theory"] == pytest.approx(3 ** 60, rel=1e-9) and deep["nearest"] == "3^k"
+    iic = next(r for r in rows if r["code"] == "iic")
+    assert iic["exponent_measured"] == pytest.approx(121, rel=1e-9)  # within the cap: still measured
+    assert measure_digits(float("inf"), 30) > k_layer.MAX_MEASURE_DIGITS and measure_digits(None, 30) == 40

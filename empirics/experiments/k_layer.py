@@ -11,9 +11,12 @@ input X or the current layer X_l) and k = 1..4, one row compares three numbers:
   polynomial: every layer is X_l = A_l X with A_0 = I and, by associativity alone,
   A_{l+1} = A_q G A_kᵀ A_v (A_q, A_k, A_v ∈ {I, A_l} by the code), so Gram_k = A_k G A_kᵀ
   is computed in mpmath from the float64 rows taken exactly, with log10 κ_theory + ``dps_margin``
-  digits, and its κ by an mpmath eigensolve (``theory.conditioning.spectral_kappa`` of its eigenvalues); only for
-  n <= ``measure_max_n`` (the eigensolve is slow). ``float64``: κ of the float64 features X_k
-  themselves, what a float64 model sees (``precision`` and ``trusted`` say whether it resolved).
+  digits (the largest of its code), and its κ by an mpmath eigensolve
+  (``theory.conditioning.spectral_kappa`` of its eigenvalues); only for n <= ``measure_max_n`` (the
+  eigensolve is slow) and for Grams that need at most ``MAX_MEASURE_DIGITS`` digits
+  (``measured_digits`` says how many a row used, ``unmeasured_reason`` why a row has none).
+* ``float64``: κ of the float64 features X_k themselves, what a float64 model sees (``precision``
+  and ``trusted`` say whether it resolved).
 
 ``exponent`` = log κ(Gram_k) / log κ(G), compared with the candidate laws 2k+1 (the paper),
 2^(k+1) − 1 and 3^k; ``nearest`` names the closest. The exact exponent of the code is that of
@@ -36,6 +39,9 @@ NAME = "k-layer"
 DATASETS = ("mnist", "cifar10")
 # digits beyond log10 κ: 200 is exact far beyond float64; 10^5 digits would run for hours
 MAX_DPS_MARGIN = 200
+# digits of one mpmath measurement: an n = 50 Gram at 2000 digits takes about 7 s; ccc at k = 60 would need
+# about 10^28 digits, so Grams above the cap are not measured and their rows keep the Gram polynomial's κ
+MAX_MEASURE_DIGITS = 2000
 
 
 def candidate_exponents(k: int) -> dict[str, int]:
@@ -53,8 +59,10 @@ def nearest_candidate(exponent: float | None, k: int) -> str | None:
 
 
 def theory_exponent(code: str, k: int) -> int | None:
-    """p with Gram_k = G^p exactly (None when the Gram polynomial is not a monomial, e.g. residual codes)."""
-    return layers.monomial_degree(layers.gram_polynomial(code, k))
+    """p with Gram_k = G^p exactly (None when the Gram polynomial is not a monomial, e.g. residual codes).
+
+    From the layer degrees, not the polynomial, whose coefficient list at ccc, k = 60 would hold 3^60 terms."""
+    return layers.gram_exponent(code, k)
 
 
 def coefficient_layers(g, code: str, k: int, *, mul, transpose, add, identity) -> list:
@@ -101,22 +109,40 @@ def exponent(log10_kappa_k: float | None, log10_kappa_g: float | None) -> float 
     return log10_kappa_k / log10_kappa_g
 
 
-def mp_gram_kappas(x: np.ndarray, codes, ks, dps: int) -> dict[tuple[str, int], object]:
-    """{(code, k): κ₂(Gram_k)} with every product in mpmath at ``dps`` digits (float64 rows taken exactly)."""
-    with mpmath.workdps(int(dps)):
+def mp_gram_kappas(x: np.ndarray, codes, ks, dps) -> dict[tuple[str, int], object]:
+    """{(code, k): κ₂(Gram_k)} with every product in mpmath at ``dps`` digits (float64 rows taken exactly).
+
+    ``ks`` and ``dps`` are one value for every code or a mapping code -> value, so a code whose
+    exponent grows slowly is not measured at the digits of the fastest-growing one."""
+    ks_of = ks if isinstance(ks, dict) else {code: ks for code in codes}
+    dps_of = dps if isinstance(dps, dict) else {code: dps for code in codes}
+    codes = [code for code in codes if ks_of.get(code)]
+    out = {}
+    if not codes:
+        return out
+    # G is exact at any dps >= 40 (53-bit rows, sums of d products), so it is formed once at the largest
+    with mpmath.workdps(max(int(dps_of[code]) for code in codes)):
         X = mpmath.matrix(np.asarray(x, dtype=np.float64).tolist())
         G = X * X.T
-        n = G.rows
-        eye = mpmath.eye(n)
-        out = {}
-        for code in codes:
-            A = coefficient_layers(G, code, max(ks), mul=lambda a, b: a * b, transpose=lambda a: a.T,
+    n = G.rows
+    for code in codes:
+        with mpmath.workdps(int(dps_of[code])):
+            eye = mpmath.eye(n)
+            A = coefficient_layers(G, code, max(ks_of[code]), mul=lambda a, b: a * b, transpose=lambda a: a.T,
                                    add=lambda a, b: a + b, identity=eye)
-            for k in ks:
+            for k in ks_of[code]:
                 gram = A[k - 1] * G * A[k - 1].T
                 w = mpmath.eigsy(gram, eigvals_only=True)
                 out[(code, k)] = conditioning.spectral_kappa([w[i] for i in range(n)])
     return out
+
+
+def measure_digits(log10_kappa_theory: float | None, dps_margin: int) -> float:
+    """Digits the mpmath measurement of one Gram needs: log10 κ beyond the margin, at least 40."""
+    top = 0.0 if log10_kappa_theory is None else float(log10_kappa_theory)
+    if not math.isfinite(top):
+        return math.inf  # κ beyond float's exponent range: beyond any cap
+    return max(40, int(math.ceil(top)) + int(dps_margin))
 
 
 def k_layer_rows(x: np.ndarray, *, codes=layers.CODES, ks=(1, 2, 3, 4), measure: bool = True, dps_margin: int = 30,
@@ -140,11 +166,20 @@ def k_layer_rows(x: np.ndarray, *, codes=layers.CODES, ks=(1, 2, 3, 4), measure:
         for k in ks:
             t = layers.gram_kappas_from_singular_values(svals, rank, n, code, k, dps=60)
             theory[(code, k)] = _mp_log10(t["kappa"])
-    measured = {}
-    if measure and log_g is not None:
-        top = max((v for v in theory.values() if v is not None), default=0.0)
-        dps = max(30, int(math.ceil(top)) + int(dps_margin))
-        measured = {key: _mp_log10(v) for key, v in mp_gram_kappas(x, codes, ks, dps).items()}
+    measured, digits, unmeasured = {}, {}, {}
+    if not measure:
+        unmeasured = {key: "n above measure_max_n" for key in theory}
+    elif log_g is None:
+        unmeasured = {key: "kappa(G) unknown (G singular)" for key in theory}
+    else:
+        need = {key: measure_digits(v, dps_margin) for key, v in theory.items()}
+        # a code's Grams are measured at the digits of its largest one that fits the cap; beyond, theory only
+        ks_of = {code: tuple(k for k in ks if need[(code, k)] <= MAX_MEASURE_DIGITS) for code in codes}
+        dps_of = {code: max((need[(code, k)] for k in ks_of[code]), default=0) for code in codes}
+        measured = {key: _mp_log10(v) for key, v in mp_gram_kappas(x, codes, ks_of, dps_of).items()}
+        digits = {(code, k): dps_of[code] for code in codes for k in ks_of[code]}
+        unmeasured = {key: f"needs {need[key]:.4g} digits, above the cap of {MAX_MEASURE_DIGITS}"
+                      for key in theory if key not in digits}
     out = []
     for code in codes:
         feats = float64_features(x, code, max(ks))
@@ -164,6 +199,8 @@ def k_layer_rows(x: np.ndarray, *, codes=layers.CODES, ks=(1, 2, 3, 4), measure:
                 "exponent_theory": exponent(theory[(code, k)], log_g),
                 "log10_kappa_measured": measured.get((code, k)),
                 "exponent_measured": exponent(measured.get((code, k)), log_g),
+                "measured_digits": digits.get((code, k)),
+                "unmeasured_reason": unmeasured.get((code, k)),
                 "float64": None if f64 is None else {**f64, "exponent": exponent(f64["log10_kappa"], log_g)},
                 "candidates": candidate_exponents(k),
             }
@@ -247,5 +284,5 @@ Config = KLayerConfig
 run_cell = run  # config -> its rows (one grid per config: the experiment has no per-cell training)
 
 __all__ = ["Config", "KLayerConfig", "NAME", "candidate_exponents", "coefficient_layers", "exponent",
-           "float64_features", "k_layer_rows", "mp_gram_kappas", "nearest_candidate", "run", "run_cell", "summarise",
+           "float64_features", "k_layer_rows", "measure_digits", "mp_gram_kappas", "nearest_candidate", "run", "run_cell", "summarise",
            "theory_exponent"]
