@@ -16,6 +16,9 @@ from malleability.errors import MalleabilityError, require
 
 _KINDS = {"b": "boolean", "i": "integer", "u": "unsigned integer", "f": "float"}
 
+# Most seeds one run may ask for (a count): 10^4 seeds of the quick audit already plan about 10^6 cells
+MAX_SEED_COUNT = 10_000
+
 
 def as_finite_matrix(x, name: str = "X") -> np.ndarray:
     """Return ``x`` as a 2-D float64 array, or raise a one-line :class:`MalleabilityError`.

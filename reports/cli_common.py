@@ -10,7 +10,7 @@ import re
 import click
 
 from malleability.errors import MalleabilityError, require
-from malleability.validation import refuse_repeats, split_entries
+from malleability.validation import MAX_SEED_COUNT, refuse_repeats, split_entries
 
 
 _CLASS_PREFIX = re.compile(r"(?<![\w.])(?:[A-Za-z_][\w.]*\.)?_*[A-Z]\w*(?:Error|Exception): ")
@@ -44,7 +44,7 @@ def parse_seeds(spec) -> list[int]:
     except ValueError:
         raise MalleabilityError(f"--seeds must be a count or a comma list of integers, got {spec!r}") from None
     if seeds is None:
-        require(1 <= count <= 10_000, f"--seeds must be >= 1 and a count at most 10000, got {count}")
+        require(1 <= count <= MAX_SEED_COUNT, f"--seeds must be >= 1 and a count at most {MAX_SEED_COUNT}, got {count}")
         seeds = list(range(count))
     require(seeds and all(0 <= s <= MAX_SEED for s in seeds), f"seeds must be in 0..{MAX_SEED}, got {spec!r}")
     return refuse_repeats(seeds, "--seeds", spec)

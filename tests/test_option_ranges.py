@@ -19,6 +19,10 @@ FLIP = ["flip-rate", "--dataset", "mnist", "--attack", "fgsm"]
     (["audit", "--scale", "tiny", "--dry-run", "--override", "flip.n=1"], "flip.n must be >= 2"),
     (["audit", "--scale", "tiny", "--dry-run", "--override", "flip.n_test=0"], "flip.n_test must be >= 1"),
     (["audit", "--scale", "tiny", "--dry-run", "--override", "ntk.n_test=0"], "ntk.n_test must be >= 1"),
+    # 10^5 seeds would plan about 10^7 cells for minutes before the first line: the CLIs' seed cap, at once
+    (["audit", "--scale", "tiny", "--dry-run", "--override", "flip.seeds=100000"], "flip.seeds must be at most 10000"),
+    (["audit", "--scale", "tiny", "--dry-run", "--override", "ntk.seeds=10001"], "ntk.seeds must be at most 10000"),
+    ([*FLIP, "--seeds", "10001"], "--seeds must be >= 1 and a count at most 10000"),
     (["k-layer", "--dps-margin", "100000"], "--dps-margin must be in 10..200"),
     (["k-layer", "--ks", "1,61"], "--ks values must be <= 60, got 1,61"),
     # the data alone is ~580 GiB: refused in one line, not an allocator failure (exit 1)
@@ -39,7 +43,8 @@ def test_an_option_out_of_range_is_one_line(args, message):
 
 
 def test_the_edge_of_each_scale_range_is_accepted():
-    args = ["audit", "--scale", "tiny", "--dry-run", "--override", "flip.n=2", "--override", "flip.n_test=1"]
+    args = ["audit", "--scale", "tiny", "--dry-run", "--override", "flip.n=2", "--override", "flip.n_test=1",
+            "--override", "ntk.seeds=10000"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
 

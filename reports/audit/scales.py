@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from malleability.errors import MalleabilityError, require
-from malleability.validation import refuse_repeats, split_entries
+from malleability.validation import MAX_SEED_COUNT, refuse_repeats, split_entries
 
 # Task name -> (dataset, classes as spec). Binary tasks follow the paper's Table 3.
 TASKS = {
@@ -320,6 +320,8 @@ def validate_scale(scale: Scale) -> None:
                         ("flip.width", f.width), ("flip.epochs", f.epochs), ("flip.seeds", f.seeds),
                         ("flip.adv_train_steps", f.adv_train_steps)):
         require(value >= 1, f"{name} must be >= 1, got {value}")
+    for name, value in (("ntk.seeds", k.seeds), ("flip.seeds", f.seeds)):
+        require(value <= MAX_SEED_COUNT, f"{name} must be at most {MAX_SEED_COUNT}, got {value}")
     require(all(m >= 1 for m in k.widths), "widths must be >= 1")
     # as the cells themselves require, checked here so that a bad override fails before any cell runs:
     # leave-one-out influence needs two training points, and the accuracy gate and test loss a test point
