@@ -147,12 +147,20 @@ def model_options(models, kwargs: dict) -> dict[str, dict]:
     return out
 
 
+def refuse_npz_seed(dataset: str, seed: int, flag: str) -> None:
+    """An .npz is read in order (its first n rows), so a seed of the subset draw would be silently ignored."""
+    require(not (str(dataset).endswith(".npz") and seed != 0),
+            f"{flag} {seed} has no effect on {dataset}: an .npz is read in order (its first n rows, every seed the "
+            f"same rows); leave {flag} out or shuffle the file")
+
+
 def data_config(dataset, n, n_test, classes, data_seed, data_root, *, min_test: int = 0):
     """``min_test``: 1 where the command needs test points (a test accuracy, the test loss's influence)."""
     from malleability.empirics.data import DataConfig, parse_classes
 
     require(n >= 1, f"--n must be >= 1, got {n}")
     require(0 <= data_seed <= MAX_SEED, f"--data-seed must be in 0..{MAX_SEED}, got {data_seed}")
+    refuse_npz_seed(dataset, data_seed, "--data-seed")
     require(n_test >= min_test, f"--n-test must be >= {min_test}, got {n_test}"
             + ("" if min_test == 0 else ": without test points no model can be judged learned"))
     return DataConfig(dataset=dataset, n=n, n_test=n_test, classes=parse_classes(classes, dataset), seed=data_seed,

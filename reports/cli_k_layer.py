@@ -23,6 +23,7 @@ from malleability.reports.cli_common import (
     dump,
     fmt,
     parse_list,
+    refuse_npz_seed,
     refuse_repeats,
     run_cells_of,
 )
@@ -134,6 +135,8 @@ def register(main: click.Group, bench: click.Group) -> None:
         require(10 <= dps_margin <= experiment.MAX_DPS_MARGIN,
                 f"--dps-margin must be in 10..{experiment.MAX_DPS_MARGIN}, got {dps_margin}")
         require(0 <= seed <= MAX_SEED, f"--seed must be in 0..{MAX_SEED}, got {seed}")
+        for dataset in parse_list(datasets, "--datasets"):
+            refuse_npz_seed(dataset, seed, "--seed")
         cfg = experiment.KLayerConfig(datasets=tuple(parse_list(datasets, "--datasets")),
                                       n=parse_ints(n, "--n", minimum=2), codes=parse_codes(codes),
                                       ks=parse_ints(ks, "--ks", minimum=1, maximum=layers.MAX_LAYERS),

@@ -125,6 +125,21 @@ def test_bad_npz_data_sets(tmp_path, case):
                           "--seeds", "1", "--epochs", "1", "--width", "8"]))
 
 
+@pytest.mark.parametrize("command", ["ntk-distance", "flip-rate", "widths", "k-layer"])
+def test_a_subset_seed_on_an_npz_is_refused_not_ignored(tmp_path, command):
+    # an .npz is read in order: a seed of the subset draw would label a result with a draw that never happened
+    rng = np.random.default_rng(0)
+    path = _npz(tmp_path, "ordered.npz", x=rng.random((40, 6)), y=np.arange(40) % 2)
+    flag = "--seed" if command == "k-layer" else "--data-seed"
+    extra = {"ntk-distance": ["--widths", "8", "--epochs", "1", "--n-test", "5"],
+             "flip-rate": ["--attack", "fgsm", "--seeds", "1", "--epochs", "1", "--width", "8", "--n-test", "5"],
+             "widths": [], "k-layer": ["--ks", "1"]}[command]
+    size = ["--datasets", path, "--n", "8"] if command == "k-layer" else ["--dataset", path, "--n", "20"]
+    _one_line_error(_run([command, *size, *extra, flag, "3"]), needle=f"{flag} 3 has no effect on {path}")
+    res = _run([command, *size, *extra, flag, "0"])
+    assert res.exit_code == 0, res.output  # seed 0, the default, reads the same rows: accepted
+
+
 def test_huge_entries_give_finite_numbers_or_a_reason(tmp_path):
     path = _bad_npz(tmp_path)["huge"]
     res = _run(["ntk-distance", "--dataset", path, "--n", "30", "--n-test", "5", "--widths", "8", "--epochs", "1",
