@@ -172,6 +172,11 @@ def register(main: click.Group, bench: click.Group) -> None:
         given = click.get_current_context().get_parameter_source("n_test") != ParameterSource.DEFAULT
         require(not given, "--n-test has no effect on widths: κ and the predicted widths read the training rows only")
         data = data_config(dataset, max(ns), 0, classes, data_seed, data_root)  # no test rows to load
+        from malleability.empirics.experiments.memory import data_dimension
+        from malleability.empirics.models import check_models
+
+        # the largest n must hold a truncation's rank; an n // 10 companion below it shows the full C (its rank says so)
+        check_models(model_list, options, data_dimension(data.dataset), max(ns))
         rows = _read_rows(rows_path) if rows_path else None
         report = width_report(data, eps, rows=rows, ns=ns, models=model_list, model_options=options)
         if len(ns) == 1 and not as_json:  # after the data loaded: a refusal stays one line

@@ -23,6 +23,14 @@ FLIP = ["flip-rate", "--dataset", "mnist", "--attack", "fgsm"]
     (["audit", "--scale", "tiny", "--dry-run", "--override", "flip.seeds=100000"], "flip.seeds must be at most 10000"),
     (["audit", "--scale", "tiny", "--dry-run", "--override", "ntk.seeds=10001"], "ntk.seeds must be at most 10000"),
     ([*FLIP, "--seeds", "10001"], "--seeds must be >= 1 and a count at most 10000"),
+    # rank(C) <= n: a larger rank is MLP-Attn under another name, refused before any data is read
+    ([*FLIP, "--models", "truncated-attn", "--rank", "31", "--n", "30"], "rank 31 exceeds the n = 30 training rows"),
+    (["ntk-distance", "--dataset", "mnist", "--widths", "8", "--models", "truncated-attn", "--rank", "31", "--n", "30"],
+     "rank 31 exceeds the n = 30 training rows"),
+    (["widths", "--dataset", "mnist", "--models", "truncated-attn", "--rank", "31", "--n", "30"],
+     "rank 31 exceeds the n = 30 training rows"),
+    (["audit", "--scale", "quick", "--dry-run", "--override", "truncation_ranks=1,64", "--override", "ntk.n=50"],
+     "rank 64 exceeds the n = 50 training rows"),
     (["k-layer", "--dps-margin", "100000"], "--dps-margin must be in 10..200"),
     (["k-layer", "--ks", "1,61"], "--ks values must be <= 60, got 1,61"),
     # the data alone is ~580 GiB: refused in one line, not an allocator failure (exit 1)
@@ -82,3 +90,10 @@ def test_places_that_cannot_be_what_they_are_given_for(tmp_path, monkeypatch):
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "nonsense")
     res = CliRunner().invoke(main, ["audit", "--scale", "tiny", "--dry-run", "--executor", "dask"])
     assert res.exit_code == 2 and res.stderr.startswith("error: DASK_SCHEDULER_ADDRESS 'nonsense'"), res.output
+
+
+def test_a_truncation_rank_of_exactly_n_is_accepted():
+    from malleability.empirics.models import check_models
+
+    check_models(["truncated-attn"], {"truncated-attn": {"rank": 30}}, 784, 30)  # the edge: rank(C) can be n
+    check_models(["truncated-attn"], {"truncated-attn": {"rank": None}}, 784, 2)

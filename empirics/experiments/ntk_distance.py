@@ -270,7 +270,7 @@ def sweep(data: DataConfig, train: TrainConfig, models, widths, seeds, *, model_
     require(all(s >= 0 for s in seeds), "seeds must be >= 0")
     model_options = dict(model_options or {})
     d = data_dimension(data.dataset)
-    check_models(models, model_options, d)
+    check_models(models, model_options, d, data.n)
     for w in widths:
         require_fits(data.n, d, int(w), "ntk-distance", largest_state(models, model_options, data.n, d))
     return [

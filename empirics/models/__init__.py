@@ -47,11 +47,15 @@ def get_model(name: str, options: Mapping[str, Any] | None = None) -> FeatureMod
     return cls(**options)
 
 
-def check_models(models, model_options: Mapping[str, Mapping[str, Any]] | None, d: int) -> None:
-    """Every model with its options built and asked whether it takes rows of d values: a bad option
-    (a patch size that does not divide the image, say) is refused before any data is loaded or trained on."""
+def check_models(models, model_options: Mapping[str, Mapping[str, Any]] | None, d: int, n: int | None = None) -> None:
+    """Every model with its options built and asked whether it takes rows of d values (and n training rows):
+    a bad option (a patch size that does not divide the image, a rank above n, say) is refused before any data
+    is loaded or trained on."""
     for name in models:
-        get_model(name, (model_options or {}).get(name)).check_dimension(int(d))
+        model = get_model(name, (model_options or {}).get(name))
+        model.check_dimension(int(d))
+        if n is not None:
+            model.check_rows(int(n))
 
 
 def largest_state(models, model_options: Mapping[str, Mapping[str, Any]] | None, n: int, d: int) -> tuple[str, int]:

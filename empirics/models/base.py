@@ -56,6 +56,9 @@ class FeatureModel:
         """Refuse, before any work, rows of d values that these options cannot take (default: any d)."""
         require(int(d) >= 1, f"rows need at least one value, got d = {d}")
 
+    def check_rows(self, n: int) -> None:
+        """Refuse, before any work, a training set of n rows that these options cannot use (default: any n)."""
+
     def init_params(self, d: int, seed: int) -> dict | None:
         """Initial values of the trainable feature parameters named in ``param_names`` (None: no parameters)."""
         return None

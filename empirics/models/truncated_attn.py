@@ -46,6 +46,12 @@ class TruncatedAttn(MLPAttn):
         super().check_dimension(d)
         require(self.rank is None or self.rank <= int(d), f"rank {self.rank} exceeds the dimension d = {d}")
 
+    def check_rows(self, n: int) -> None:
+        # rank(C) = rank(U) <= n: any r above n keeps all of C, so the run would be MLP-Attn under another name
+        require(self.rank is None or self.rank <= int(n),
+                f"rank {self.rank} exceeds the n = {n} training rows: C = UᵀU has rank at most n, so C_r would be "
+                f"the full C (MLP-Attn); use a rank <= {n}")
+
     def fit(self, x_train_unit: torch.Tensor) -> State:
         state = super().fit(x_train_unit)
         if self.rank is None:

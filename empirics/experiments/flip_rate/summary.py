@@ -61,7 +61,7 @@ def sweep(data: DataConfig, train: TrainConfig, *, models, attacks, eps_list, se
     unused = sorted(set(attack_options) - set(attacks))
     require(not unused, f"attack options for {', '.join(unused)}, which is not among the attacks {', '.join(attacks)}")
     d = data_dimension(data.dataset)
-    check_models(models, model_options, d)
+    check_models(models, model_options, d, data.n)
     require_fits(data.n, d, int(cell_options.get("width", 256)), "flip-rate", largest_state(models, model_options, data.n, d))
     return [
         FlipRateConfig(data=dataclasses.replace(data, seed=int(data.seed) + int(s)),
