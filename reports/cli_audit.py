@@ -84,6 +84,10 @@ def register(main: click.Group, bench: click.Group) -> None:
             plan_device = "cuda" if (resolve_device(device) if device == "auto" else device) == "cuda" else "cpu"
             cells = plan_cells(scale, device=plan_device, data_root=data_root).cells
             kinds = ", ".join(f"{k} {v}" for k, v in sorted(Counter(c.kind for c in cells).items()))
+            from malleability.reports.audit.cost_model import outside_fit
+
+            for caveat in outside_fit(cells):  # before the estimate it qualifies, on stderr beside the progress
+                click.echo(f"note: {caveat}", err=True)
             if plan_device == "cuda":
                 from malleability.reports.audit.cost_model import CUDA_MEASURED_ON
 

@@ -98,6 +98,21 @@ def test_sixty_layers_finish_and_the_table_says_which_rows_the_digit_cap_left_to
     note = next(line for line in lines if line.startswith("not measured"))
     assert note.endswith(f"more than {k_layer.MAX_MEASURE_DIGITS} mpmath digits), so the exponent is the Gram "
                          "polynomial's: ccc k=60")  # iic at k = 60 (G^121) is within the cap, ccc at k = 1 too
-    shallow = run(*SMALL[:4], "--ks", "1", "--codes", "ccc", "--measure-max-n", "8", "--data-root", data_root,
+    assert "stack k <= 4 layers; measured to k = 60" in res.stderr  # the estimate says it may be low
+    shallow = run(*SMALL[:4], "--ks", "1,4", "--codes", "ccc", "--measure-max-n", "8", "--data-root", data_root,
                   "--cache-dir", tmp_path)
-    assert shallow.exit_code == 0 and "not measured" not in shallow.stdout
+    assert shallow.exit_code == 0 and "not measured" not in shallow.stdout and "measured to k" not in shallow.stderr
+
+
+def test_the_estimate_caveat_names_only_deep_measured_cells():
+    from types import SimpleNamespace
+
+    from malleability.reports.audit.cost_model import outside_fit
+
+    def cell(ks, n, measure_max_n=50):
+        return SimpleNamespace(kind="k-layer", config=k_layer.KLayerConfig(datasets=("mnist",), n=(n,), ks=ks,
+                                                                            measure_max_n=measure_max_n))
+
+    assert outside_fit([cell((1, 2, 3, 4), 50), cell((9,), 100)]) == []  # fitted depth; deep but unmeasured
+    (line,) = outside_fit([cell((1, 5), 50), cell((7,), 20), cell((9,), 100)])
+    assert "measured to k = 7" in line

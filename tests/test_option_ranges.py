@@ -97,3 +97,11 @@ def test_a_truncation_rank_of_exactly_n_is_accepted():
 
     check_models(["truncated-attn"], {"truncated-attn": {"rank": 30}}, 784, 30)  # the edge: rank(C) can be n
     check_models(["truncated-attn"], {"truncated-attn": {"rank": None}}, 784, 2)
+
+
+def test_a_dry_run_beyond_the_fitted_depth_says_its_estimate_may_be_low():
+    res = CliRunner().invoke(main, ["audit", "--scale", "tiny", "--dry-run", "--override", "k_layer.ks=1,6"])
+    assert res.exit_code == 0, res.output
+    assert res.stderr.startswith("note: the cost model's k-layer cells stack k <= 4 layers; measured to k = 6")
+    plain = CliRunner().invoke(main, ["audit", "--scale", "tiny", "--dry-run"])
+    assert plain.exit_code == 0 and "note:" not in plain.stderr

@@ -259,3 +259,22 @@ def estimate_seconds(cells, workers: int, coefficients: dict | None = None) -> f
         i = loads.index(min(loads))
         loads[i] += s
     return max(loads) if cells else 0.0
+
+
+# the k-layer cells the coefficients were fitted on stack at most this many layers (the audit's ks)
+K_LAYER_FITTED_MAX_K = 4
+
+
+def outside_fit(cells) -> list[str]:
+    """Why the estimate of these cells may be low: cells beyond the range the coefficients were fitted on.
+
+    A measured k-layer cell deeper than :data:`K_LAYER_FITTED_MAX_K` needs mpmath digits that grow
+    with the exponent (up to ``MAX_MEASURE_DIGITS``), which the features do not count."""
+    deep = [int(max(c.config.ks)) for c in cells if c.kind == "k-layer"
+            and int(max(c.config.n)) <= int(c.config.measure_max_n) and int(max(c.config.ks)) > K_LAYER_FITTED_MAX_K]
+    if not deep:
+        return []
+    from malleability.empirics.experiments.k_layer import MAX_MEASURE_DIGITS
+
+    return [f"the cost model's k-layer cells stack k <= {K_LAYER_FITTED_MAX_K} layers; measured to k = {max(deep)}, a "
+            f"Gram needs up to {MAX_MEASURE_DIGITS} mpmath digits, so this estimate can be several times low"]

@@ -22,7 +22,7 @@ from typing import Callable
 from malleability.errors import MalleabilityError, require
 from malleability.provenance import git_commit
 from malleability.reports.audit.cache import CellCache, code_version, config_to_jsonable
-from malleability.reports.audit.cost_model import SPEED_MEASURE, machine_speed_factor
+from malleability.reports.audit.cost_model import SPEED_MEASURE, machine_speed_factor, outside_fit
 from malleability.reports.audit.executor import check_workers, default_workers, make_executor, run_cells, stop_executor
 from malleability.reports.audit.plan import Plan, cell_seconds, costliest_first, estimate_seconds, plan_cells
 from malleability.reports.audit.results import SCHEMA, build_results, write_results
@@ -136,6 +136,8 @@ def announce_estimate(uncached, workers: int, device: str, executor, say: Callab
         scaled = f", x{speed:.2f} for {where} measured pace on the pace probe" if speed is not None else ""
         source = f"the per-cell cost model of a 2-core reference CPU{scaled}; a busy machine is slower"
     say(f"{prefix}: {len(uncached)} cells to compute; estimate {est / 60:.1f} min on {workers} worker(s) (from {source})")
+    for caveat in outside_fit(uncached):
+        say(f"{prefix}: {caveat}")
     return est, speed
 
 
