@@ -12,6 +12,7 @@ from malleability.reports.audit.cache import (
     atomic_write_json,
     cell_key,
     code_version,
+    computed_config,
     config_to_jsonable,
     entry_checksum,
     non_finite_to_null,
@@ -192,3 +193,30 @@ def test_non_finite_configuration_is_bad_input():
 
     with pytest.raises(MalleabilityError, match="non-finite"):
         cell_key("ntk", Outer(Inner(5), 16, eps=float("nan")), CODE)
+
+
+@dataclass(frozen=True)
+class Rooted:
+    n: int
+    data_root: str | None = None
+
+
+@dataclass(frozen=True)
+class RootedCell:
+    data: Rooted
+    width: int
+
+
+def test_the_data_root_leaves_the_key_only_where_a_fingerprint_names_the_rows(tmp_path):
+    a, b = RootedCell(Rooted(5, "/data"), 16), RootedCell(Rooted(5, "/mnt/../data/"), 16)
+    assert computed_config(a) == computed_config(b) == {"data": {"n": 5}, "width": 16}
+    assert computed_config({"n": [8], "data_root": "/x"}) == {"n": [8]}  # k-layer: the root at the top
+    assert cell_key("ntk", a, CODE, "fp") == cell_key("ntk", b, CODE, "fp")
+    assert cell_key("ntk", a, CODE, "fp") != cell_key("ntk", RootedCell(Rooted(6, "/data"), 16), CODE, "fp")
+    assert cell_key("ntk", a, CODE) != cell_key("ntk", b, CODE)  # no fingerprint: the root is all that names the data
+    assert cell_key("ntk", a, CODE, "fp", legacy=True) != cell_key("ntk", b, CODE, "fp", legacy=True)
+    logged = []
+    cache = CellCache(tmp_path, log=logged.append)
+    cache.put("ntk", a, {"d": 1.0}, wall_time_s=0.0, code=CODE, data="fp")
+    assert cache.get("ntk", b, CODE, "fp")["result"] == {"d": 1.0} and logged == []
+    assert cache.get("ntk", b, CODE, "other-fp") is None  # other rows under the same root: never this entry

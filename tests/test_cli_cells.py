@@ -105,6 +105,17 @@ def test_k_layer_cells_are_cached_per_data_set_and_n(data_root, tmp_path):
     assert [r for r in more if r["n"] in (20, 30)] == rows
 
 
+def test_the_same_rows_under_another_spelling_of_the_root_are_the_cached_cell(data_root, tmp_path, monkeypatch):
+    args = ["k-layer", "--datasets", "mnist", "--n", "8", "--codes", "iic", "--ks", "1", "--measure-max-n", "0",
+            "--cache-dir", str(tmp_path / "c"), "--json"]
+    first = CliRunner().invoke(main, [*args, "--data-root", str(data_root)])
+    assert first.exit_code == 0 and "1 in all, 0 cached, 1 to run" in first.stderr, first.output
+    monkeypatch.setenv("MALLEABILITY_DATA", str(data_root) + "/")
+    again = CliRunner().invoke(main, args)  # the root from the environment, with a trailing slash
+    assert again.exit_code == 0 and "1 in all, 1 cached, 0 to run" in again.stderr, again.output
+    assert json.loads(again.stdout)["rows"] == json.loads(first.stdout)["rows"]
+
+
 def test_ctrl_c_in_a_command_without_cells_says_nothing_was_kept(monkeypatch):
     import malleability.theory as theory
 

@@ -185,3 +185,20 @@ def test_k_layer_and_widths_cells_match_across_data_roots():
     moved[0]["result"]["rows"][0]["kappa"] = 2.5  # what was computed still counts
     cmp = compare_results(_results(cells("/a"), [], "cpu A"), _results(moved, [], "cpu B"))
     assert cmp["per_kind"]["k-layer"] == {"identical": 0, "differ": 1}
+
+
+def test_documents_keyed_before_the_root_left_the_key_are_still_read(tmp_path):
+    from malleability.reports.audit.cache import cell_key
+
+    code = {"package": "0", "source_sha256": "x", "cell_protocol": 1}
+    doc = json.loads(json.dumps(A)) | {"code_version": code}
+    for cell in doc["cells"]:
+        cell["config"]["n_test"] = len(cell["label"])
+        cell["data_fingerprint"], cell["config"]["data_root"] = "fp", "/old/root"
+        cell["key"] = cell_key(cell["kind"], cell["config"], code, "fp", legacy=True)  # the root was hashed too
+        assert cell["key"] != cell_key(cell["kind"], cell["config"], code, "fp")
+    a = _write(tmp_path, "a", doc)
+    assert CliRunner().invoke(main, ["compare", a, _write(tmp_path, "a2", doc)]).exit_code == 0
+    doc["cells"][1]["config"]["n_test"] += 1  # an edit still shows under either key
+    r = CliRunner().invoke(main, ["compare", a, _write(tmp_path, "b", doc)])
+    assert r.exit_code == 2 and "cells[1].config does not match the cell's key" in r.output, r.output

@@ -4,7 +4,9 @@ A *cell* is a pure function of a frozen, JSON-serialisable configuration and, fo
 that read a data set, of the rows actually loaded. Its cache key is the SHA-256 of the
 canonical JSON of ``{kind, config, code_version, data_fingerprint}``, so a change of
 configuration, of the computational code or of the data behind ``$MALLEABILITY_DATA``
-gives a different key and the old entry is simply not found. Every entry also stores the
+gives a different key and the old entry is simply not found. Where a fingerprint names the
+rows, the config is keyed without its ``data_root`` (:func:`computed_config`): the same rows
+read through another spelling of the folder are the same cell. Every entry also stores the
 kind, configuration, code version and data fingerprint it was computed for, and a
 SHA-256 checksum of its own canonical content. On a hit the checksum is verified and the
 stored fields are compared with the request; a file that is empty, truncated, not strict
@@ -168,11 +170,28 @@ def code_version() -> dict:
     return {"package": __version__, "source_sha256": source_hash(), "cell_protocol": CELL_PROTOCOL}
 
 
-def cell_key(kind: str, config: Any, code: dict | None = None, data: str | None = None) -> str:
+def computed_config(config: Any) -> Any:
+    """The config without where its data was read from (``data_root``: a data set's config holds it, k-layer's,
+    which reads several, at the top): the same rows under another spelling of a folder are the same cell."""
+    out = config_to_jsonable(config)
+    if isinstance(out, dict):
+        out = {k: v for k, v in out.items() if k != "data_root"}
+        if isinstance(out.get("data"), dict):
+            out["data"] = {k: v for k, v in out["data"].items() if k != "data_root"}
+    return out
+
+
+def cell_key(kind: str, config: Any, code: dict | None = None, data: str | None = None, *,
+             legacy: bool = False) -> str:
     """The cache key of one cell: 24 hex digits of SHA-256 over kind, config, code version and,
-    for a cell that reads a data set, the fingerprint ``data`` of the rows it reads."""
+    for a cell that reads a data set, the fingerprint ``data`` of the rows it reads.
+
+    With a fingerprint, the data root is left out of the config (:func:`computed_config`): the
+    fingerprint names the rows, wherever they were read from. ``legacy``: the key of documents
+    written before that, which hashed the root too (still accepted when a results document is read)."""
     code = code_version() if code is None else code
-    fields = {"kind": kind, "config": config, "code_version": code}
+    keyed = config if legacy or data is None else computed_config(config)
+    fields = {"kind": kind, "config": keyed, "code_version": code}
     if data is not None:
         fields["data_fingerprint"] = data
     return hashlib.sha256(canonical_json(fields).encode()).hexdigest()[:24]
@@ -279,7 +298,9 @@ class CellCache:
         problems = []
         if entry.get("kind") != kind:
             problems.append(f"kind {entry.get('kind')!r} != {kind!r}")
-        if entry.get("config") != config_to_jsonable(config):
+        same = (entry.get("config") == config_to_jsonable(config) if data is None
+                else computed_config(entry.get("config")) == computed_config(config))
+        if not same:
             problems.append("stored configuration differs from the requested one")
         if entry.get("code_version") != config_to_jsonable(code):
             problems.append("written by another code version")

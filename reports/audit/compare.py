@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from malleability.reports.audit.cache import canonical_json
+from malleability.reports.audit.cache import canonical_json, computed_config
 
 # data_root: where the rows were read from (a widths report echoes its config), not what was computed
 IGNORED_RESULT_KEYS = frozenset({"timing_s", "threads", "wall_time_s", "provenance", "finished_at", "data_root"})
@@ -25,11 +25,7 @@ ADDED_CONFIG_FIELDS = {"flip-rate": {"adv_train_schedule": "constant", "adv_trai
 def _cell_id(cell: dict) -> str:
     config = {**ADDED_CONFIG_FIELDS.get(cell.get("kind"), {}), **(cell.get("config") or {})}
     # where the data was read from is not what was computed: the same rows under another root are the same cell
-    # (a data set's config holds its root; k-layer's config, which reads several, holds one at the top)
-    config.pop("data_root", None)
-    if isinstance(config.get("data"), dict):
-        config["data"] = {k: v for k, v in config["data"].items() if k != "data_root"}
-    return canonical_json({"kind": cell.get("kind"), "label": cell.get("label"), "config": config})
+    return canonical_json({"kind": cell.get("kind"), "label": cell.get("label"), "config": computed_config(config)})
 
 
 def _differs(x: Any, y: Any) -> bool:

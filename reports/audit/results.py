@@ -210,10 +210,11 @@ def check_document(results: dict, path) -> None:
         if "code_version" in results and isinstance(cell.get("config"), dict):
             # the key is a digest of kind, config, code version and data: an edited config no longer matches it
             try:
-                key = cell_key(cell["kind"], cell["config"], results["code_version"], cell.get("data_fingerprint"))
+                args = (cell["kind"], cell["config"], results["code_version"], cell.get("data_fingerprint"))
+                keys = {cell_key(*args), cell_key(*args, legacy=True)}  # documents from before the root left the key
             except (TypeError, ValueError):
-                key = None
-            require(key == cell["key"], f"{where}.config does not match the cell's key: the config was edited "
+                keys = set()
+            require(cell["key"] in keys, f"{where}.config does not match the cell's key: the config was edited "
                                         "after the run (edited or damaged)")
         for name, low in COUNT_FIELDS.items():
             value = result.get(name) if isinstance(result, dict) else None
