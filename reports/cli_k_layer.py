@@ -75,16 +75,7 @@ def _exact(value) -> str:
     return str(value) if value < 10 ** 7 else fmt(float(value))  # 3^60 does not fit the column
 
 
-def over_cap(rows: list[dict]) -> dict[str, list[int]]:
-    """{code: [k, ...]} of the rows the mpmath recursion skipped for their digits (any data set or n)."""
-    out: dict[str, set[int]] = {}
-    for r in rows:
-        if "above the cap" in (r.get("unmeasured_reason") or ""):
-            out.setdefault(r["code"], set()).add(int(r["k"]))
-    return {code: sorted(ks) for code, ks in sorted(out.items())}
-
-
-def print_summary(cfg, summary: dict, rows: list[dict] = ()) -> None:
+def print_summary(cfg, summary: dict) -> None:
     click.echo(f"k stacked linearised-attention layers on {','.join(cfg.datasets)}, n={','.join(map(str, cfg.n))}: "
                f"p with kappa(Gram_k) = kappa(G)^p (mpmath-measured for n <= {cfg.measure_max_n}, else the Gram "
                f"polynomial); a law fits within {summary['tolerance']:g} (relative)")
@@ -94,13 +85,11 @@ def print_summary(cfg, summary: dict, rows: list[dict] = ()) -> None:
                    f"{', '.join(c['fits']) or 'none'}")
     for code, laws in summary["follows"].items():
         click.echo(f"{code} follows {' and '.join(laws) or 'no law of the three'}")
-    skipped = over_cap(list(rows))
+    skipped = summary.get("over_digit_cap") or {}
     if skipped:
-        from malleability.empirics.experiments.k_layer import MAX_MEASURE_DIGITS
-
-        click.echo(f"not measured (a Gram needs more than {MAX_MEASURE_DIGITS} mpmath digits), so the exponent is "
-                   "the Gram polynomial's: " + "; ".join(f"{code} k={','.join(map(str, ks))}"
-                                                         for code, ks in skipped.items()))
+        which = "; ".join(f"{code} k={','.join(map(str, ks))}" for code, ks in skipped.items())
+        click.echo(f"not measured (a Gram needs more than {summary['max_measure_digits']} mpmath digits), so the "
+                   f"exponent is the Gram polynomial's: {which}")
 
 
 def register(main: click.Group, bench: click.Group) -> None:
@@ -152,4 +141,4 @@ def register(main: click.Group, bench: click.Group) -> None:
         if as_json:
             click.echo(dump({"config": cfg.to_dict(), "rows": rows, "summary": summary, "provenance": provenance()}))
             return
-        print_summary(cfg, summary, rows)
+        print_summary(cfg, summary)

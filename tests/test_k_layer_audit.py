@@ -122,6 +122,24 @@ def test_report_section_from_a_results_document(cells):
     assert "**iic** follows 2k+1" in md and "**iii** follows no law of the three" in md
     assert "n = 5, 6" in md and "n ≤ 5" in md and "within 0.05" in md
     assert "mnist n=5: mpmath recursion; mnist n=6: Gram polynomial (theory)" in md
+    assert "mpmath digits" not in md  # every Gram within the digit cap
     empty = Doc()
     sections.k_layer(empty, {"scale": SCALE, "cells": [], "summary": summarise([])})
     assert "No k-layer cells at this scale." in empty.text()
+
+
+def test_report_caption_names_the_grams_left_to_theory_by_the_digit_cap(cells):
+    import copy
+
+    from malleability.empirics.experiments import k_layer
+
+    capped = copy.deepcopy(cells)
+    for c in capped:
+        for row in c["result"]["rows"]:
+            if row["code"] == "ccc" and row["k"] == 2:
+                row["log10_kappa_measured"] = row["exponent_measured"] = None
+                row["unmeasured_reason"] = f"needs 2100 digits, above the cap of {k_layer.MAX_MEASURE_DIGITS}"
+    d = Doc()
+    sections.k_layer(d, {"scale": SCALE, "cells": capped, "summary": summarise(capped)})
+    assert (f"Grams that need more than {k_layer.MAX_MEASURE_DIGITS} mpmath digits are not measured and show the "
+            "polynomial's exponent (ccc k = 2)") in d.text()

@@ -210,6 +210,15 @@ def k_layer_rows(x: np.ndarray, *, codes=layers.CODES, ks=(1, 2, 3, 4), measure:
     return out
 
 
+def over_digit_cap(rows: list[dict]) -> dict[str, list[int]]:
+    """{code: [k, ...]} of the rows whose Gram the mpmath recursion skipped for its digits (any data set or n)."""
+    out: dict[str, set[int]] = {}
+    for r in rows:
+        if "above the cap" in (r.get("unmeasured_reason") or ""):
+            out.setdefault(r["code"], set()).add(int(r["k"]))
+    return {code: sorted(ks) for code, ks in sorted(out.items())}
+
+
 @dataclass(frozen=True)
 class KLayerConfig:
     """The grid of the k-layer experiment."""
@@ -277,12 +286,13 @@ def summarise(rows: list[dict], *, tolerance: float = 0.05) -> dict:
         mine = [c for c in cells if c["code"] == code]
         follows[code] = sorted(set.intersection(*(set(c["fits"]) for c in mine))) if mine else []
     return {"cells": cells, "follows": follows, "tolerance": tolerance,
-            "reading": "exponent = log κ(Gram_k) / log κ(G); measured (mpmath recursion) where run, else theory"}
+            "reading": "exponent = log κ(Gram_k) / log κ(G); measured (mpmath recursion) where run, else theory",
+            "max_measure_digits": MAX_MEASURE_DIGITS, "over_digit_cap": over_digit_cap(rows)}
 
 
 Config = KLayerConfig
 run_cell = run  # config -> its rows (one grid per config: the experiment has no per-cell training)
 
 __all__ = ["Config", "KLayerConfig", "NAME", "candidate_exponents", "coefficient_layers", "exponent",
-           "float64_features", "k_layer_rows", "measure_digits", "mp_gram_kappas", "nearest_candidate", "run", "run_cell", "summarise",
+           "float64_features", "k_layer_rows", "measure_digits", "mp_gram_kappas", "nearest_candidate", "over_digit_cap", "run", "run_cell", "summarise",
            "theory_exponent"]

@@ -311,6 +311,10 @@ def k_layer(doc: Doc, r: dict) -> None:
     for c in cells_of_kind(r, "k-layer"):
         for row in (c.get("result") or {}).get("rows") or []:
             laws.setdefault(row["k"], row.get("candidates") or {})
+    skipped = s.get("over_digit_cap") or {}
+    which = "; ".join(f"{code} k = {','.join(map(str, ks))}" for code, ks in skipped.items())
+    capped = "" if not skipped else (f"; Grams that need more than {s.get('max_measure_digits')} mpmath digits are "
+                                     f"not measured and show the polynomial's exponent ({esc(which)})")
     rows = []
     for c in s["cells"]:
         cand = laws.get(c["k"], {})
@@ -322,7 +326,7 @@ def k_layer(doc: Doc, r: dict) -> None:
                "laws that fit"], rows,
               caption=f"p with κ(Gram_k) = κ(G)^p on the unit rows of {esc(', '.join(scale.get('datasets', [])))}, "
                       f"n = {esc(', '.join(map(str, scale.get('n', []))))}; the mpmath recursion measures n ≤ "
-                      f"{esc(scale.get('measure_max_n'))}, larger n use the Gram polynomial of X's singular values; "
+                      f"{esc(scale.get('measure_max_n'))}, larger n use the Gram polynomial of X's singular values{capped}; "
                       f"a law fits when every exponent is within {num(s['tolerance'])} (relative) of it. Codes: Q, K, V "
                       "each the input X (i) or the current layer X_l (c).")
     doc.bullets(f"**{esc(code)}** follows {esc(' and '.join(fl) or 'no law of the three')}"
