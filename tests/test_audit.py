@@ -389,6 +389,19 @@ def test_cost_model_prices_gram_polynomial_k_layer_cells_by_n_and_row_length():
     assert seconds("mnist", 30, measure_max_n=30) > 10 * seconds("mnist", 30)  # the mpmath recursion dominates
 
 
+def test_cost_model_prices_theory_cells_at_their_profile():
+    from malleability.reports.audit.cost_model import cell_seconds
+    from malleability.theory.claims import EXPECTED_SECONDS
+
+    def seconds(profile):
+        cells = A.plan_cells(A.get_scale("quick", [f"theory.profile={profile}"])).cells
+        return {c.config.claim: cell_seconds(c) for c in cells if c.kind == "theory"}
+
+    assert seconds("quick") == {c: EXPECTED_SECONDS["quick"][c] for c in seconds("quick")}
+    assert seconds("thorough") == {c: EXPECTED_SECONDS["thorough"][c] for c in seconds("thorough")}
+    assert sum(seconds("thorough").values()) > 5 * sum(seconds("quick").values())
+
+
 def test_cost_model_reads_a_user_npz_row_length_from_its_header(tmp_path):
     """A user's .npz is priced at its own row length (x's trailing dimensions), read without loading x."""
     import dataclasses

@@ -41,6 +41,24 @@ def test_check_json_one_claim():
     assert claim["readings_holding"] == ["iic", "ici", "cii"] and "as-stated" in claim["readings_failing"]
 
 
+def test_check_says_what_each_claim_should_take_and_what_it_took():
+    from malleability.theory.claims import EXPECTED_SECONDS
+
+    res = run("theory", "check", "k-layer", "thm4.1")
+    assert res.exit_code == 0, res.output
+    lines = res.stderr.strip().splitlines()
+    quick = EXPECTED_SECONDS["quick"]
+    assert lines[0] == (f"checking k-layer (quick; about {quick['k-layer']:.0f} s on the reference CPU, "
+                        f"{quick['k-layer'] + quick['thm4.1']:.0f} s left in all)")
+    assert re.fullmatch(r"checked k-layer in \d+ s", lines[1]) and lines[2].startswith("checking thm4.1 (quick; about")
+    assert len(lines) == 4 and lines[3].startswith("checked thm4.1 in ")
+    # thorough's table covers every claim, so the paper scale's estimate prices its theory cells
+    from malleability.theory import CLAIM_IDS
+
+    assert set(EXPECTED_SECONDS["thorough"]) == set(EXPECTED_SECONDS["quick"]) == set(CLAIM_IDS)
+    assert sum(EXPECTED_SECONDS["thorough"].values()) > 10 * sum(quick.values())
+
+
 def test_check_table_and_unknown_id():
     res = run("theory", "check", "k-layer")
     assert res.exit_code == 0 and "k-layer" in res.stdout and "depends" in res.stdout

@@ -68,8 +68,10 @@ DEVICE_FIT_BASE: dict[str, tuple[float, ...]] = {
 }
 
 
-# Seconds per theory claim at the quick profile (same machine and date; the thorough profile was not timed).
-THEORY_SECONDS = {"thm4.1": 0.56, "thm4.7": 5.25, "thm4.7-width": 1.02, "k-layer": 0.10, "prop4.5": 1.74}
+# Seconds per theory claim and profile: the theory package's own table (theory.claims.EXPECTED_SECONDS)
+from malleability.theory.claims import EXPECTED_SECONDS as THEORY_SECONDS_BY_PROFILE  # noqa: E402
+
+THEORY_SECONDS = THEORY_SECONDS_BY_PROFILE["quick"]  # the audit's profile at quick and default
 
 
 def _row_length(dataset: str) -> int:
@@ -210,8 +212,10 @@ def on_cuda(cell) -> bool:
 def cell_seconds(cell, coefficients: dict | None = None) -> float:
     """Predicted seconds of one cell inside an audit: on one CPU thread, or on the GPU for a cell that trains
     on CUDA (:data:`CUDA_COEFFICIENTS`; there the slice's per-cell times equal the cells' own, no overhead)."""
-    if cell.kind == "theory" and coefficients is None and cell.config.claim in THEORY_SECONDS:
-        return THEORY_SECONDS[cell.config.claim]
+    if cell.kind == "theory" and coefficients is None:
+        table = THEORY_SECONDS_BY_PROFILE.get(getattr(cell.config, "profile", "quick"), THEORY_SECONDS)
+        if cell.config.claim in table:
+            return table[cell.config.claim]
     cuda = coefficients is None and cell.kind in CUDA_COEFFICIENTS and on_cuda(cell)
     coef = (CUDA_COEFFICIENTS if cuda else coefficients or COEFFICIENTS).get(cell.kind, (5.0,))
     overhead = AUDIT_OVERHEAD_S.get(cell.kind, 0.0) if coefficients is None and not cuda else 0.0
