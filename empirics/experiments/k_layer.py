@@ -293,6 +293,6 @@ def summarise(rows: list[dict], *, tolerance: float = 0.05) -> dict:
 Config = KLayerConfig
 run_cell = run  # config -> its rows (one grid per config: the experiment has no per-cell training)
 
-__all__ = ["Config", "KLayerConfig", "NAME", "candidate_exponents", "coefficient_layers", "exponent",
-           "float64_features", "k_layer_rows", "measure_digits", "mp_gram_kappas", "nearest_candidate", "over_digit_cap", "run", "run_cell", "summarise",
-           "theory_exponent"]
+__all__ = ["Config", "KLayerConfig", "MAX_MEASURE_DIGITS", "NAME", "candidate_exponents", "coefficient_layers",
+           "exponent", "float64_features", "k_layer_rows", "measure_digits", "mp_gram_kappas", "nearest_candidate",
+           "over_digit_cap", "run", "run_cell", "summarise", "theory_exponent"]

@@ -326,7 +326,8 @@ def k_layer(doc: Doc, r: dict) -> None:
                "laws that fit"], rows,
               caption=f"p with κ(Gram_k) = κ(G)^p on the unit rows of {esc(', '.join(scale.get('datasets', [])))}, "
                       f"n = {esc(', '.join(map(str, scale.get('n', []))))}; the mpmath recursion measures n ≤ "
-                      f"{esc(scale.get('measure_max_n'))}, larger n use the Gram polynomial of X's singular values{capped}; "
+                      f"{esc(scale.get('measure_max_n'))}, larger n use the Gram polynomial of X's singular "
+                      f"values{capped}; "
                       f"a law fits when every exponent is within {num(s['tolerance'])} (relative) of it. Codes: Q, K, V "
                       "each the input X (i) or the current layer X_l (c).")
     doc.bullets(f"**{esc(code)}** follows {esc(' and '.join(fl) or 'no law of the three')}"

@@ -106,5 +106,5 @@ _CLAIM_MODULES = (thm4_1, thm4_7, width, k_layer, prop4_5)
 
 CLAIM_IDS = tuple(CLAIMS)
 
-__all__ = ["CLAIMS", "CLAIM_IDS", "Claim", "ClaimResult", "EXPECTED_SECONDS", "PROFILES", "Profile", "Reading", "VERDICTS",
-           "check_claims", "claim_verdict", "register"]
+__all__ = ["CLAIMS", "CLAIM_IDS", "Claim", "ClaimResult", "EXPECTED_SECONDS", "PROFILES", "Profile", "Reading",
+           "VERDICTS", "check_claims", "claim_verdict", "register"]
