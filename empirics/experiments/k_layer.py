@@ -42,6 +42,7 @@ MAX_DPS_MARGIN = 200
 # digits of one mpmath measurement: an n = 50 Gram at 2000 digits takes about 7 s; ccc at k = 60 would need
 # about 10^28 digits, so Grams above the cap are not measured and their rows keep the Gram polynomial's κ
 MAX_MEASURE_DIGITS = 2000
+_OVER_CAP = "above the cap of"  # how a row's unmeasured_reason names the digit cap (over_digit_cap reads it)
 
 
 def candidate_exponents(k: int) -> dict[str, int]:
@@ -178,7 +179,7 @@ def k_layer_rows(x: np.ndarray, *, codes=layers.CODES, ks=(1, 2, 3, 4), measure:
         dps_of = {code: max((need[(code, k)] for k in ks_of[code]), default=0) for code in codes}
         measured = {key: _mp_log10(v) for key, v in mp_gram_kappas(x, codes, ks_of, dps_of).items()}
         digits = {(code, k): dps_of[code] for code in codes for k in ks_of[code]}
-        unmeasured = {key: f"needs {need[key]:.4g} digits, above the cap of {MAX_MEASURE_DIGITS}"
+        unmeasured = {key: f"needs {need[key]:.4g} digits, {_OVER_CAP} {MAX_MEASURE_DIGITS}"
                       for key in theory if key not in digits}
     out = []
     for code in codes:
@@ -214,7 +215,7 @@ def over_digit_cap(rows: list[dict]) -> dict[str, list[int]]:
     """{code: [k, ...]} of the rows whose Gram the mpmath recursion skipped for its digits (any data set or n)."""
     out: dict[str, set[int]] = {}
     for r in rows:
-        if "above the cap" in (r.get("unmeasured_reason") or ""):
+        if _OVER_CAP in (r.get("unmeasured_reason") or ""):
             out.setdefault(r["code"], set()).add(int(r["k"]))
     return {code: sorted(ks) for code, ks in sorted(out.items())}
 
