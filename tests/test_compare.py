@@ -187,6 +187,19 @@ def test_k_layer_and_widths_cells_match_across_data_roots():
     assert cmp["per_kind"]["k-layer"] == {"identical": 0, "differ": 1}
 
 
+def test_a_k_layer_row_key_added_since_an_older_audit_is_no_difference():
+    def cells(**extra):
+        return [{"kind": "k-layer", "key": "kl", "label": "k-layer mnist n=8", "status": "computed",
+                 "config": {"n": [8]}, "result": {"rows": [{"kappa": 2.0, **extra}]}}]
+
+    older, newer = cells(), cells(measured_digits=40, unmeasured_reason=None)
+    cmp = compare_results(_results(older, [], "cpu A"), _results(newer, [], "cpu B"))
+    assert cmp["per_kind"]["k-layer"] == {"identical": 1, "differ": 0}  # the older audit did not record them
+    other = cells(measured_digits=60, unmeasured_reason=None)  # both record it: compared as usual
+    cmp = compare_results(_results(newer, [], "cpu A"), _results(other, [], "cpu B"))
+    assert cmp["per_kind"]["k-layer"] == {"identical": 0, "differ": 1}
+
+
 def test_documents_keyed_before_the_root_left_the_key_are_still_read(tmp_path):
     from malleability.reports.audit.cache import cell_key
 

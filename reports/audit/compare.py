@@ -15,6 +15,9 @@ from malleability.reports.audit.cache import canonical_json, computed_config
 
 # data_root: where the rows were read from (a widths report echoes its config), not what was computed
 IGNORED_RESULT_KEYS = frozenset({"timing_s", "threads", "wall_time_s", "provenance", "finished_at", "data_root"})
+# Result keys added after a results document could have been written: a side without one did not record it,
+# which is no difference (both sides holding it are compared as usual)
+ADDED_RESULT_KEYS = frozenset({"measured_digits", "unmeasured_reason"})
 
 
 # Config fields added after a results document could have been written, per cell kind, with the
@@ -30,7 +33,7 @@ def _cell_id(cell: dict) -> str:
 
 def _differs(x: Any, y: Any) -> bool:
     if isinstance(x, dict) and isinstance(y, dict):
-        keys = (set(x) | set(y)) - IGNORED_RESULT_KEYS
+        keys = (set(x) | set(y)) - IGNORED_RESULT_KEYS - (ADDED_RESULT_KEYS - (set(x) & set(y)))
         return any(_differs(x.get(k), y.get(k)) for k in keys)
     if isinstance(x, list) and isinstance(y, list):
         return len(x) != len(y) or any(_differs(u, v) for u, v in zip(x, y))
