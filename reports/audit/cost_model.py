@@ -38,6 +38,8 @@ import zipfile
 
 import numpy as np
 
+from malleability.theory.claims import EXPECTED_SECONDS
+
 # ntk-distance and flip-rate: fitted (calibrate.fit) on 2026-12-04, AMD EPYC (2 cores), torch 2.14 CPU, one
 # thread, on the 452 cells of a fresh quick audit (20 epochs, float32; 7.0 min measured, the 2026-12-02 fit
 # had estimated 9.4) and 11 cells of the default plan timed the same day (500 epochs: Table 2 on MNIST and
@@ -69,8 +71,7 @@ DEVICE_FIT_BASE: dict[str, tuple[float, ...]] = {
 
 
 # Seconds per theory claim and profile: the theory package's own table (theory.claims.EXPECTED_SECONDS)
-from malleability.theory.claims import EXPECTED_SECONDS as THEORY_SECONDS_BY_PROFILE  # noqa: E402
-
+THEORY_SECONDS_BY_PROFILE = EXPECTED_SECONDS
 THEORY_SECONDS = THEORY_SECONDS_BY_PROFILE["quick"]  # the audit's profile at quick and default
 
 
